@@ -1,0 +1,1 @@
+"""Shared, readable building blocks for the numbered scripts (see README.md)."""

@@ -1,0 +1,168 @@
+"""Small utilities every script uses: device, precision, seeding, errors, checkpoints, progress.
+
+Speed on CUDA comes from two switches only (the design card): channels_last memory
+format and autocast (bf16 where the GPU supports it, else fp16 with a grad scaler).
+On CPU everything runs in plain fp32.
+"""
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def fail(message):
+    """Stop with a one-line, actionable error instead of a traceback."""
+    raise SystemExit(f"error: {message}")
+
+
+def resolve_device(name="auto"):
+    """'auto' -> cuda if available, else cpu. Resolved once, then passed along."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {name} asked for, but this machine has no CUDA GPU (use --device cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- precision: channels_last + autocast on CUDA, fp32 on CPU ---
+
+def amp_dtype(device):
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device):
+    """Mixed precision on CUDA; a no-op context on CPU."""
+    dtype = amp_dtype(device)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def make_grad_scaler(device):
+    """A grad scaler is needed for fp16 only (bf16 has fp32's exponent range)."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+
+
+def memory_format(device):
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def to_device(model, device):
+    """Move a model to `device`, in channels_last layout on CUDA."""
+    return model.to(device, memory_format=memory_format(device))
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- output folder, config, checkpoints ---
+
+def make_out_dir(out_dir, script_file):
+    """results/<script stem>/ unless --out-dir says otherwise; created on demand."""
+    path = Path(out_dir) if out_dir else Path("results") / Path(script_file).stem
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_json(obj, path):
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a checkpoint written by atomic_save, with a one-line error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        fail(f"checkpoint {path} does not exist (train first, or drop --resume)")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        fail(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(e).__name__}); "
+             f"delete it and train again")
+
+
+def check_finite(loss_value, epoch, step):
+    """A NaN/inf loss stops training with a clear message (it never recovers by itself)."""
+    if not math.isfinite(loss_value):
+        fail(f"loss became {loss_value} at epoch {epoch}, step {step}; "
+             f"try a lower --lr (the last checkpoint is still intact)")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (so '--epochs -3' is a one-line error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+positive_int.__name__ = "positive integer"
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise ValueError
+    return value
+
+
+non_negative_float.__name__ = "non-negative number"
+
+
+def probability(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError
+    return value
+
+
+probability.__name__ = "probability in [0, 1]"
+
+
+class Progress:
+    """A one-line progress report with images/s and ETA, printed every `every` seconds."""
+
+    def __init__(self, total_steps, prefix="", every=10.0, stream=sys.stdout):
+        self.total, self.prefix, self.every, self.stream = total_steps, prefix, every, stream
+        self.start = self.last = time.time()
+        self.images = 0
+
+    def update(self, step, n_images, extra=""):
+        self.images += n_images
+        now = time.time()
+        if now - self.last < self.every and step < self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        eta = elapsed / max(step, 1) * (self.total - step)
+        print(f"{self.prefix} step {step}/{self.total}  {self.images / elapsed:,.0f} img/s  "
+              f"elapsed {format_seconds(elapsed)}  ETA {format_seconds(eta)}  {extra}",
+              file=self.stream, flush=True)
+
+
+def format_seconds(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
