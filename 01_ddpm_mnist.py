@@ -1,0 +1,109 @@
+"""Handout D §2: an unconditional DDPM on MNIST, trained from scratch.
+
+    python 01_ddpm_mnist.py --epochs 20          # the handout's configuration
+    python 01_ddpm_mnist.py --quick              # laptop CPU: narrower UNet, 2 epochs, T = 100
+    python 01_ddpm_mnist.py --dry-run            # seconds, synthetic data (what the tests run)
+
+Training is Algorithm 1 (Adam 1e-3, batch 128, LR decayed exponentially to 0.1× over the
+run); sampling is Algorithm 2. Runtime: see README.md (measured, per device).
+
+Writes to results/01_ddpm_mnist/ (or --out-dir):
+    config.json, losses.csv, loss_curve.png, samples_epoch_001.png ... (fixed noise),
+    checkpoint.pt (atomic; --resume continues exactly), samples.npz (uint8 `images`, N×28×28),
+    samples_final.png, metrics.json (FD-judge of the samples vs the MNIST test set).
+"""
+import numpy as np
+import torch
+
+from common.cli import apply_preset, check_schedule_args, diffusion_parser
+from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.judge import get_judge
+from common.plotting import save_grid
+from common.samplers import ddpm_sample, fixed_noise
+from common.schedules import ddpm_schedule
+from common.train import load_state, make_optimizer, run_epochs
+from common.unet import DenoisingUNet
+from common.utils import (count_parameters, make_out_dir, positive_int, resolve_device, save_json,
+                          seed_everything, to_device)
+
+QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
+DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
+               n_grid=8, eval_batch=16)
+
+
+def parse_args(argv):
+    p = diffusion_parser(__doc__.split("\n")[0])
+    p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
+    p.add_argument("--n-samples", type=positive_int, default=1000, help="final samples in samples.npz")
+    p.add_argument("--eval-batch", type=positive_int, default=1000, help="samples drawn per batch")
+    args = p.parse_args(argv)
+    if args.quick:
+        apply_preset(args, QUICK)
+    if args.dry_run:
+        apply_preset(args, DRY_RUN)
+    check_schedule_args(p, args)
+    return args
+
+
+def load_data(args, device):
+    """The whole training set as one (N, 1, 28, 28) tensor in [-1, 1] on the device."""
+    if args.dry_run:
+        return synthetic_dataset(256, device)[0]
+    return load_dataset("mnist", args.data_dir, train=True, device=device)[0]
+
+
+def draw_samples(model, sched, x_T, batch):
+    """Algorithm 2 in batches of `batch` samples."""
+    return torch.cat([ddpm_sample(model, x_T[i:i + batch], sched) for i in range(0, len(x_T), batch)])
+
+
+def evaluate(args, samples, device):
+    """FD-judge of the samples against the MNIST test set, and the judge's digit histogram."""
+    judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
+    x_real = synthetic_dataset(256, device)[0] if args.dry_run else \
+        load_dataset("mnist", args.data_dir, train=False, device=device)[0]
+    digits = judge.predict(samples).cpu()
+    return {"n_samples": len(samples), "fd_judge_vs_mnist_test": judge.fd(samples, x_real),
+            "judge_digit_histogram": torch.bincount(digits, minlength=10).tolist()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # --- setup ---
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    out = make_out_dir(args.out_dir, __file__)
+    save_json(vars(args), out / "config.json")
+    # --- data ---
+    x_train = load_data(args, device)
+    # --- model, schedule, optimiser ---
+    model = to_device(DenoisingUNet(hidden=args.hidden), device)
+    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
+    start, history = 0, {"batch": [], "epoch": []}
+    if args.resume:
+        start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,
+                                    must_match=[("hidden", args.hidden), ("T", args.T)])
+    print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
+          f"{len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+    # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
+    x_T_grid = fixed_noise(args.n_grid, args.seed, device)
+    for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, None, sched, args, out,
+                            history, start):
+        if epoch in args.sample_epochs:
+            grid = draw_samples(model, sched, x_T_grid, args.eval_batch)
+            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
+                      suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
+    # --- final samples (Algorithm 2) and metrics ---
+    samples = draw_samples(model, sched, fixed_noise(args.n_samples, args.seed + 1, device), args.eval_batch)
+    np.savez_compressed(out / "samples.npz", images=to_uint8(samples))
+    save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
+    metrics = evaluate(args, samples, device)
+    save_json(metrics, out / "metrics.json")
+    print(f"FD-judge vs MNIST test ({len(samples)} samples): {metrics['fd_judge_vs_mnist_test']:.2f}; "
+          f"outputs in {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

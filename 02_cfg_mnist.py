@@ -1,0 +1,163 @@
+"""Handout D §3 (and Handout A Problem 1): a class-conditioned DDPM on MNIST with classifier-free guidance.
+
+    python 02_cfg_mnist.py --epochs 20                 # Handout D §3.3-3.4 / A 1(b): CFG, p_uncond = 0.1
+    python 02_cfg_mnist.py --p-uncond 0 --guidance 1   # Handout A 1(a): the plain one-hot conditional model
+    python 02_cfg_mnist.py --quick                     # laptop CPU preset (≈15 min on 2 cores)
+    python 02_cfg_mnist.py --dry-run                   # seconds, synthetic data (what the tests run)
+
+Training is Algorithm 3 (labels dropped with probability --p-uncond); sampling is Algorithm 4,
+ε̂ = ε_uncond + γ (ε_cond − ε_uncond), with both predictions from one batched forward pass.
+With --p-uncond 0 the network never sees the "no label" input, so only γ = 1 (the purely
+conditional prediction) is meaningful: pass --guidance 1.
+
+Writes to results/02_cfg_mnist/ (or --out-dir):
+    config.json, losses.csv, loss_curve.png, checkpoint.pt (--resume continues exactly),
+    samples_epoch_001.png ... (γ = 5, labels from the MNIST test set, fixed noise),
+    guidance_sweep.png (rows γ, columns digits, same noise along each column),
+    guidance_metrics.png, samples.npz (`images` uint8 N×28×28, `labels`, `guidance`),
+    metrics.json (per γ: accuracy judged by an independent MNIST classifier, FD-judge).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.cli import apply_preset, check_schedule_args, diffusion_parser
+from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.judge import get_judge
+from common.plotting import save_grid, save_labelled_grid, save_line_plot
+from common.samplers import ddpm_cfg_sample, fixed_noise
+from common.schedules import ddpm_schedule
+from common.train import load_state, make_optimizer, run_epochs
+from common.unet import ConditionalDenoisingUNet
+from common.utils import (count_parameters, make_out_dir, positive_int, probability, resolve_device,
+                          save_json, seed_everything, to_device)
+
+QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
+             eval_per_class=5, n_grid=20)
+DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
+               n_grid=8, eval_batch=64)
+
+
+def parse_args(argv):
+    p = diffusion_parser(__doc__.split("\n")[0])
+    p.add_argument("--p-uncond", type=probability, default=0.1,
+                   help="Algorithm 3 line 5: probability of dropping the label (0 = Handout A 1(a))")
+    p.add_argument("--guidance", type=float, default=5.0, help="γ of the per-epoch evaluation grids")
+    p.add_argument("--sweep", type=float, nargs="+", default=[0, 1, 5, 7, 10, 15],
+                   help="guidance scales γ of the final sweep (Handout D §3.4)")
+    p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10),
+                   metavar="DIGIT", help="digits of the sweep")
+    p.add_argument("--eval-per-class", type=positive_int, default=100,
+                   help="samples per digit and per γ in samples.npz and metrics.json")
+    p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
+    p.add_argument("--eval-batch", type=positive_int, default=1000, help="samples drawn per batch")
+    args = p.parse_args(argv)
+    if args.quick:
+        apply_preset(args, QUICK)
+    if args.dry_run:
+        apply_preset(args, DRY_RUN)
+    check_schedule_args(p, args)
+    return args
+
+
+def load_data(args, device, train=True):
+    """(x, y): the whole split as one (N, 1, 28, 28) tensor in [-1, 1] and its labels, on the device."""
+    if args.dry_run:
+        return synthetic_dataset(256 if train else 128, device, seed=0 if train else 1)
+    return load_dataset("mnist", args.data_dir, train=train, device=device)
+
+
+def draw_samples(model, sched, x_T, y, w, batch):
+    """Algorithm 4 in batches; y (N,) digits, w (N,) guidance scale per sample."""
+    out = []
+    for i in range(0, len(x_T), batch):
+        c = F.one_hot(y[i:i + batch], 10)
+        out.append(ddpm_cfg_sample(model, x_T[i:i + batch], c, w[i:i + batch], sched))
+    return torch.cat(out)
+
+
+def guidance_sweep(args, model, sched, device):
+    """Every digit at every γ, `eval_per_class` each; digit d's k-th sample uses the same x_T at every γ."""
+    digits, per, n_w = torch.tensor(args.digits), args.eval_per_class, len(args.sweep)
+    x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
+    y = digits.repeat_interleave(per)                                           # d d d ... per digit
+    w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))  # γ-major order
+    samples = draw_samples(model, sched, x_T.repeat(n_w, 1, 1, 1), y.repeat(n_w).to(device),
+                           w.to(device), args.eval_batch)
+    return samples, y.repeat(n_w), w
+
+
+def evaluate(args, samples, y, w, device):
+    """Per γ: accuracy as judged by the independent MNIST classifier, and FD-judge vs the test set."""
+    judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
+    x_test = load_data(args, device, train=False)[0]
+    rows = []
+    for g in args.sweep:
+        pick = (w == g).to(samples.device)
+        rows.append({"guidance": g, "n": int(pick.sum()),
+                     "judge_accuracy": judge.class_accuracy(samples[pick], y.to(device)[pick]),
+                     "fd_judge": judge.fd(samples[pick], x_test),
+                     "judge_diversity": judge.diversity(samples[pick])})
+    return {"per_guidance": rows, "judge_test_set_diversity": judge.diversity(x_test)}
+
+
+def print_table(metrics):
+    print("\n|   γ | judge accuracy | FD-judge | diversity |\n|----:|---------------:|---------:|----------:|")
+    for r in metrics["per_guidance"]:
+        print(f"| {r['guidance']:>3g} | {100 * r['judge_accuracy']:13.1f}% | {r['fd_judge']:8.2f} "
+              f"| {r['judge_diversity']:9.2f} |")
+
+
+def save_sweep_outputs(args, out, samples, y, w, metrics):
+    images = to_uint8(samples)
+    np.savez_compressed(out / "samples.npz", images=images, labels=y.numpy(), guidance=w.numpy())
+    # first sample of each (γ, digit): rows = γ, columns = digits
+    first = images.reshape(len(args.sweep), len(args.digits), args.eval_per_class, 28, 28)[:, :, 0]
+    save_labelled_grid(first, out / "guidance_sweep.png", row_labels=[f"γ={g:g}" for g in args.sweep],
+                       col_labels=args.digits, suptitle="Algorithm 4: digits (columns) × guidance γ (rows)")
+    rows = metrics["per_guidance"]
+    save_line_plot(args.sweep, {"judge accuracy (%)": [100 * r["judge_accuracy"] for r in rows]},
+                   out / "guidance_metrics.png", xlabel="guidance scale γ", ylabel="accuracy (%)",
+                   title="requested digit drawn, as judged by an independent classifier")
+    save_json(metrics, out / "metrics.json")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # --- setup ---
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    out = make_out_dir(args.out_dir, __file__)
+    save_json(vars(args), out / "config.json")
+    # --- data ---
+    x_train, y_train = load_data(args, device)
+    y_grid = load_data(args, device, train=False)[1][:args.n_grid]   # labels drawn from the test set
+    # --- model, schedule, optimiser ---
+    model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
+    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
+    start, history = 0, {"batch": [], "epoch": []}
+    if args.resume:
+        start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,
+                                    must_match=[("hidden", args.hidden), ("T", args.T)])
+    print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
+          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+    # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
+    x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
+    for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, y_train, sched, args, out,
+                            history, start):
+        if epoch in args.sample_epochs:
+            grid = draw_samples(model, sched, x_T_grid, y_grid, w_grid.to(device), args.eval_batch)
+            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png", titles=y_grid.tolist(),
+                      suptitle=f"epoch {epoch}: Algorithm 4 with γ = {args.guidance:g} (title = asked-for digit)")
+    # --- guidance sweep (Handout D §3.4) and metrics ---
+    samples, y, w = guidance_sweep(args, model, sched, device)
+    metrics = evaluate(args, samples, y, w, device)
+    save_sweep_outputs(args, out, samples, y, w, metrics)
+    print_table(metrics)
+    print(f"outputs in {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The argparse flags the diffusion scripts share, spelled the same everywhere (STYLE.md item 2)."""
+import argparse
+
+from .utils import positive_int
+
+
+def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300):
+    """Parser with the shared training flags; defaults are Handout D §2.3's."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    p.add_argument("--lr-decay-to", type=float, default=0.1,
+                   help="exponential LR decay: the last epoch runs at lr × this")
+    p.add_argument("--hidden", type=positive_int, default=hidden, help="UNet width D")
+    p.add_argument("--T", type=positive_int, default=T, help="diffusion steps")
+    p.add_argument("--beta-1", type=float, default=1e-4, help="β_1 of the linear schedule")
+    p.add_argument("--beta-T", type=float, default=0.02, help="β_T of the linear schedule")
+    p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=[1, 5, 10, 15, 20],
+                   help="epochs after which a sample grid is drawn (same noise each time)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--data-dir", default="data", help="torchvision dataset root")
+    p.add_argument("--out-dir", default=None, help="default: results/<script name>/")
+    p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")
+    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="seconds: synthetic data, tiny model, every output file written")
+    return p
+
+
+def apply_preset(args, preset):
+    """Overwrite args with a preset dict (used by --quick and --dry-run)."""
+    for key, value in preset.items():
+        setattr(args, key, value)
+    return args
+
+
+def check_schedule_args(parser, args):
+    if not 0 < args.beta_1 <= args.beta_T < 1:
+        parser.error(f"need 0 < --beta-1 <= --beta-T < 1, got {args.beta_1} and {args.beta_T}")
+    if not 0 < args.lr_decay_to <= 1:
+        parser.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")

@@ -1,0 +1,151 @@
+"""The DDPM training step (Handout D Algorithms 1 and 3), the epoch loop, and checkpoint state.
+
+The loop keeps the whole dataset as one tensor on the device and slices batches out
+of it; losses stay on the device and are synchronised once every `check_every` steps
+(to print progress and stop on NaN), never once per step.
+"""
+import csv
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import batches
+from .schedules import ddpm_forward, sample_timesteps
+from .plotting import save_loss_curves
+from .utils import (Progress, atomic_save, autocast, check_finite, fail, load_checkpoint,
+                    make_grad_scaler)
+
+
+def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2"):
+    """One training objective evaluation.
+
+    y is None: Handout D Algorithm 1, lines 4–8.  y given: Algorithm 3, lines 4–10.
+    loss='l1' is Handout E's choice; the handouts' default is the squared error.
+    """
+    B = len(x0)
+    t = sample_timesteps(B, sched.T, x0.device)             # Alg. 1 line 4: t ~ U{1..T}
+    eps = torch.randn_like(x0)                                # line 5: ε ~ N(0, I)
+    xt = ddpm_forward(x0, t, sched.alpha_bar, eps)            # line 6: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
+    t_in = t.float() / sched.T
+    with autocast(x0.device):
+        if y is None:
+            eps_pred = model(xt, t_in)                        # line 7: ε̂ = ε_θ(x_t, t)
+        else:
+            c = F.one_hot(y, num_classes)                     # Alg. 3 line 4: one-hot c
+            keep = torch.rand(B, device=x0.device) >= p_uncond  # line 5: drop c w.p. p_uncond
+            eps_pred = model(xt, t_in, c, keep)               # line 9: ε̂ = ε_θ(x_t, t, c)
+    # Alg. 1 line 8 / Alg. 3 line 10: gradient step on ||ε − ε̂||²
+    if loss == "l1":
+        return F.l1_loss(eps_pred.float(), eps)
+    return F.mse_loss(eps_pred.float(), eps)
+
+
+def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size,
+                    p_uncond=0.0, loss="l2", check_every=50):
+    """One pass over (x, y) in shuffled index-slice batches. Returns the batch losses (CPU tensor).
+
+    y=None trains the unconditional model (Algorithm 1), else the conditional one (Algorithm 3).
+    """
+    model.train()
+    n_steps = -(-len(x) // batch_size)
+    progress = Progress(n_steps, prefix=f"epoch {epoch}")
+    losses, step = [], 0
+    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
+        loss_value = ddpm_loss(model, x[idx], sched, None if y is None else y[idx], p_uncond, loss=loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss_value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss_value.detach())
+        if step % check_every == 0 or step == n_steps:
+            recent = torch.stack(losses[-check_every:]).mean().item()   # one sync per check_every steps
+            check_finite(recent, epoch, step)
+            progress.update(step, len(idx) * (check_every if step % check_every == 0 else 1),
+                            extra=f"loss {recent:.4f}")
+    return torch.stack(losses).float().cpu()
+
+
+def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):
+    """Everything --resume needs, in one dict, written atomically."""
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict(),
+                 "epoch": epoch, "history": history, "args": vars(args)}, path)
+
+
+def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=()):
+    """Restore a checkpoint from save_state; returns (last finished epoch, loss history).
+
+    `must_match` are (name, value) pairs of architecture settings that must equal the checkpoint's.
+    """
+    state = load_checkpoint(path, device)
+    if "model" not in state or "epoch" not in state:
+        fail(f"{path} is not a training checkpoint of this script")
+    for name, value in must_match:
+        saved = state["args"].get(name)
+        if saved != value:
+            fail(f"{path} was trained with --{name.replace('_', '-')} {saved}, not {value}; "
+                 f"pass the same value or use another --out-dir")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return state["epoch"], state["history"]
+
+
+def write_losses_csv(path, history):
+    """losses.csv: one row per batch with its epoch, step and loss."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "step", "batch_loss"])
+        step = 0
+        for epoch, epoch_losses in enumerate(history["batch"], start=1):
+            for value in epoch_losses:
+                step += 1
+                writer.writerow([epoch, step, f"{value:.6f}"])
+
+
+def run_epochs(model, optimizer, lr_scheduler, scaler, x, y, sched, args, out, history, start=0):
+    """Train epochs start+1 .. args.epochs; yields each epoch number once it is checkpointed.
+
+    Each epoch reseeds from (seed, epoch), so `--resume` continues exactly as a straight run
+    would. Ctrl-C writes the loss curves of the finished epochs and exits; the checkpoint of
+    the last finished epoch is intact.
+    """
+    try:
+        for epoch in range(start + 1, args.epochs + 1):
+            torch.manual_seed(args.seed + 1000 * epoch)
+            t0 = time.time()
+            losses = train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, args.batch_size,
+                                     getattr(args, "p_uncond", 0.0), getattr(args, "loss", "l2"))
+            lr_scheduler.step()
+            history["batch"].append(losses.tolist())
+            history["epoch"].append(losses.mean().item())
+            save_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, epoch, history, args)
+            print(f"epoch {epoch}/{args.epochs}: mean loss {history['epoch'][-1]:.4f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+            yield epoch
+    except KeyboardInterrupt:
+        write_loss_outputs(out, history)
+        print(f"\ninterrupted: the last finished epoch is saved in {out / 'checkpoint.pt'}; "
+              f"continue with --resume", file=sys.stderr)
+        raise SystemExit(130)
+    write_loss_outputs(out, history)
+
+
+def write_loss_outputs(out, history, ylabel="loss ‖ε − ε̂‖²"):
+    """losses.csv and loss_curve.png (batch and epoch loss, Handout D §2.3 deliverable 1)."""
+    if history["epoch"]:
+        write_losses_csv(out / "losses.csv", history)
+        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / "loss_curve.png",
+                         ylabel=ylabel, title="training loss")
+
+
+def make_optimizer(model, args, device):
+    """Adam(lr) with exponential decay to lr × lr_decay_to over the run (Handout D §2.3), and the AMP scaler."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gamma = args.lr_decay_to ** (1 / args.epochs)
+    lr_scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    return optimizer, lr_scheduler, make_grad_scaler(device)

@@ -1,0 +1,104 @@
+"""Handout D §2.1 and §3.1: the denoising UNet, its class-conditioned version, and its down half.
+
+The time input is t/T (a float in (0, 1], shape (B,)): Handout D feeds the normalised
+timestep to the FCBlocks. Resolution: the handout's 28×28 gives a 7×7 bottleneck; any
+size divisible by 4 works (48×48 -> 12×12), since Flatten/Unflatten follow `image_size`.
+"""
+import torch
+import torch.nn as nn
+
+from .blocks import ConvBlock, DownBlock, Flatten, FCBlock, Unflatten, UpBlock
+
+
+class DenoisingUNet(nn.Module):
+    """eps_theta(x_t, t): predicts the noise in x_t (Handout D, Figure 1)."""
+
+    def __init__(self, in_channels=1, hidden=64, image_size=28):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be divisible by 4, got {image_size}")
+        D, S = hidden, image_size // 4
+        self.conv_in = ConvBlock(in_channels, D)
+        self.down1 = DownBlock(D, D)
+        self.down2 = DownBlock(D, 2 * D)
+        self.flatten = Flatten(S)
+        self.unflatten = Unflatten(2 * D, S)
+        self.up1 = UpBlock(4 * D, D)
+        self.up2 = UpBlock(2 * D, D)
+        self.conv_out = ConvBlock(2 * D, D)
+        self.final = nn.Conv2d(D, in_channels, 3, padding=1)
+        # time t/T enters through two FCBlocks, added to the unflatten and up1 outputs
+        self.fc1_t = FCBlock(1, 2 * D)
+        self.fc2_t = FCBlock(1, D)
+
+    def forward(self, x, t):
+        """x: (B, C, H, W) noisy images; t: (B,) timesteps already divided by T."""
+        t = t.reshape(-1, 1).to(x.dtype)
+        t1 = self.fc1_t(t)[:, :, None, None]   # (B, 2D, 1, 1)
+        t2 = self.fc2_t(t)[:, :, None, None]   # (B, D, 1, 1)
+        return self.decode(x, t1, t2, c1=1.0, c2=1.0)
+
+    def decode(self, x, t1, t2, c1, c2):
+        """The UNet body; (c1, c2) scale and (t1, t2) shift the two modulated feature maps."""
+        x0 = self.conv_in(x)                   # (B, D, H, W)        e.g. 28×28
+        d1 = self.down1(x0)                    # (B, D, H/2, W/2)    14×14
+        d2 = self.down2(d1)                    # (B, 2D, H/4, W/4)   7×7
+        z = self.flatten(d2)                   # (B, 2D, 1, 1)
+        # Handout D §3.1: unflatten = c1 * unflatten + t1
+        u = c1 * self.unflatten(z) + t1        # (B, 2D, H/4, W/4)
+        # Handout D §3.1: up1 = c2 * up1 + t2
+        u1 = c2 * self.up1(torch.cat([u, d2], dim=1)) + t2   # (B, D, H/2, W/2)
+        u2 = self.up2(torch.cat([u1, d1], dim=1))            # (B, D, H, W)
+        out = self.conv_out(torch.cat([u2, x0], dim=1))      # (B, D, H, W)
+        return self.final(out)                               # (B, C, H, W)
+
+
+class ConditionalDenoisingUNet(DenoisingUNet):
+    """eps_theta(x_t, t, c): Handout D §3.1, class-conditioned through four FCBlocks.
+
+    c is a one-hot class vector (B, K); `mask` (B,) is 1 to keep the label and 0 to drop
+    it. A dropped label becomes the zero vector, which *is* the unconditional model.
+    """
+
+    def __init__(self, in_channels=1, hidden=64, image_size=28, num_classes=10):
+        super().__init__(in_channels, hidden, image_size)
+        self.num_classes = num_classes
+        self.fc1_c = FCBlock(num_classes, 2 * hidden)
+        self.fc2_c = FCBlock(num_classes, hidden)
+
+    def forward(self, x, t, c, mask=None):
+        """x: (B, C, H, W); t: (B,) = t/T; c: (B, K) one-hot; mask: (B,) 1 = keep, 0 = drop."""
+        t = t.reshape(-1, 1).to(x.dtype)
+        c = c.to(x.dtype)
+        if mask is not None:
+            c = c * mask.reshape(-1, 1).to(x.dtype)   # dropped label -> zero vector
+        t1 = self.fc1_t(t)[:, :, None, None]          # (B, 2D, 1, 1)
+        t2 = self.fc2_t(t)[:, :, None, None]          # (B, D, 1, 1)
+        c1 = self.fc1_c(c)[:, :, None, None]          # (B, 2D, 1, 1)
+        c2 = self.fc2_c(c)[:, :, None, None]          # (B, D, 1, 1)
+        return self.decode(x, t1, t2, c1, c2)
+
+
+class TimeConditionedEncoder(nn.Module):
+    """The down half of the UNet plus a time embedding, ending in a linear head.
+
+    Used as the noisy classifier p_phi(y | x_t, t) (Handout A 2(b), `out_features` = 10
+    logits) and as the age regressor f(z_t, t) (Handout C 3, `out_features` = 1).
+    """
+
+    def __init__(self, in_channels=1, hidden=64, image_size=28, out_features=10):
+        super().__init__()
+        D, S = hidden, image_size // 4
+        self.conv_in = ConvBlock(in_channels, D)
+        self.down1 = DownBlock(D, D)
+        self.down2 = DownBlock(D, 2 * D)
+        self.flatten = Flatten(S)
+        self.fc_t = FCBlock(1, 2 * D)
+        self.head = nn.Sequential(nn.Linear(2 * D, 2 * D), nn.GELU(), nn.Linear(2 * D, out_features))
+
+    def forward(self, x, t):
+        """x: (B, C, H, W); t: (B,) = t/T. Returns (B, out_features)."""
+        h = self.down2(self.down1(self.conv_in(x)))   # (B, 2D, H/4, W/4)
+        h = self.flatten(h).flatten(1)                # (B, 2D)
+        h = h + self.fc_t(t.reshape(-1, 1).to(x.dtype))
+        return self.head(h)

@@ -1,0 +1,93 @@
+"""Handout D §1 blocks: shapes per the handout, and each op against the torch layers it wraps."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.blocks import (FC, Conv, ConvBlock, DownBlock, DownConv, Flatten, FCBlock, Unflatten,
+                           UpBlock, UpConv)
+from common.unet import ConditionalDenoisingUNet, DenoisingUNet, TimeConditionedEncoder
+
+
+@pytest.mark.parametrize("block, x_shape, y_shape", [
+    (Conv(1, 8), (2, 1, 28, 28), (2, 8, 28, 28)),
+    (DownConv(8, 16), (2, 8, 28, 28), (2, 16, 14, 14)),
+    (UpConv(16, 8), (2, 16, 7, 7), (2, 8, 14, 14)),
+    (Flatten(7), (2, 16, 7, 7), (2, 16, 1, 1)),
+    (Unflatten(16, 7), (2, 16, 1, 1), (2, 16, 7, 7)),
+    (Flatten(12), (2, 16, 12, 12), (2, 16, 1, 1)),
+    (Unflatten(16, 12), (2, 16, 1, 1), (2, 16, 12, 12)),
+    (ConvBlock(3, 8), (2, 3, 48, 48), (2, 8, 48, 48)),
+    (DownBlock(8, 16), (2, 8, 14, 14), (2, 16, 7, 7)),
+    (UpBlock(16, 8), (2, 16, 14, 14), (2, 8, 28, 28)),
+    (FC(5, 7), (2, 5), (2, 7)),
+    (FCBlock(1, 32), (2, 1), (2, 32)),
+])
+def test_block_shapes(block, x_shape, y_shape):
+    assert block(torch.randn(x_shape)).shape == y_shape
+
+
+def _copy_conv_bn(block, conv, bn):
+    conv.load_state_dict(block.net[0].state_dict())
+    bn.load_state_dict(block.net[1].state_dict())
+
+
+@pytest.mark.parametrize("cls, torch_conv", [
+    (Conv, lambda i, o: nn.Conv2d(i, o, 3, 1, 1)),
+    (DownConv, lambda i, o: nn.Conv2d(i, o, 3, 2, 1)),
+    (UpConv, lambda i, o: nn.ConvTranspose2d(i, o, 4, 2, 1)),
+])
+def test_conv_ops_equal_torch_layers(cls, torch_conv):
+    torch.manual_seed(0)
+    block, conv, bn = cls(3, 5), torch_conv(3, 5), nn.BatchNorm2d(5)
+    _copy_conv_bn(block, conv, bn)
+    x = torch.randn(4, 3, 14, 14)
+    torch.testing.assert_close(block(x), F.gelu(bn(conv(x))))
+
+
+def test_fc_equals_linear_gelu_and_fcblock_adds_linear():
+    torch.manual_seed(0)
+    fc, lin = FC(4, 6), nn.Linear(4, 6)
+    lin.load_state_dict(fc.net[0].state_dict())
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(fc(x), F.gelu(lin(x)))
+    block = FCBlock(4, 6)
+    torch.testing.assert_close(block(x), block.net[1](F.gelu(block.net[0].net[0](x))))
+
+
+def test_flatten_is_global_average_then_gelu():
+    x = torch.randn(2, 3, 7, 7)
+    torch.testing.assert_close(Flatten(7)(x), F.gelu(x.mean(dim=(2, 3), keepdim=True)))
+
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (48, 3), (32, 3)])
+def test_unets_keep_the_image_shape(size, channels):
+    x, t = torch.randn(2, channels, size, size), torch.rand(2)
+    assert DenoisingUNet(channels, hidden=8, image_size=size)(x, t).shape == x.shape
+    c = F.one_hot(torch.tensor([3, 7]), 10)
+    assert ConditionalDenoisingUNet(channels, 8, size)(x, t, c, torch.ones(2)).shape == x.shape
+    assert TimeConditionedEncoder(channels, 8, size, out_features=10)(x, t).shape == (2, 10)
+
+
+def test_unet_rejects_size_not_divisible_by_4():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        DenoisingUNet(image_size=30)
+
+
+def test_conditional_unet_mask_drops_the_label_and_the_label_matters():
+    torch.manual_seed(0)
+    model = ConditionalDenoisingUNet(hidden=8).eval()
+    x, t = torch.randn(2, 1, 28, 28), torch.rand(2)
+    c3, c7 = F.one_hot(torch.tensor([3, 3]), 10), F.one_hot(torch.tensor([7, 7]), 10)
+    dropped = model(x, t, c3, torch.zeros(2))
+    torch.testing.assert_close(dropped, model(x, t, torch.zeros(2, 10), torch.ones(2)))
+    torch.testing.assert_close(dropped, model(x, t, c7, torch.zeros(2)))
+    model.train()   # at initialisation, eval-mode BatchNorm makes the label's effect tiny
+    assert not torch.allclose(model(x, t, c3, torch.ones(2)), model(x, t, c7, torch.ones(2)), atol=1e-3)
+
+
+def test_unet_time_input_matters():
+    torch.manual_seed(0)
+    model = DenoisingUNet(hidden=8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(model(x, torch.full((2,), 0.1)), model(x, torch.full((2,), 0.9)))

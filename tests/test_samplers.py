@@ -1,0 +1,80 @@
+"""Samplers: Algorithm 2's step against the DDPM paper's ε-form, z = 0 on the last step,
+convergence to a known target, and classifier-free guidance's two limits."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.samplers import cfg_eps, ddpm_cfg_sample, ddpm_sample, ddpm_sigma, posterior_mean
+from common.schedules import Schedule, ddpm_schedule
+from common.unet import ConditionalDenoisingUNet
+
+
+class PointMassDenoiser(nn.Module):
+    """The exact ε-predictor when every training image equals `target`: ε = (x_t − √ᾱ_t·target)/√(1 − ᾱ_t)."""
+
+    def __init__(self, target, sched):
+        super().__init__()
+        self.target, self.sched = target, sched
+
+    def forward(self, xt, t_frac, *cond):
+        t = (t_frac * self.sched.T).round().long()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
+
+
+def test_posterior_mean_equals_the_eps_form():
+    # Ho et al. (2020) Eq. 11: μ = (x_t − β_t/√(1 − ᾱ_t) ε) / √α_t, algebraically equal to line 11
+    beta = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 300)]).double()  # float64: no cancellation
+    s = Schedule(beta, 1 - beta, torch.cumprod(1 - beta, 0))
+    xt, eps = torch.randn(4, 1, 5, 5).double(), torch.randn(4, 1, 5, 5).double()
+    for t in (1, 2, 77, 300):
+        expected = (xt - s.beta[t] / (1 - s.alpha_bar[t]).sqrt() * eps) / s.alpha[t].sqrt()
+        torch.testing.assert_close(posterior_mean(xt, t, eps, s), expected, atol=1e-10, rtol=1e-10)
+
+
+def test_last_step_adds_no_noise():
+    s = ddpm_schedule(1)   # a single step: t = 1, where Algorithm 2 sets z = 0
+    model, x_T = PointMassDenoiser(torch.tensor(0.3), s), torch.randn(3, 1, 4, 4)
+    a = ddpm_sample(model, x_T, s, generator=torch.Generator().manual_seed(1))
+    b = ddpm_sample(model, x_T, s, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, posterior_mean(x_T, 1, model(x_T, torch.ones(3)), s))
+
+
+def test_sampler_reaches_the_target_of_a_perfect_denoiser():
+    torch.manual_seed(0)
+    s = ddpm_schedule(50)
+    target = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
+    x0 = ddpm_sample(PointMassDenoiser(target, s), torch.randn(8, 1, 4, 4), s)
+    torch.testing.assert_close(x0, target.expand_as(x0), atol=1e-3, rtol=0)
+
+
+def test_sigma_choices():
+    s = ddpm_schedule(10)
+    torch.testing.assert_close(ddpm_sigma(s, 5), s.beta[5].sqrt())
+    post = (1 - s.alpha_bar[4]) / (1 - s.alpha_bar[5]) * s.beta[5]
+    torch.testing.assert_close(ddpm_sigma(s, 5, "posterior"), post.sqrt())
+    assert ddpm_sigma(s, 1, "posterior") == 0   # β̃_1 = 0: nothing to add at the last step
+
+
+def test_cfg_limits_gamma_1_is_conditional_gamma_0_unconditional():
+    torch.manual_seed(0)
+    model = ConditionalDenoisingUNet(hidden=8).eval()
+    xt, t = torch.randn(3, 1, 28, 28), torch.full((3,), 0.5)
+    c = F.one_hot(torch.tensor([1, 4, 9]), 10)
+    with torch.no_grad():
+        eps_c, eps_u = model(xt, t, c, torch.ones(3)), model(xt, t, c, torch.zeros(3))
+        torch.testing.assert_close(cfg_eps(model, xt, t, c, 1.0), eps_c, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cfg_eps(model, xt, t, c, 0.0), eps_u, atol=1e-5, rtol=1e-5)
+        w = torch.tensor([0.0, 1.0, 5.0])   # one γ per sample
+        expected = eps_u + w.reshape(-1, 1, 1, 1) * (eps_c - eps_u)
+        torch.testing.assert_close(cfg_eps(model, xt, t, c, w), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cfg_sampler_is_reproducible_and_restores_train_mode():
+    model = ConditionalDenoisingUNet(hidden=8).train()
+    s, x_T, c = ddpm_schedule(5), torch.randn(2, 1, 28, 28), F.one_hot(torch.tensor([0, 1]), 10)
+    a = ddpm_cfg_sample(model, x_T, c, 3.0, s, generator=torch.Generator().manual_seed(0))
+    b = ddpm_cfg_sample(model, x_T, c, 3.0, s, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    assert model.training

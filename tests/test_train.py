@@ -1,0 +1,90 @@
+"""Training loop: the loss is Algorithm 1's, --resume continues exactly, bad states fail clearly."""
+import argparse
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.data import synthetic_dataset
+from common.schedules import ddpm_schedule
+from common.train import ddpm_loss, load_state, make_optimizer, run_epochs
+from common.unet import ConditionalDenoisingUNet, DenoisingUNet
+
+
+def _args(**kw):
+    base = dict(epochs=2, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, p_uncond=0.1, hidden=8, T=20)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _setup(args):
+    torch.manual_seed(123)
+    model = ConditionalDenoisingUNet(hidden=args.hidden)
+    return (model, *make_optimizer(model, args, torch.device("cpu")))
+
+
+def test_resume_after_one_epoch_equals_two_straight_epochs(tmp_path):
+    args, sched = _args(), ddpm_schedule(20)
+    x, y = synthetic_dataset(96)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    straight = _setup(args)
+    list(run_epochs(*straight, x, y, sched, args, tmp_path / "a", {"batch": [], "epoch": []}))
+    # run B: stop after epoch 1 (as Ctrl-C would), then resume from its checkpoint in fresh objects
+    first = _setup(args)
+    for _ in run_epochs(*first, x, y, sched, args, tmp_path / "b", {"batch": [], "epoch": []}):
+        break
+    resumed = _setup(args)
+    start, history = load_state(tmp_path / "b" / "checkpoint.pt", *resumed, "cpu")
+    assert start == 1 and len(history["epoch"]) == 1
+    list(run_epochs(*resumed, x, y, sched, args, tmp_path / "b", history, start))
+    for (name, a), b in zip(straight[0].state_dict().items(), resumed[0].state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed[2].get_last_lr() == straight[2].get_last_lr()
+
+
+def test_lr_decays_to_a_tenth_over_the_run(tmp_path):
+    args = _args(epochs=4)
+    model, optimizer, lr_scheduler, scaler = _setup(args)
+    for _ in range(4):
+        optimizer.step()
+        lr_scheduler.step()
+    assert lr_scheduler.get_last_lr()[0] == pytest.approx(1e-4)
+
+
+def test_ddpm_loss_is_the_noise_prediction_error():
+    # a model that always answers ε̂ = 0 has loss E||ε||² = 1 (MSE) and E|ε| = √(2/π) (L1)
+    class Zero(torch.nn.Module):
+        def forward(self, xt, t, *cond):
+            return torch.zeros_like(xt)
+    torch.manual_seed(0)
+    x0, sched = torch.zeros(64, 1, 28, 28), ddpm_schedule(10)
+    assert ddpm_loss(Zero(), x0, sched).item() == pytest.approx(1.0, abs=0.01)
+    assert ddpm_loss(Zero(), x0, sched, loss="l1").item() == pytest.approx((2 / torch.pi) ** 0.5, abs=0.01)
+
+
+def test_label_dropout_rate_matches_p_uncond():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, xt, t, c, keep):
+            seen.append(keep.float().mean().item())
+            return torch.zeros_like(xt)
+    torch.manual_seed(0)
+    ddpm_loss(Spy(), torch.zeros(20_000, 1, 2, 2), ddpm_schedule(10), torch.zeros(20_000, dtype=torch.long),
+              p_uncond=0.1)
+    assert seen[0] == pytest.approx(0.9, abs=0.01)
+
+
+def test_nan_loss_stops_training_with_a_message(tmp_path):
+    args = _args(epochs=1, lr=1e30)
+    model = DenoisingUNet(hidden=8)
+    parts = make_optimizer(model, args, torch.device("cpu"))
+    x = synthetic_dataset(64)[0] * float("nan")
+    with pytest.raises(SystemExit, match="loss became nan at epoch 1"):
+        list(run_epochs(model, *parts, x, None, ddpm_schedule(10), args, tmp_path, {"batch": [], "epoch": []}))
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    args = _args()
+    with pytest.raises(SystemExit, match="corrupt"):
+        load_state(tmp_path / "checkpoint.pt", *_setup(args), "cpu")
