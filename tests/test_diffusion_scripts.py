@@ -1,0 +1,78 @@
+"""Smoke tests: 01 and 02 in --dry-run write every promised file, and bad input is a one-line error."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+ALWAYS = ["config.json", "losses.csv", "loss_curve.png", "checkpoint.pt", "metrics.json", "samples.npz",
+          "samples_epoch_001.png", "samples_epoch_002.png"]
+
+
+def _check_pngs(out):
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000, png
+
+
+def test_01_dry_run_writes_every_file(script, tmp_path):
+    metrics = script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path)])
+    for name in ALWAYS + ["samples_final.png"]:
+        assert (tmp_path / name).is_file(), name
+    _check_pngs(tmp_path)
+    images = np.load(tmp_path / "samples.npz")["images"]
+    assert images.dtype == np.uint8 and images.shape == (16, 28, 28)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert sum(metrics["judge_digit_histogram"]) == 16 and metrics["fd_judge_vs_mnist_test"] >= 0
+    assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
+
+
+def test_02_dry_run_writes_every_file(script, tmp_path):
+    metrics = script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path)])
+    for name in ALWAYS + ["guidance_sweep.png", "guidance_metrics.png"]:
+        assert (tmp_path / name).is_file(), name
+    _check_pngs(tmp_path)
+    npz = np.load(tmp_path / "samples.npz")
+    n = 6 * 10 * 2   # γ values × digits × --eval-per-class
+    assert npz["images"].shape == (n, 28, 28) and npz["images"].dtype == np.uint8
+    assert sorted(set(npz["guidance"].tolist())) == [0, 1, 5, 7, 10, 15]
+    assert np.bincount(npz["labels"]).tolist() == [12] * 10
+    rows = metrics["per_guidance"]
+    assert [r["guidance"] for r in rows] == [0, 1, 5, 7, 10, 15]
+    assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
+
+
+def test_02_resume_continues_from_the_checkpoint(script, tmp_path, capsys):
+    mod = script("02_cfg_mnist.py")
+    mod.main(["--dry-run", "--out-dir", str(tmp_path)])
+    mod.main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])   # already at the last epoch
+    assert "epochs 3..2" in capsys.readouterr().out   # nothing left to train, nothing retrained
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "-3"], "--epochs"),
+    (["--digits", "12"], "--digits"),
+    (["--p-uncond", "1.5"], "--p-uncond"),
+    (["--beta-1", "0.5", "--beta-T", "0.1"], "--beta-1"),
+])
+def test_02_bad_arguments_are_one_line_errors(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script("02_cfg_mnist.py").parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_dataset_is_a_one_line_error(script, tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    with pytest.raises(SystemExit, match=r"put the four files .* in .*MNIST/raw"):
+        script("01_ddpm_mnist.py").main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)])
+
+
+def test_corrupt_checkpoint_with_resume_is_a_one_line_error(script, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(SystemExit, match="corrupt"):
+        script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
