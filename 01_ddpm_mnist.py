@@ -19,7 +19,7 @@ from common.cli import apply_preset, check_schedule_args, diffusion_parser
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.plotting import save_grid
-from common.samplers import ddpm_sample, fixed_noise
+from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import load_state, make_optimizer, run_epochs
 from common.unet import DenoisingUNet
@@ -28,7 +28,7 @@ from common.utils import (count_parameters, make_out_dir, positive_int, resolve_
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
-               n_grid=8, eval_batch=16)
+               n_grid=8, eval_batch=16, sample_steps=5)
 
 
 def parse_args(argv):
@@ -52,9 +52,11 @@ def load_data(args, device):
     return load_dataset("mnist", args.data_dir, train=True, device=device)[0]
 
 
-def draw_samples(model, sched, x_T, batch):
-    """Algorithm 2 in batches of `batch` samples."""
-    return torch.cat([ddpm_sample(model, x_T[i:i + batch], sched) for i in range(0, len(x_T), batch)])
+def draw_samples(args, model, sched, x_T):
+    """Algorithm 2 (or DDIM with --sampler ddim) in batches of --eval-batch samples."""
+    b = args.eval_batch
+    return torch.cat([generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta)
+                      for i in range(0, len(x_T), b)])
 
 
 def evaluate(args, samples, device):
@@ -91,11 +93,11 @@ def main(argv=None):
     for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, None, sched, args, out,
                             history, start):
         if epoch in args.sample_epochs:
-            grid = draw_samples(model, sched, x_T_grid, args.eval_batch)
+            grid = draw_samples(args, model, sched, x_T_grid)
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
                       suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
     # --- final samples (Algorithm 2) and metrics ---
-    samples = draw_samples(model, sched, fixed_noise(args.n_samples, args.seed + 1, device), args.eval_batch)
+    samples = draw_samples(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device))
     np.savez_compressed(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
     metrics = evaluate(args, samples, device)

@@ -25,7 +25,7 @@ from common.cli import apply_preset, check_schedule_args, diffusion_parser
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import ddpm_cfg_sample, fixed_noise
+from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import load_state, make_optimizer, run_epochs
 from common.unet import ConditionalDenoisingUNet
@@ -35,7 +35,7 @@ from common.utils import (count_parameters, make_out_dir, positive_int, probabil
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
              eval_per_class=5, n_grid=20)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
-               n_grid=8, eval_batch=64)
+               n_grid=8, eval_batch=64, sample_steps=5)
 
 
 def parse_args(argv):
@@ -67,12 +67,13 @@ def load_data(args, device, train=True):
     return load_dataset("mnist", args.data_dir, train=train, device=device)
 
 
-def draw_samples(model, sched, x_T, y, w, batch):
-    """Algorithm 4 in batches; y (N,) digits, w (N,) guidance scale per sample."""
-    out = []
-    for i in range(0, len(x_T), batch):
-        c = F.one_hot(y[i:i + batch], 10)
-        out.append(ddpm_cfg_sample(model, x_T[i:i + batch], c, w[i:i + batch], sched))
+def draw_samples(args, model, sched, x_T, y, w):
+    """Algorithm 4 (or DDIM with --sampler ddim) in batches; y (N,) digits, w (N,) γ per sample."""
+    out, b = [], args.eval_batch
+    for i in range(0, len(x_T), b):
+        c = F.one_hot(y[i:i + b], 10)
+        out.append(generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta,
+                            c, w[i:i + b]))
     return torch.cat(out)
 
 
@@ -82,8 +83,7 @@ def guidance_sweep(args, model, sched, device):
     x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
     y = digits.repeat_interleave(per)                                           # d d d ... per digit
     w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))  # γ-major order
-    samples = draw_samples(model, sched, x_T.repeat(n_w, 1, 1, 1), y.repeat(n_w).to(device),
-                           w.to(device), args.eval_batch)
+    samples = draw_samples(args, model, sched, x_T.repeat(n_w, 1, 1, 1), y.repeat(n_w).to(device), w.to(device))
     return samples, y.repeat(n_w), w
 
 
@@ -147,7 +147,7 @@ def main(argv=None):
     for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, y_train, sched, args, out,
                             history, start):
         if epoch in args.sample_epochs:
-            grid = draw_samples(model, sched, x_T_grid, y_grid, w_grid.to(device), args.eval_batch)
+            grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device))
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png", titles=y_grid.tolist(),
                       suptitle=f"epoch {epoch}: Algorithm 4 with γ = {args.guidance:g} (title = asked-for digit)")
     # --- guidance sweep (Handout D §3.4) and metrics ---

@@ -19,6 +19,10 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--beta-T", type=float, default=0.02, help="β_T of the linear schedule")
     p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=[1, 5, 10, 15, 20],
                    help="epochs after which a sample grid is drawn (same noise each time)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
+                   help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral-like")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
@@ -40,5 +44,7 @@ def apply_preset(args, preset):
 def check_schedule_args(parser, args):
     if not 0 < args.beta_1 <= args.beta_T < 1:
         parser.error(f"need 0 < --beta-1 <= --beta-T < 1, got {args.beta_1} and {args.beta_T}")
+    if args.sampler == "ddim" and args.sample_steps > args.T:
+        parser.error(f"--sample-steps {args.sample_steps} is more than --T {args.T}")
     if not 0 < args.lr_decay_to <= 1:
         parser.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")

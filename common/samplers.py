@@ -97,3 +97,58 @@ def ddpm_cfg_sample(model, x_T, c, w, sched, generator=None, clip_x0=False, sigm
         xt = posterior_mean(xt, t, eps_pred, sched, clip_x0) + ddpm_sigma(sched, t, sigma) * z
     model.train(was_training)
     return xt
+
+
+# --- DDIM (Song, Meng & Ermon 2021, https://arxiv.org/abs/2010.02502): beyond the handouts ---
+
+def ddim_timesteps(T, steps):
+    """`steps` timesteps evenly spaced from T down to 1 (ints, strictly decreasing)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"--sample-steps must be in 1..T={T}, got {steps}")
+    return torch.linspace(T, 1, steps, dtype=torch.float64).round().long().unique(sorted=True).flip(0).tolist()
+
+
+def ddim_step(xt, t, t_prev, eps_pred, sched, eta=0.0, z=None, clip_x0=False):
+    """DDIM Eq. 12: jump from x_t to x_{t_prev} (t_prev < t; t_prev = 0 is the clean image).
+
+    η = 0 is deterministic; η = 1 with t_prev = t − 1 is the ancestral DDPM step with the
+    posterior variance β̃_t.
+    """
+    ab_t, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t_prev]
+    # 1. predicted x_0
+    x0_hat = (xt - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+        eps_pred = (xt - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
+    # 2. σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)
+    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
+    # 3. x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z
+    x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps_pred
+    return x_prev if z is None or eta == 0 else x_prev + sigma * z
+
+
+@torch.no_grad()
+def ddim_sample(model, x_T, sched, steps=50, eta=0.0, generator=None, c=None, w=1.0, clip_x0=False):
+    """DDIM sampling in `steps` model calls; with c given, ε̂ is Algorithm 4's guided mixture."""
+    was_training, device = model.training, x_T.device
+    model.eval()
+    xt = x_T.float().contiguous(memory_format=memory_format(device))
+    ts = ddim_timesteps(sched.T, steps)
+    for t, t_prev in zip(ts, ts[1:] + [0]):
+        t_in = time_input(t, sched, len(xt), device)
+        with autocast(device):
+            eps_pred = model(xt, t_in).float() if c is None else cfg_eps(model, xt, t_in, c, w)
+        z = torch.randn(xt.shape, device=device, generator=generator) if eta > 0 and t_prev > 0 else None
+        xt = ddim_step(xt, t, t_prev, eps_pred, sched, eta, z, clip_x0)
+    model.train(was_training)
+    return xt
+
+
+def generate(model, x_T, sched, sampler="ddpm", steps=50, eta=0.0, c=None, w=1.0, generator=None):
+    """The scripts' one entry point: `--sampler ddpm` (Algorithm 2, or 4 when c is given) or
+    `--sampler ddim --sample-steps N --eta η`."""
+    if sampler == "ddim":
+        return ddim_sample(model, x_T, sched, steps, eta, generator, c, w)
+    if c is None:
+        return ddpm_sample(model, x_T, sched, generator)
+    return ddpm_cfg_sample(model, x_T, c, w, sched, generator)

@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.samplers import cfg_eps, ddpm_cfg_sample, ddpm_sample, ddpm_sigma, posterior_mean
+from common.samplers import (cfg_eps, ddim_sample, ddim_step, ddim_timesteps, ddpm_cfg_sample, ddpm_sample,
+                             ddpm_sigma, posterior_mean)
 from common.schedules import Schedule, ddpm_schedule
 from common.unet import ConditionalDenoisingUNet
 
@@ -78,3 +79,33 @@ def test_cfg_sampler_is_reproducible_and_restores_train_mode():
     b = ddpm_cfg_sample(model, x_T, c, 3.0, s, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a, b)
     assert model.training
+
+
+def test_ddim_timesteps_run_from_T_down_to_1():
+    assert ddim_timesteps(300, 300) == list(range(300, 0, -1))
+    ts = ddim_timesteps(300, 50)
+    assert ts[0] == 300 and ts[-1] == 1 and len(ts) == 50 and all(a > b for a, b in zip(ts, ts[1:]))
+
+
+def test_ddim_eta_0_is_deterministic_given_x_T():
+    model = ConditionalDenoisingUNet(hidden=8)
+    s, x_T, c = ddpm_schedule(20), torch.randn(2, 1, 28, 28), F.one_hot(torch.tensor([2, 5]), 10)
+    a = ddim_sample(model, x_T, s, steps=5, c=c, w=5.0, generator=torch.Generator().manual_seed(0))
+    b = ddim_sample(model, x_T, s, steps=5, c=c, w=5.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+
+
+def test_ddim_eta_1_all_steps_is_the_ancestral_step_with_posterior_variance():
+    beta = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 300)]).double()
+    s = Schedule(beta, 1 - beta, torch.cumprod(1 - beta, 0))
+    xt, eps, z = torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double()
+    for t in (2, 50, 299):
+        ancestral = posterior_mean(xt, t, eps, s) + ddpm_sigma(s, t, "posterior") * z
+        torch.testing.assert_close(ddim_step(xt, t, t - 1, eps, s, eta=1.0, z=z), ancestral)
+
+
+def test_ddim_reaches_the_target_of_a_perfect_denoiser_in_few_steps():
+    s = ddpm_schedule(300)
+    target = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
+    x0 = ddim_sample(PointMassDenoiser(target, s), torch.randn(8, 1, 4, 4), s, steps=10)
+    torch.testing.assert_close(x0, target.expand_as(x0), atol=1e-3, rtol=0)
