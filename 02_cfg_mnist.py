@@ -32,7 +32,7 @@ from common.unet import ConditionalDenoisingUNet
 from common.utils import (count_parameters, make_out_dir, positive_int, probability, resolve_device,
                           save_json, seed_everything, to_device)
 
-QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
+QUICK = dict(hidden=32, epochs=1, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1],
              eval_per_class=5, n_grid=20)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
                n_grid=8, eval_batch=64, sample_steps=5)

@@ -88,3 +88,60 @@ def save_line_plot(x, series, path, xlabel, ylabel, title=None, logx=False):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_curves(curves, path, xlabel, ylabel, title=None):
+    """curves: {name: (x values, y values)}; lines may have different x (e.g. D and G steps of a GAN)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (xs, ys) in curves.items():
+        ax.plot(xs, ys, lw=0.8, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def mosaic(images, ncols, gap=2):
+    """uint8 (N, H, W[, 3]) -> one tiled image, cells separated by `gap` grey pixels."""
+    n, h, w = images.shape[:3]
+    rows = -(-n // ncols)
+    canvas = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap) + images.shape[3:], 128, dtype=images.dtype)
+    for i, image in enumerate(images):
+        r, c = divmod(i, ncols)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
+    return canvas
+
+
+def save_mosaic(images, path, ncols=10, title=None, row_labels=None, cell=0.6):
+    """One tiled image in one axes (fast even for hundreds of images); optional labels, one per row."""
+    image = mosaic(images, ncols)
+    nrows = -(-len(images) // ncols)
+    fig, ax = plt.subplots(figsize=(ncols * cell + (1.4 if row_labels else 0.3), nrows * cell + 0.6))
+    _show(ax, image)
+    if row_labels:
+        step = image.shape[0] / nrows
+        ax.set_yticks([step * (r + 0.5) for r in range(nrows)], [str(label) for label in row_labels[:nrows]])
+        ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_panels(panels, path, ncols=8, suptitle=None, cell=0.5):
+    """Side-by-side panels: {panel title: images (N, H, W[, 3])}, each panel one tiled grid."""
+    mosaics = [mosaic(images, ncols) for images in panels.values()]
+    height, width = mosaics[0].shape[:2]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(len(panels) * ncols * cell + 0.5, height / width * ncols * cell + 0.9))
+    for ax, title, image in zip(axes[0], panels, mosaics):
+        _show(ax, image)
+        ax.set_title(title, fontsize=10)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -47,8 +47,12 @@ def cosine_schedule(T=50, s=0.008, device="cpu"):
     """Handout E Eq. 14 (Nichol & Dhariwal 2021): ᾱ_t = f(t) / f(0), f(t) = cos²(((t/T + s)/(1 + s))·π/2).
 
     α_t = clip(ᾱ_t / ᾱ_{t−1}, 0.001, 1), β_t = 1 − α_t; ᾱ is then the cumulative product
-    of the clipped α (equal to Eq. 14 wherever the clip is inactive, i.e. all t < T here).
+    of the clipped α (Eq. 17), equal to Eq. 14 wherever the clip is inactive. For T >= 2 it is
+    active only at t = T, where Eq. 14 gives ᾱ_T = f(T)/f(0) ≈ 0 (f(T) = cos²(π/2)): the clip
+    makes ᾱ_T = 0.001 ᾱ_{T−1} > 0 instead (T = 50: 9.7e-7), so 1/√ᾱ_T in x̂_0 stays finite.
     """
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
     t = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos(((t / T + s) / (1 + s)) * math.pi / 2) ** 2
     alpha_bar_eq14 = f / f[0]

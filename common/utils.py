@@ -144,7 +144,7 @@ probability.__name__ = "probability in [0, 1]"
 class Progress:
     """A one-line progress report with images/s and ETA, printed every `every` seconds."""
 
-    def __init__(self, total_steps, prefix="", every=10.0, stream=sys.stdout):
+    def __init__(self, total_steps, prefix="", every=10.0, stream=None):
         self.total, self.prefix, self.every, self.stream = total_steps, prefix, every, stream
         self.start = self.last = time.time()
         self.images = 0
@@ -159,7 +159,7 @@ class Progress:
         eta = elapsed / max(step, 1) * (self.total - step)
         print(f"{self.prefix} step {step}/{self.total}  {self.images / elapsed:,.0f} img/s  "
               f"elapsed {format_seconds(elapsed)}  ETA {format_seconds(eta)}  {extra}",
-              file=self.stream, flush=True)
+              file=self.stream or sys.stdout, flush=True)
 
 
 def format_seconds(seconds):

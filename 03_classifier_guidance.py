@@ -1,0 +1,383 @@
+"""Handout A Problem 2: classifier guidance. A noisy classifier p_φ(y | x_t, t) steers 01's frozen,
+unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https://arxiv.org/abs/2105.05233).
+
+    python 03_classifier_guidance.py                 # needs results/01_ddpm_mnist/checkpoint.pt
+    python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
+    python 03_classifier_guidance.py --quick         # CPU preset; trains `01 --quick` first if needed
+    python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
+
+(a) 01's checkpoint is loaded, put in eval mode with requires_grad_(False), and its SHA-256 is
+    compared at the end of the run (metrics.json: frozen_unet.bit_identical).
+(b) p_φ = the UNet's down half + a time embedding (common/noisy_classifier.py), trained with
+    t ~ U{1..T} and the forward process of the DDPM's own schedule (Adam). Used in eval mode.
+(c) Handout D Algorithm 2 with the mean shifted by s · Σ_t · ∇_{x_t} log p_φ(y | x_t, t), Σ_t = β_t
+    (common/guidance.py), for every digit at every --scales value, with the same x_T and z at each s.
+(d) Per s: accuracy judged by an independent MNIST classifier (common/judge.py, never by p_φ),
+    FD-judge of each digit's samples against the real test images of that digit, and within-digit
+    diversity (mean pairwise distance of judge features); both averaged over the digits.
+Runtime: see README.md and docs/03_classifier_guidance.md (measured).
+
+Writes to results/03_classifier_guidance/ (or --out-dir):
+    config.json, classifier.pt (atomic; reused by a re-run, --retrain-classifier forces a new one),
+    losses.csv, loss_curve.png (p_φ's cross-entropy), classifier_accuracy_vs_t.png,
+    samples_s<s>.png (one per s; rows = digits, same noise in every file), guidance_sweep.png
+    (rows = s, columns = digits), accuracy_vs_scale.png, diversity_vs_scale.png,
+    samples.npz (`images` uint8 N×28×28, `labels`, `scale`), metrics.json, guidance_table.md.
+"""
+import argparse
+import hashlib
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cli import apply_preset
+from common.data import batches, load_dataset, synthetic_dataset, to_uint8
+from common.frechet import fd_from_features
+from common.guidance import classifier_guided_sample
+from common.judge import get_judge, mean_pairwise_distance
+from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
+from common.plotting import save_line_plot, save_mosaic
+from common.samplers import fixed_noise
+from common.schedules import ddpm_schedule
+from common.train import load_state, make_optimizer, save_state, write_loss_outputs
+from common.unet import DenoisingUNet
+from common.utils import (Progress, autocast, check_finite, count_parameters, fail, load_checkpoint,
+                          make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
+                          seed_everything, to_device)
+
+DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
+QUICK = dict(hidden=16, epochs=1, per_class=10)
+DRY_RUN = dict(hidden=8, epochs=3, lr=1e-2, batch_size=32, per_class=3, n_cols=3, eval_batch=64)
+# p_φ's settings that must match for classifier.pt to be reused (the schedule comes from the DDPM)
+CLASSIFIER_KEYS = ("hidden", "epochs", "batch_size", "lr", "lr_decay_to", "seed", "T", "beta_1", "beta_T",
+                   "dry_run")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--unet-checkpoint", default=None,
+                   help=f"01_ddpm_mnist.py's checkpoint.pt (default {DEFAULT_UNET}; --dry-run trains its own)")
+    p.add_argument("--train-unet", action="store_true", help="train 01_ddpm_mnist.py first if it is missing")
+    p.add_argument("--retrain-classifier", action="store_true", help="ignore a saved classifier.pt")
+    p.add_argument("--epochs", type=positive_int, default=3, help="p_φ training epochs")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="p_φ images per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="p_φ Adam learning rate")
+    p.add_argument("--lr-decay-to", type=float, default=0.1, help="the last epoch runs at lr × this")
+    p.add_argument("--hidden", type=positive_int, default=32, help="p_φ width D (the UNet's down half)")
+    p.add_argument("--scales", type=non_negative_float, nargs="+", default=[0, 1, 5, 10],
+                   help="guidance scales s (Handout A 2(c))")
+    p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10),
+                   metavar="DIGIT", help="target digits")
+    p.add_argument("--per-class", type=positive_int, default=100, help="samples per digit and per s")
+    p.add_argument("--n-cols", type=positive_int, default=10, help="samples per digit in samples_s<s>.png")
+    p.add_argument("--eval-batch", type=positive_int, default=500, help="samples drawn per batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--data-dir", default="data", help="torchvision dataset root")
+    p.add_argument("--out-dir", default=None, help="default: results/<script name>/")
+    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="seconds: synthetic data, tiny models, every output file written")
+    args = p.parse_args(argv)
+    if args.quick:
+        apply_preset(args, QUICK)
+    if args.dry_run:
+        apply_preset(args, DRY_RUN)
+    for name in ("scales", "digits"):
+        if len(set(getattr(args, name))) < len(getattr(args, name)):
+            p.error(f"--{name} has repeated values: {getattr(args, name)}")
+    if args.per_class < 2:
+        p.error("--per-class must be at least 2 (diversity and FD-judge need two samples per digit)")
+    if not 0 < args.lr_decay_to <= 1:
+        p.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")
+    return args
+
+
+# --- (a) the frozen DDPM of 01_ddpm_mnist.py ---
+
+def unet_checkpoint_path(args, out):
+    if args.unet_checkpoint:
+        return Path(args.unet_checkpoint)
+    return out / "01_dry_run" / "checkpoint.pt" if args.dry_run else DEFAULT_UNET
+
+
+def train_unet_if_missing(args, path):
+    """Run 01_ddpm_mnist.py's main() into path's folder when the checkpoint is missing (and we may).
+
+    Returns the seconds it took, or None when the checkpoint was already there.
+    """
+    if path.is_file():
+        return None
+    mode = ["--dry-run"] if args.dry_run else ["--quick", "--n-samples", "100"] if args.quick else []
+    command = "python 01_ddpm_mnist.py " + " ".join(mode + ["--out-dir", str(path.parent)])
+    if not (args.train_unet or args.quick or args.dry_run):
+        fail(f"no DDPM checkpoint at {path}: train it with `{command}`, or pass --train-unet")
+    if path.name != "checkpoint.pt":
+        fail(f"01_ddpm_mnist.py writes <folder>/checkpoint.pt, not {path.name}; point --unet-checkpoint at such a path")
+    print(f"no DDPM checkpoint at {path}: training one first ({command})", flush=True)
+    spec = importlib.util.spec_from_file_location("ddpm_mnist_01", Path(__file__).with_name("01_ddpm_mnist.py"))
+    ddpm_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddpm_script)
+    start = time.time()
+    ddpm_script.main(mode + ["--out-dir", str(path.parent), "--device", args.device, "--data-dir", args.data_dir])
+    return time.time() - start
+
+
+def load_frozen_unet(path, device):
+    """01's ε_θ(x_t, t) in eval mode with requires_grad_(False), its schedule, and a description."""
+    ckpt = load_checkpoint(path, device)
+    saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
+    if "model" not in ckpt or not all(k in saved for k in ("hidden", "T", "beta_1", "beta_T")):
+        fail(f"{path} is not a checkpoint of 01_ddpm_mnist.py (it needs `model` and `args`)")
+    unet = DenoisingUNet(hidden=saved["hidden"])
+    try:
+        unet.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        fail(f"{path} does not hold 01_ddpm_mnist.py's unconditional UNet (a 02_cfg_mnist.py checkpoint?)")
+    info = {"path": str(path), "epochs_trained": ckpt.get("epoch"),
+            "parameters": count_parameters(unet), **{k: saved[k] for k in ("hidden", "T", "beta_1", "beta_T")}}
+    unet = to_device(unet, device).eval().requires_grad_(False)
+    return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"], device), info
+
+
+def state_hash(model):
+    """SHA-256 over every parameter and buffer: equal hashes = bit-identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_data(args, device, train=True):
+    """(x, y): the whole split as one (N, 1, 28, 28) tensor in [-1, 1] and its labels, on the device."""
+    if args.dry_run:
+        return synthetic_dataset(256 if train else 128, device, seed=0 if train else 1)
+    return load_dataset("mnist", args.data_dir, train=train, device=device)
+
+
+# --- (b) the noisy classifier p_φ(y | x_t, t) ---
+
+def train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, batch_size, check_every=50):
+    """One shuffled pass of Handout A 2(b) over (x, y); returns the batch losses (CPU tensor)."""
+    clf.train()
+    n_steps = -(-len(x) // batch_size)
+    progress = Progress(n_steps, prefix=f"p_φ epoch {epoch}")
+    losses = []
+    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
+        with autocast(x.device):
+            loss, _ = noisy_classifier_loss(clf, x[idx], y[idx], sched)   # CE of p_φ(y | x_t, t), t ~ U{1..T}
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.detach())
+        if step % check_every == 0 or step == n_steps:
+            recent = torch.stack(losses[-check_every:]).mean().item()   # one sync per check_every steps
+            check_finite(recent, epoch, step)
+            progress.update(step, len(idx) * (check_every if step % check_every == 0 else 1),
+                            extra=f"cross-entropy {recent:.4f}")
+    return torch.stack(losses).float().cpu()
+
+
+def saved_classifier_matches(path, args):
+    """True if `path` holds a p_φ trained with the same settings (finished or not)."""
+    saved = load_checkpoint(path).get("args", {})
+    differs = [k for k in CLASSIFIER_KEYS if saved.get(k) != getattr(args, k)]
+    if differs:
+        print(f"{path} was trained with other settings ({', '.join(differs)}): training a new one")
+    return not differs
+
+
+def get_classifier(args, x, y, sched, out, device):
+    """p_φ from out/classifier.pt when it matches (continuing an interrupted run), else trained now."""
+    clf = to_device(NoisyClassifier(hidden=args.hidden), device)
+    optimizer, lr_scheduler, scaler = make_optimizer(clf, args, device)
+    path, start, history = out / "classifier.pt", 0, {"batch": [], "epoch": [], "seconds": []}
+    if path.is_file() and not args.retrain_classifier and saved_classifier_matches(path, args):
+        start, history = load_state(path, clf, optimizer, lr_scheduler, scaler, device)
+        print(f"reusing p_φ from {path} ({start}/{args.epochs} epochs done; --retrain-classifier to redo)")
+    for epoch in range(start + 1, args.epochs + 1):
+        torch.manual_seed(args.seed + 1000 * epoch)   # an interrupted run continues as a straight one would
+        t0 = time.time()
+        losses = train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, args.batch_size)
+        lr_scheduler.step()
+        history["batch"].append(losses.tolist())
+        history["epoch"].append(losses.mean().item())
+        history["seconds"].append(time.time() - t0)
+        save_state(path, clf, optimizer, lr_scheduler, scaler, epoch, history, args)
+        print(f"p_φ epoch {epoch}/{args.epochs}: cross-entropy {history['epoch'][-1]:.4f} "
+              f"({history['seconds'][-1]:.0f} s)", flush=True)
+    write_loss_outputs(out, history, ylabel="cross-entropy of p_φ(y | x_t, t)")
+    info = {"parameters": count_parameters(clf), "hidden": args.hidden, "epochs": args.epochs,
+            "train_seconds": round(sum(history["seconds"]), 1), "reused": start == args.epochs}
+    return clf.eval(), info
+
+
+@torch.no_grad()
+def accuracy_by_t(clf, x, y, sched, batch, n_bins=10):
+    """p_φ's test accuracy, one t ~ U{1..T} per image, in n_bins equal bins of t (Handout A 2(b) figure)."""
+    clf.eval()
+    g = torch.Generator(device=x.device).manual_seed(0)
+    t = torch.randint(1, sched.T + 1, (len(x),), device=x.device, generator=g)
+    correct = torch.cat([noisy_classifier_loss(clf, x[i:i + batch], y[i:i + batch], sched, t[i:i + batch])[1]
+                         .argmax(1) == y[i:i + batch] for i in range(0, len(x), batch)]).float()
+    n_bins = min(n_bins, sched.T)
+    which = (t - 1) * n_bins // sched.T            # bin k holds t in (k·T/n_bins, (k+1)·T/n_bins]
+    rows = []
+    for k in range(n_bins):
+        pick = which == k
+        rows.append({"t_from": -(-k * sched.T // n_bins) + 1, "t_to": -(-(k + 1) * sched.T // n_bins),
+                     "n": int(pick.sum()), "accuracy": correct[pick].mean().item() if pick.any() else None})
+    return rows, correct.mean().item()
+
+
+# --- (c) guided sampling ---
+
+def guided_sweep(args, unet, clf, sched, device):
+    """Every digit at every s; digit d's k-th sample starts from the same x_T and sees the same z at every s.
+
+    Returns samples (S·D·per, 1, 28, 28), labels and scales (CPU, s-major order), seconds per s.
+    """
+    digits, per = torch.tensor(args.digits), args.per_class
+    y = digits.repeat_interleave(per).to(device)                  # d d d ... per digit
+    x_T = fixed_noise(len(y), args.seed + 1, device)             # (D·per, 1, 28, 28)
+    n_batches = len(args.scales) * -(-len(y) // args.eval_batch)
+    progress, samples, seconds = Progress(n_batches, prefix="guided sampling", every=0), [], []
+    for s in args.scales:
+        generator = torch.Generator(device=device).manual_seed(args.seed + 2)   # the same z's at every s
+        t0 = time.time()
+        for i in range(0, len(y), args.eval_batch):
+            b = slice(i, i + args.eval_batch)
+            samples.append(classifier_guided_sample(unet, clf, x_T[b], y[b], s, sched, generator=generator,
+                                                    scale_by_variance=True))
+            progress.update(len(samples), len(x_T[b]), extra=f"s = {s:g}")
+        seconds.append(time.time() - t0)
+    scale = torch.tensor(args.scales, dtype=torch.float32).repeat_interleave(len(y))
+    return torch.cat(samples), y.cpu().repeat(len(args.scales)), scale, seconds
+
+
+# --- (d) fidelity and diversity per s, judged by an independent classifier ---
+
+@torch.no_grad()
+def evaluate(args, samples, y, scale, seconds_per_s, clf, sched, judge, x_test, y_test):
+    """Per s: judge accuracy, FD-judge per digit vs that digit's test images, within-digit diversity."""
+    f_test, y_test = judge.features(x_test), y_test.cpu()                       # (N_test, F)
+    real = {d: f_test[y_test == d] for d in args.digits}
+    rows = []
+    for s, seconds in zip(args.scales, seconds_per_s):
+        pick = scale == s
+        x, ys = samples[pick.to(samples.device)], y[pick]
+        f = judge.features(x)                                                   # (D·per, F)
+        fd = [fd_from_features(f[ys == d], real[d]) for d in args.digits]
+        diversity = [mean_pairwise_distance(f[ys == d]) for d in args.digits]
+        hit = (judge.predict(x) == ys).float()                                  # the judge's verdict
+        t1 = torch.full((len(x),), 1 / sched.T, device=x.device)               # p_φ at t = 1, for contrast
+        guide_accuracy = (clf(x, t1).argmax(1).cpu() == ys).float().mean().item()
+        rows.append({"s": s, "n": len(x), "judge_accuracy": hit.mean().item(),
+                     "judge_accuracy_per_digit": [hit[ys == d].mean().item() for d in args.digits],
+                     "fd_judge_per_digit_mean": float(np.mean(fd)),
+                     "diversity_per_digit_mean": float(np.mean(diversity)),
+                     "p_phi_accuracy_t1": guide_accuracy, "sampling_seconds": round(seconds, 1),
+                     "fd_judge_per_digit": fd, "diversity_per_digit": diversity})
+    reference = {"judge_accuracy": judge.class_accuracy(x_test, y_test),
+                 "diversity_per_digit_mean": float(np.mean([mean_pairwise_distance(real[d]) for d in args.digits]))}
+    return rows, reference
+
+
+def guidance_table(rows, reference, per_class):
+    """The fidelity–diversity table as markdown."""
+    lines = ["| s | judge accuracy | FD-judge per digit (mean) | diversity per digit (mean) | p_φ accuracy (t = 1) "
+             "| sampling (s) |", "|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        lines.append(f"| {r['s']:g} | {100 * r['judge_accuracy']:.1f}% | {r['fd_judge_per_digit_mean']:.2f} "
+                     f"| {r['diversity_per_digit_mean']:.2f} | {100 * r['p_phi_accuracy_t1']:.1f}% "
+                     f"| {r['sampling_seconds']:.0f} |")
+    lines.append(f"\n{per_class} samples per digit and s. Real MNIST test images: judge accuracy "
+                 f"{100 * reference['judge_accuracy']:.1f}%, diversity per digit {reference['diversity_per_digit_mean']:.2f}. "
+                 f"FD-judge is a Fréchet distance over the judge's features (not FID); with few samples per "
+                 f"digit it is biased upwards, so compare it across s only.")
+    return "\n".join(lines) + "\n"
+
+
+def save_figures(args, out, images, rows, reference, acc_t):
+    """Per-s grids (rows = digits), the s × digit overview, and the three line plots."""
+    n_d, per, digits = len(args.digits), args.per_class, ", ".join(map(str, args.digits))
+    grid = images.reshape(len(args.scales), n_d, per, 28, 28)           # (S, D, per, 28, 28)
+    n_cols = min(args.n_cols, per)
+    for s, g in zip(args.scales, grid):
+        save_mosaic(g[:, :n_cols].reshape(-1, 28, 28), out / f"samples_s{s:g}.png", ncols=n_cols,
+                    row_labels=args.digits, title=f"classifier guidance, s = {s:g} (row = target digit)")
+    save_mosaic(grid[:, :, 0].reshape(-1, 28, 28), out / "guidance_sweep.png", ncols=n_d,
+                row_labels=[f"s={s:g}" for s in args.scales],
+                title=f"classifier guidance: scale s (rows) × digit {digits} (columns)")
+    save_line_plot(args.scales, {"judge (independent)": [100 * r["judge_accuracy"] for r in rows],
+                                 "p_φ at t = 1 (the guide itself)": [100 * r["p_phi_accuracy_t1"] for r in rows]},
+                   out / "accuracy_vs_scale.png", xlabel="guidance scale s", ylabel="accuracy (%)",
+                   title="accuracy of the target digit")
+    save_line_plot(args.scales, {"guided samples": [r["diversity_per_digit_mean"] for r in rows],
+                                 "real test images": [reference["diversity_per_digit_mean"]] * len(rows)},
+                   out / "diversity_vs_scale.png", xlabel="guidance scale s",
+                   ylabel="mean pairwise judge-feature distance", title="within-digit diversity")
+    known = [r for r in acc_t if r["n"]]
+    save_line_plot([(r["t_from"] + r["t_to"]) / 2 for r in known], {"p_φ": [100 * r["accuracy"] for r in known]},
+                   out / "classifier_accuracy_vs_t.png", xlabel="timestep t (bin centre)",
+                   ylabel="test accuracy (%)", title="noisy classifier p_φ(y | x_t, t) on the test set")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run_start = time.time()
+    # --- setup ---
+    device = resolve_device(args.device)
+    out = make_out_dir(args.out_dir, __file__)
+    # --- (a) the frozen DDPM ---
+    unet_path = unet_checkpoint_path(args, out)
+    unet_train_seconds = train_unet_if_missing(args, unet_path)
+    unet, sched, unet_info = load_frozen_unet(unet_path, device)
+    unet_hash = state_hash(unet)
+    args.T, args.beta_1, args.beta_T = unet_info["T"], unet_info["beta_1"], unet_info["beta_T"]
+    seed_everything(args.seed)
+    save_json(vars(args), out / "config.json")
+    print(f"frozen DDPM {unet_path}: D={unet_info['hidden']}, {unet_info['parameters']:,} parameters, T={sched.T}")
+    # --- data ---
+    x_train, y_train = load_data(args, device)
+    x_test, y_test = load_data(args, device, train=False)
+    # --- (b) noisy classifier p_φ(y | x_t, t) ---
+    clf, clf_info = get_classifier(args, x_train, y_train, sched, out, device)
+    acc_t, clf_info["test_accuracy"] = accuracy_by_t(clf, x_test, y_test, sched, args.eval_batch)
+    print(f"p_φ: {clf_info['parameters']:,} parameters, trained {clf_info['train_seconds']:.0f} s, test accuracy "
+          + ", ".join(f"t∈[{r['t_from']},{r['t_to']}] {100 * r['accuracy']:.0f}%" for r in acc_t if r["n"]))
+    # --- (c) guided sampling (Handout A 2(c)) ---
+    samples, y, scale, seconds_per_s = guided_sweep(args, unet, clf, sched, device)
+    # --- (d) fidelity and diversity per s ---
+    judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
+    rows, reference = evaluate(args, samples, y, scale, seconds_per_s, clf, sched, judge, x_test, y_test)
+    # --- outputs, and the frozen DDPM's bit-identity check ---
+    images = to_uint8(samples)
+    np.savez_compressed(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
+    save_figures(args, out, images, rows, reference, acc_t)
+    table = guidance_table(rows, reference, args.per_class)
+    (out / "guidance_table.md").write_text(table)
+    unet_hash_after = state_hash(unet)
+    metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds),
+               "frozen_unet": {"sha256_before": unet_hash, "sha256_after": unet_hash_after,
+                               "bit_identical": unet_hash == unet_hash_after,
+                               "requires_grad": any(p.requires_grad for p in unet.parameters())},
+               "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,
+               "per_scale": rows, "real_test_images": reference,
+               "total_seconds": round(time.time() - run_start, 1)}
+    save_json(metrics, out / "metrics.json")
+    print("\n" + table + f"\nfrozen DDPM bit-identical after the run: {unet_hash == unet_hash_after}; "
+          f"outputs in {out} ({metrics['total_seconds']:.0f} s)")
+    if unet_hash != unet_hash_after:
+        fail("the frozen DDPM's weights changed during the run (see metrics.json)")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

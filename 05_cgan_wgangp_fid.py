@@ -1,0 +1,193 @@
+"""Handout A Problem 4: a conditional DCGAN (cGAN) and WGAN-GP on Fashion-MNIST, and the FID table.
+
+    python 05_cgan_wgangp_fid.py                          # the handout configuration (reuses 04's DCGAN, WGAN)
+    python 05_cgan_wgangp_fid.py --label-inject dense     # the label enters D at its dense layer instead
+    python 05_cgan_wgangp_fid.py --critic-norm instance   # InstanceNorm instead of LayerNorm in the critic
+    python 05_cgan_wgangp_fid.py --quick                  # 2-core CPU preset (QUICK below; run 04 --quick first)
+    python 05_cgan_wgangp_fid.py --dry-run                # seconds, synthetic data (what the tests run)
+
+(a) cGAN: DCGAN's loss, networks and optimiser (3(a)); the one-hot label is concatenated to z,
+    and enters D as 10 constant input channels (or at D's dense layer).
+(b) WGAN-GP: critic loss E[D(x̃)] − E[D(x)] + λ E[(‖∇D(x̂)‖₂ − 1)²] with x̂ = εx + (1 − ε)x̃ and
+    λ = 10; the critic has LayerNorm and no batch norm or dropout; Adam 1e-4, betas (0.5, 0.9);
+    5 critic steps per G step.
+(c) (i) cGAN samples of every class, (ii) WGAN-GP samples, and the table: FID (when the FID
+    Inception weights are present) and FD-judge (always) of 10,000 samples of DCGAN, WGAN-clip,
+    WGAN-GP and cGAN against the 10,000 test images; per class, the cGAN's FD-judge and its
+    within-class spread against the real class's, to answer "how does the conditional model
+    affect sample diversity within each class?".
+DCGAN and WGAN come from 04_dcgan_wgan.py's checkpoints in --gan-dir; missing ones are trained
+here with this script's flags (into --out-dir). Runtime: see README.md (measured).
+
+Writes to results/05_cgan_wgangp_fid/ (or --out-dir):
+    config.json, losses.csv, loss_curve_<model>.png, samples_<model>_epoch_001.png ... (fixed
+    noise; cGAN: one row per class), checkpoint_<model>.pt (atomic; --resume continues exactly),
+    cgan_classes.png (rows = the ten class names), wgangp_samples.png, samples_cgan.npz (`images`
+    uint8 N×28×28, `labels`), samples_wgangp.npz, fid_table.md, cgan_class_diversity.png, metrics.json.
+"""
+from pathlib import Path
+
+import torch
+
+from common.data import FASHION_CLASSES, to_uint8
+from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
+from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
+                             save_samples_npz, write_losses_csv)
+from common.gan_nets import LABEL_INJECTIONS
+from common.gan_train import gan_config, load_gan_state, train_gan
+from common.judge import get_judge
+from common.plotting import save_line_plot, save_mosaic
+from common.samplers import fixed_noise
+from common.utils import make_out_dir, resolve_device, save_json, seed_everything
+
+QUICK = dict(epochs=3, width=64, n_grid=60)
+DRY_RUN = dict(epochs=2, width=8, batch_size=64, n_critic=2, n_eval=100, n_grid=20)
+GAN_DIR = "results/04_dcgan_wgan"
+MODELS = ("dcgan", "wgan", "wgangp", "cgan")  # the table's rows; dcgan and wgan come from 04 if possible
+# this script's own models first: 04 may still be writing its checkpoints while these train
+TRAIN_ORDER = ("wgangp", "cgan", "dcgan", "wgan")
+
+
+def parse_args(argv):
+    p = gan_parser(__doc__.split("\n")[0])
+    p.add_argument("--gan-dir", default=GAN_DIR, help="04_dcgan_wgan.py's output folder (its checkpoints)")
+    p.add_argument("--label-inject", choices=LABEL_INJECTIONS, default="channels",
+                   help="cGAN discriminator: label as 10 constant input channels, or at the dense layer")
+    p.add_argument("--gp-lambda", type=positive_float, default=10.0, help="λ of the gradient penalty")
+    p.add_argument("--critic-norm", choices=["layer", "instance", "none"], default="layer",
+                   help="normalisation in the WGAN-GP critic (never batch norm)")
+    args = p.parse_args(argv)
+    for preset, wanted in ((QUICK, args.quick), (DRY_RUN, args.dry_run)):
+        vars(args).update(preset if wanted else {})
+    if args.dry_run and args.gan_dir == GAN_DIR:
+        args.gan_dir = None  # a dry run never picks up real checkpoints: it trains all four itself
+    check_gan_args(p, args)
+    return args
+
+
+def reuse_or_train(name, args, x, y, out, device, z_fixed):
+    """(gan, history, source): 04's run of `name` from --gan-dir if it is there, else trained here."""
+    path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
+    if name in ("dcgan", "wgan") and path is not None and path.is_file():
+        gan, epoch, history = load_gan_state(path, device)
+        print(f"--- {name}: reusing {path} ({epoch} epochs, width {gan.cfg['width']}) ---", flush=True)
+        return gan, history, str(path)
+    cfg = gan_config(name, args)
+    print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
+          f"{len(x):,} images on {device}, {cfg['epochs']} epochs ---", flush=True)
+    gan, history = train_gan(name, cfg, x, y, out, device, z_fixed, args.resume)
+    return gan, history, "trained here"
+
+
+def draw_samples(args, runs, device):
+    """n_eval samples per model from the same noise (each G with its own z_dim); the cGAN's labels cycle 0..9."""
+    y_eval = torch.arange(args.n_eval, device=device) % len(FASHION_CLASSES)
+    samples = {}
+    for name, (gan, _, _) in runs.items():
+        z = fixed_noise(args.n_eval, args.seed + 1, device, shape=(gan.cfg["z_dim"],))
+        samples[name] = generate(gan.G, z, y_eval if gan.cfg["conditional"] else None)
+    return samples, y_eval
+
+
+def class_diversity(judge, x_cgan, y_cgan, x_test, y_test, x_dcgan):
+    """Per class: the cGAN's fidelity and within-class spread vs the real class, and the DCGAN's
+    samples that the judge puts in that class (how an unconditional GAN covers it)."""
+    judged = judge.predict(x_dcgan).to(x_dcgan.device)
+    rows = []
+    for k, name in enumerate(FASHION_CLASSES):
+        fake, real, uncond = x_cgan[y_cgan == k], x_test[y_test == k], x_dcgan[judged == k]
+        rows.append({"class": name, "n": len(fake), "judge_accuracy": judge.class_accuracy(fake, k),
+                     "fd_judge": judge.fd(fake, real), "diversity": judge.diversity(fake),
+                     "real_diversity": judge.diversity(real), "dcgan_share": len(uncond) / len(x_dcgan),
+                     "dcgan_diversity": judge.diversity(uncond) if len(uncond) >= 2 else None})
+    return rows
+
+
+def evaluate(args, runs, samples, y_eval, judge, device):
+    """(c) the table's numbers for the four models, and the cGAN's per-class diversity."""
+    x_test, y_test = load_data(args, device, train=False)
+    metrics = {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
+               "fid_note": "FID needs the FID Inception weights; FD-judge is not FID",
+               "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
+    for name, (gan, history, source) in runs.items():
+        row = evaluate_samples(judge, samples[name], x_test, args, device)
+        metrics["models"][name] = dict(row, name=MODEL_NAMES[name], source=source, width=gan.cfg["width"],
+                                       epochs_trained=len(history["d"]))
+    metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)
+    metrics["cgan_per_class"] = class_diversity(judge, samples["cgan"], y_eval, x_test, y_test, samples["dcgan"])
+    return metrics
+
+
+def fid_table(metrics):
+    """fid_table.md: the four models, then the cGAN's diversity within each class."""
+    lines = [f"# Handout A 4(c): generated samples vs {metrics['reference']}", "",
+             "FD-judge: Fréchet distance over judge-classifier features (common/judge.py), not FID; "
+             "lower is better. Spread: mean pairwise distance of judge features within a set.", "",
+             "| model | epochs | width | FID | FD-judge | spread |", "|---|---:|---:|---:|---:|---:|"]
+    for m in metrics["models"].values():
+        fid = m["fid"] if m["fid"] == FID_NA else f"{m['fid']:.2f}"
+        lines.append(f"| {m['name']} | {m['epochs_trained']} | {m['width']} | {fid} | {m['fd_judge']:.2f} "
+                     f"| {m['judge_diversity']:.2f} |")
+    lines += [f"| real test images | | | | | {metrics['real_test']['judge_diversity']:.2f} |", "",
+              "## cGAN: diversity within each class", "",
+              "| class | judge accuracy | FD-judge vs real class | spread cGAN | spread real | cGAN / real "
+              "| DCGAN share | spread DCGAN (judged class) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in metrics["cgan_per_class"]:
+        dcgan = "–" if r["dcgan_diversity"] is None else f"{r['dcgan_diversity']:.2f}"
+        lines.append(f"| {r['class']} | {100 * r['judge_accuracy']:.1f}% | {r['fd_judge']:.2f} | {r['diversity']:.2f} "
+                     f"| {r['real_diversity']:.2f} | {r['diversity'] / r['real_diversity']:.2f} "
+                     f"| {100 * r['dcgan_share']:.1f}% | {dcgan} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figures(runs, samples, metrics, z_fixed, out):
+    """Loss curves of the runs trained here, (c)(i) the cGAN's classes, (c)(ii) WGAN-GP samples, diversity."""
+    for name, (gan, history, source) in runs.items():
+        if source == "trained here":
+            save_loss_curve(history, out / f"loss_curve_{name}.png", title=f"{MODEL_NAMES[name]}: D and G loss")
+    save_class_grid(runs["cgan"][0].G, z_fixed, out / "cgan_classes.png",
+                    title="Handout A 4(c)(i): cGAN, one row per class (same z in every row)")
+    save_mosaic(to_uint8(samples["wgangp"][:len(z_fixed)]), out / "wgangp_samples.png", ncols=10,
+                title=f"Handout A 4(c)(ii): WGAN-GP (FD-judge {metrics['models']['wgangp']['fd_judge']:.1f})")
+    rows = metrics["cgan_per_class"]
+    nan = float("nan")
+    save_line_plot(list(range(len(rows))), {
+        "cGAN (asked-for class)": [r["diversity"] for r in rows],
+        "real test images": [r["real_diversity"] for r in rows],
+        "DCGAN (class given by the judge)": [nan if r["dcgan_diversity"] is None else r["dcgan_diversity"]
+                                             for r in rows]}, out / "cgan_class_diversity.png",
+        xlabel="class (0 = T-shirt/top … 9 = Ankle boot)", ylabel="within-class spread of judge features",
+        title="Diversity within each class")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # --- setup ---
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    out = make_out_dir(args.out_dir, __file__)
+    save_json(vars(args), out / "config.json")
+    # --- data ---
+    x_train, y_train = load_data(args, device)
+    z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
+    # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
+    runs = {name: reuse_or_train(name, args, x_train, y_train, out, device, z_fixed) for name in TRAIN_ORDER}
+    runs = {name: runs[name] for name in MODELS}
+    write_losses_csv(out / "losses.csv", {n: h for n, (_, h, source) in runs.items() if source == "trained here"})
+    # --- (c) 10,000 samples per model (the cGAN: every class equally often, like the test set) ---
+    samples, y_eval = draw_samples(args, runs, device)
+    save_samples_npz(out / "samples_cgan.npz", samples["cgan"], y_eval)
+    save_samples_npz(out / "samples_wgangp.npz", samples["wgangp"])
+    # --- metrics, table and figures ---
+    judge = get_judge("fashion", args.data_dir, device, cache_dir="results/judge", dry_run=args.dry_run)
+    metrics = evaluate(args, runs, samples, y_eval, judge, device)
+    save_figures(runs, samples, metrics, z_fixed, out)
+    save_json(metrics, out / "metrics.json")
+    table = fid_table(metrics)
+    (out / "fid_table.md").write_text(table)
+    print("\n" + table + f"\noutputs in {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The GAN training loop Handout A Problems 3 and 4 share (04_dcgan_wgan.py, 05_cgan_wgangp_fid.py).
+
+Each model follows one recipe (RECIPES, the handout's settings); a run's full settings are
+one JSON-able dict `cfg`, stored in its checkpoint so another script can rebuild the model.
+One training step is
+    (1) update D: one step on the D/critic loss (then clip the weights, for WGAN),
+    (2) every n_critic-th step, update G on the same z against the updated D.
+Losses stay on the device; they are synchronised once every `check_every` steps to print
+progress, stop on a NaN or exploding loss, and warn when the discriminator wins.
+"""
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .data import batches
+from .gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
+                         wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
+from .gan_eval import save_epoch_grid
+from .gan_nets import Discriminator, Generator
+from .utils import Progress, atomic_save, autocast, fail, load_checkpoint, make_grad_scaler, to_device
+
+# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step
+RECIPES = {
+    "dcgan": dict(loss="bce", conditional=False, norm="batch", use_dropout=True, optimizer="adam",
+                  lr=2e-4, betas=(0.5, 0.999), n_critic=1),
+    "cgan": dict(loss="bce", conditional=True, norm="batch", use_dropout=True, optimizer="adam",
+                 lr=2e-4, betas=(0.5, 0.999), n_critic=1),
+    "wgan": dict(loss="wgan", conditional=False, norm="batch", use_dropout=True, optimizer="rmsprop",
+                 lr=5e-5, betas=None, n_critic=5),
+    "wgangp": dict(loss="wgangp", conditional=False, norm="layer", use_dropout=False, optimizer="adam",
+                   lr=1e-4, betas=(0.5, 0.9), n_critic=5),
+}
+ARCHITECTURE = ("kind", "z_dim", "width", "small", "norm", "conditional", "label_inject")
+D_WINS_LOSS, D_WINS_CHECKS = 0.05, 4  # warn when D's BCE loss stays below this for this many checks
+
+
+@dataclass
+class GAN:
+    """The parts of one GAN run: networks, optimisers, AMP grad scalers, settings."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    scaler_G: torch.amp.GradScaler
+    scaler_D: torch.amp.GradScaler
+    cfg: dict
+
+
+def gan_config(kind, args):
+    """Recipe + flags -> every setting of one run (flags a script does not have keep the defaults)."""
+    recipe = RECIPES[kind]
+    n_critic = getattr(args, "n_critic", 5) if recipe["n_critic"] > 1 else 1
+    return dict(recipe, kind=kind, lr=args.lr or recipe["lr"], n_critic=n_critic,
+                norm=getattr(args, "critic_norm", recipe["norm"]) if kind == "wgangp" else recipe["norm"],
+                dropout=args.dropout if recipe["use_dropout"] else 0.0, z_dim=args.z_dim, width=args.width,
+                small=args.small, g_loss=getattr(args, "g_loss", "nonsaturating"),
+                clip=getattr(args, "clip", 0.01), gp_lambda=getattr(args, "gp_lambda", 10.0),
+                label_inject=getattr(args, "label_inject", "channels"), epochs=args.epochs,
+                batch_size=args.batch_size, seed=args.seed)
+
+
+def build_gan(cfg, device):
+    """Networks on the device (channels_last on CUDA) and the recipe's optimisers."""
+    G = to_device(Generator(cfg["z_dim"], cfg["width"], cfg["small"], cfg["conditional"]), device)
+    D = to_device(Discriminator(cfg["width"], cfg["small"], cfg["norm"], cfg["dropout"], cfg["conditional"],
+                                cfg["label_inject"]), device)
+    if cfg["optimizer"] == "rmsprop":  # Handout A 3(b): RMSProp for WGAN
+        opt_G, opt_D = (torch.optim.RMSprop(m.parameters(), lr=cfg["lr"]) for m in (G, D))
+    else:  # Handout A 3(a) / 4(b): Adam with the recipe's betas
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=cfg["lr"], betas=cfg["betas"]) for m in (G, D))
+    return GAN(G, D, opt_G, opt_D, make_grad_scaler(device), make_grad_scaler(device), cfg)
+
+
+def discriminator_loss(gan, x_real, x_fake, y):
+    with autocast(x_real.device):
+        d_real, d_fake = gan.D(x_real, y).float(), gan.D(x_fake, y).float()  # (B,), (B,)
+    if gan.cfg["loss"] == "bce":  # maximise log D(x) + log(1 − D(G(z)))
+        return d_loss_bce(d_real, d_fake)
+    if gan.cfg["loss"] == "wgan":  # maximise D(x) − D(G(z))
+        return wgan_critic_loss(d_real, d_fake)
+    penalty = gradient_penalty(gan.D, x_real, x_fake, y, gan.cfg["gp_lambda"])  # fp32, see its docstring
+    return wgan_gp_critic_loss(d_real, d_fake, penalty)
+
+
+def generator_loss(cfg, d_fake):
+    if cfg["loss"] != "bce":
+        return wgan_generator_loss(d_fake)  # maximise D(G(z))
+    if cfg["g_loss"] == "minimax":
+        return g_loss_minimax(d_fake)  # minimise log(1 − D(G(z)))
+    return g_loss_nonsaturating(d_fake)  # maximise log D(G(z))
+
+
+def optimizer_step(loss, optimizer, scaler):
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_step(gan, x_real, y, g_step):
+    """One D step and, if g_step, one G step. Returns (D loss, G loss or None) as device tensors."""
+    cfg, device = gan.cfg, x_real.device
+    y = y if cfg["conditional"] else None  # cGAN: fakes are drawn for the batch's own labels
+    z = torch.randn(len(x_real), cfg["z_dim"], device=device)
+    with torch.set_grad_enabled(g_step), autocast(device):
+        x_fake = gan.G(z, y)  # (B, 1, 28, 28); keeps its graph only when G is updated below
+    # (1) Update D on real x and fake G(z) (detached: this step does not move G)
+    d_loss = discriminator_loss(gan, x_real, x_fake.detach(), y)
+    optimizer_step(d_loss, gan.opt_D, gan.scaler_D)
+    if cfg["loss"] == "wgan":
+        clip_weights_(gan.D, cfg["clip"])  # Handout A 3(b): clip after every critic step
+    if not g_step:
+        return d_loss.detach(), None
+    # (2) Update G through the freshly updated D
+    with autocast(device):
+        d_fake = gan.D(x_fake, y).float()
+    g_loss = generator_loss(cfg, d_fake)
+    optimizer_step(g_loss, gan.opt_G, gan.scaler_G)
+    return d_loss.detach(), g_loss.detach()
+
+
+def check_losses(name, cfg, d_recent, g_recent, epoch, step, watch):
+    """One host-device sync: stop on NaN/inf/exploding losses; warn if D's BCE stays ≈ 0. Returns means."""
+    d = torch.stack(d_recent).mean().item()
+    g = torch.stack(g_recent).mean().item() if g_recent else 0.0
+    for label, value in (("D", d), ("G", g)):
+        if not math.isfinite(value) or abs(value) > 1e6:
+            fail(f"{name} diverged: the {label} loss became {value:.4g} at epoch {epoch}, step {step}; "
+                 f"try a lower --lr (the checkpoint of epoch {epoch - 1} is intact)")
+    watch["low"] = watch["low"] + 1 if cfg["loss"] == "bce" and d < D_WINS_LOSS else 0
+    if watch["low"] == D_WINS_CHECKS:
+        print(f"warning: {name} D loss ≈ {d:.3f} for {D_WINS_CHECKS * len(d_recent)} steps (epoch {epoch}): "
+              f"the discriminator wins and G's gradients vanish", flush=True)
+    return d, g
+
+
+def train_one_epoch(gan, name, x, y, epoch, check_every=50):
+    """One pass over (x, y) in shuffled full batches (BatchNorm needs > 1 sample, so the rest is dropped).
+
+    Returns the D losses of every step and the G losses of every n_critic-th step (CPU tensors).
+    """
+    gan.G.train()
+    gan.D.train()
+    bs, n_critic = gan.cfg["batch_size"], gan.cfg["n_critic"]
+    n_steps = len(x) // bs
+    progress = Progress(n_steps, prefix=f"{name} epoch {epoch}")
+    d_losses, g_losses, watch = [], [], {"low": 0}
+    for step, idx in enumerate(batches(len(x), bs, x.device), start=1):
+        if step > n_steps:
+            break
+        d_loss, g_loss = train_step(gan, x[idx], y[idx], g_step=step % n_critic == 0)
+        d_losses.append(d_loss)
+        if g_loss is not None:
+            g_losses.append(g_loss)
+        if step % check_every == 0 or step == n_steps:
+            d, g = check_losses(name, gan.cfg, d_losses[-check_every:],
+                                g_losses[-max(1, check_every // n_critic):], epoch, step, watch)
+            progress.update(step, bs * step - progress.images, extra=f"D {d:.4f}  G {g:.4f}")
+    return stack_to_cpu(d_losses), stack_to_cpu(g_losses)
+
+
+def stack_to_cpu(losses):
+    """A list of scalar device tensors -> one float CPU tensor (the epoch's only bulk transfer)."""
+    return torch.stack(losses).float().cpu() if losses else torch.zeros(0)
+
+
+# --- checkpoints: one dict per run, written atomically after every epoch ---
+
+def new_history(cfg):
+    return {"n_critic": cfg["n_critic"], "d": [], "g": [], "seconds": []}
+
+
+def save_gan_state(path, gan, epoch, history):
+    atomic_save({"G": gan.G.state_dict(), "D": gan.D.state_dict(), "opt_G": gan.opt_G.state_dict(),
+                 "opt_D": gan.opt_D.state_dict(), "scaler_G": gan.scaler_G.state_dict(),
+                 "scaler_D": gan.scaler_D.state_dict(), "epoch": epoch, "history": history, "cfg": gan.cfg},
+                path)
+
+
+def load_gan_state(path, device, cfg=None):
+    """-> (gan, last finished epoch, history). cfg=None rebuilds the run from the checkpoint's own cfg."""
+    state = load_checkpoint(path, device)
+    if "G" not in state or "cfg" not in state:
+        fail(f"{path} is not a GAN checkpoint of these scripts")
+    for key in ARCHITECTURE if cfg is not None else ():
+        if state["cfg"][key] != cfg[key]:
+            fail(f"{path} was trained with {key}={state['cfg'][key]}, not {cfg[key]}; "
+                 f"pass the same flags or use another --out-dir")
+    gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
+    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
+        getattr(gan, part).load_state_dict(state[part])
+    return gan, state["epoch"], state["history"]
+
+
+def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
+    """Train run `name` for cfg['epochs'] epochs (continuing its checkpoint with resume). Returns (gan, history).
+
+    After every epoch: checkpoint_<name>.pt and samples_<name>_epoch_<E>.png, drawn from the
+    fixed noise z_fixed (a cGAN draws one row per class), so the grids are comparable across epochs.
+    """
+    path = out / f"checkpoint_{name}.pt"
+    torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
+    gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
+    if resume and path.is_file():
+        gan, start, history = load_gan_state(path, device, cfg)
+    for epoch in range(start + 1, cfg["epochs"] + 1):
+        torch.manual_seed(cfg["seed"] + 1000 * epoch)  # reseed from (seed, epoch): --resume continues exactly
+        t0 = time.time()
+        d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
+        history["d"].append(d_losses.tolist())
+        history["g"].append(g_losses.tolist())
+        history["seconds"].append(time.time() - t0)
+        save_gan_state(path, gan, epoch, history)
+        save_epoch_grid(gan, name, epoch, z_fixed, out)
+        print(f"{name} epoch {epoch}/{cfg['epochs']}: D {d_losses.mean():.4f}  G {g_losses.mean():.4f}  "
+              f"({history['seconds'][-1]:.0f} s)", flush=True)
+    return gan, history

@@ -1,0 +1,224 @@
+"""The FID Inception v3 (2048-d pool3 features) and cached feature statistics of real data.
+
+Handout A, Problem 4(c) asks for the FID between 10,000 generated and 10,000 real test images.
+"FID" means one particular network: the TensorFlow Inception graph of 2015-12-05, ported to
+PyTorch by pytorch-fid (https://github.com/mseitzer/pytorch-fid) as the weights file
+pt_inception-2015-12-05-6726825d.pth. It is torchvision's Inception3 with 1008 classes and
+no aux head, plus the TF graph's pooling quirks:
+  - the pool branch of Mixed_5b-5d, 6b-6e and 7b averages over real pixels only
+    (count_include_pad=False: TF does not count the zero padding),
+  - Mixed_7c's pool branch is a 3x3 *max* pool.
+Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 299 x 299
+(align_corners=False, no antialias), values in [-1, 1].
+
+Weights are looked up in order: an explicit path (--inception-weights), $FID_INCEPTION_WEIGHTS,
+the torch hub cache, then one download attempt. Cost: ~6 GFLOPs per image, so 10,000 images
+take tens of minutes on a laptop CPU and seconds on a GPU; real-data statistics are therefore
+cached in results/fid_stats/.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, InceptionAux,
+                                          InceptionB, InceptionC, InceptionD, InceptionE)
+
+from .data import load_dataset
+from .frechet import FeatureStats
+from .utils import Progress, fail, memory_format, to_device
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
+
+
+def tf_avg_pool(x):
+    """3x3 average pool, stride 1, that divides by the number of real (unpadded) pixels, like TF."""
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class FIDInceptionA(InceptionA):
+    """torchvision's InceptionA with TF's average pool in the pool branch."""
+
+    def forward(self, x):
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        branch_pool = self.branch_pool(tf_avg_pool(x))
+        return torch.cat([self.branch1x1(x), branch5x5, branch3x3dbl, branch_pool], 1)
+
+
+class FIDInceptionC(InceptionC):
+    """torchvision's InceptionC with TF's average pool in the pool branch."""
+
+    def forward(self, x):
+        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        branch7x7dbl = self.branch7x7dbl_1(x)
+        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            branch7x7dbl = conv(branch7x7dbl)
+        branch_pool = self.branch_pool(tf_avg_pool(x))
+        return torch.cat([self.branch1x1(x), branch7x7, branch7x7dbl, branch_pool], 1)
+
+
+class FIDInceptionE(InceptionE):
+    """torchvision's InceptionE with TF's average pool, or a 3x3 max pool when `max_pool` (Mixed_7c)."""
+
+    max_pool = False
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        branch3x3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        b3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(b3dbl), self.branch3x3dbl_3b(b3dbl)], 1)
+        pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else tf_avg_pool(x)
+        return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(pooled)], 1)
+
+
+class FIDInceptionV3(Inception3):
+    """Inception3 laid out exactly like the FID weights file; forward returns pool3 features."""
+
+    def __init__(self):
+        # torchvision's block list slots: conv, A, B, C, D, E, aux (aux is not built: aux_logits=False)
+        blocks = [BasicConv2d, FIDInceptionA, InceptionB, FIDInceptionC, InceptionD, FIDInceptionE, InceptionAux]
+        super().__init__(num_classes=1008, aux_logits=False, init_weights=False, inception_blocks=blocks)
+        self.Mixed_7c.max_pool = True  # the ported TF graph max-pools in its last block
+
+    def forward(self, x):
+        """(N, 3, 299, 299) in [-1, 1] -> (N, 2048); the 1008-way fc layer is never used."""
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (N, 64, 147, 147)
+        x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(self.maxpool1(x))))  # (N, 192, 35, 35)
+        x = self.Mixed_6a(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x))))  # (N, 768, 17, 17)
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))  # (N, 768, 17, 17)
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))  # (N, 2048, 8, 8)
+        return torch.flatten(self.avgpool(x), 1)  # (N, 2048)
+
+
+def to_inception_input(x):
+    """(N, 1 or 3, H, W) in [-1, 1] -> (N, 3, 299, 299): bilinear, align_corners=False, no antialias.
+
+    pytorch-fid resizes [0, 1] images, then maps them to [-1, 1]; bilinear weights sum to 1,
+    so resizing the [-1, 1] images directly gives the same tensor.
+    """
+    x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=False)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+# --- weights: path, env var, hub cache, download ---
+
+def hub_weights_path():
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
+
+
+def where_to_put_weights():
+    return (f"download {FID_WEIGHTS_URL} and put it at {hub_weights_path()}, "
+            f"or pass --inception-weights PATH, or set FID_INCEPTION_WEIGHTS")
+
+
+def find_weights(path=None):
+    """The first of: `path`, $FID_INCEPTION_WEIGHTS, the hub cache file; None when none is given or there.
+
+    A path that is named explicitly but missing is an error.
+    """
+    for source, named in (("--inception-weights", path),
+                          ("FID_INCEPTION_WEIGHTS", os.environ.get("FID_INCEPTION_WEIGHTS"))):
+        if named:
+            if not Path(named).is_file():
+                fail(f"{source} {named}: no such file ({where_to_put_weights()})")
+            return Path(named)
+    cached = hub_weights_path()
+    return cached if cached.is_file() else None
+
+
+def inception_available(path=None):
+    """True if the FID Inception weights can be found without trying a download."""
+    try:
+        return find_weights(path) is not None
+    except SystemExit:
+        return False
+
+
+def read_weights(path=None):
+    """The weights file's state dict: from disk if found, else one download attempt into the hub cache."""
+    found = find_weights(path)
+    if found is None:
+        print(f"FID Inception weights not found locally; trying to download {FID_WEIGHTS_URL}", flush=True)
+        try:
+            return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=False)
+        except Exception as e:  # offline: URLError, HTTPError, OSError, ...
+            fail(f"FID Inception weights {FID_WEIGHTS_FILE} are not here and the download failed "
+                 f"({type(e).__name__}): {where_to_put_weights()}")
+    try:
+        return torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        fail(f"{found} is not a readable weights file ({type(e).__name__}): {where_to_put_weights()}")
+
+
+def load_fid_inception(path=None, device="cpu"):
+    """FIDInceptionV3 with the FID weights, in eval mode on `device` (fp32)."""
+    net = FIDInceptionV3()
+    # BatchNorm's num_batches_tracked counters are unused in eval mode and absent from old files
+    state = {k: v for k, v in read_weights(path).items() if not k.endswith("num_batches_tracked")}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch
+        fail(f"the FID Inception weights do not fit the network: {str(e).splitlines()[-1].strip()}")
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        fail(f"the FID Inception weights do not fit the network (missing {missing[:3]}, "
+             f"unexpected {unexpected[:3]}): is it {FID_WEIGHTS_FILE}?")
+    return to_device(net, torch.device(device)).eval().requires_grad_(False)
+
+
+class InceptionFeatures:
+    """Images in [-1, 1], (N, 1, H, W) on any device -> FID Inception features, in fp32 batches on `device`."""
+
+    name = "inception"
+
+    def __init__(self, device="cpu", weights=None, batch_size=None, net=None):
+        self.device = torch.device(device)
+        self.net = net if net is not None else load_fid_inception(weights, self.device)
+        self.batch_size = batch_size or (200 if self.device.type == "cuda" else 50)
+
+    @torch.no_grad()
+    def batch_features(self, x):
+        """Yield (B, 2048) float32 features batch by batch, with a progress line on CPU."""
+        total = -(-len(x) // self.batch_size)
+        progress = Progress(total, prefix="inception features") if self.device.type == "cpu" else None
+        for step, start in enumerate(range(0, len(x), self.batch_size), 1):
+            xb = to_inception_input(x[start:start + self.batch_size].to(self.device))
+            yield self.net(xb.contiguous(memory_format=memory_format(self.device))).float()
+            if progress is not None:
+                progress.update(step, len(xb))
+
+    def __call__(self, x):
+        """(N, 2048) float32 features on the CPU."""
+        return torch.cat([f.cpu() for f in self.batch_features(x)])
+
+    def stats(self, x):
+        """FeatureStats of x's features, accumulated batch by batch (features never all in memory)."""
+        stats = FeatureStats()
+        for f in self.batch_features(x):
+            stats.update(f)
+        return stats
+
+
+def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results/fid_stats"):
+    """(mu, sigma) of `extractor` features of the first n images of 'mnist'/'fashion' 'train'/'test'.
+
+    Cached in <cache_dir>/<extractor.name>-<dataset>-<split>-<n>.npz: computed once, then read.
+    """
+    path = Path(cache_dir) / f"{extractor.name}-{dataset}-{split}-{n}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return torch.from_numpy(cached["mu"]), torch.from_numpy(cached["sigma"])
+    x, _ = load_dataset(dataset, data_dir, train=(split == "train"))
+    if n > len(x):
+        fail(f"{dataset}-{split} has only {len(x)} images, {n} asked for")
+    print(f"computing {extractor.name} statistics of {n} {dataset}-{split} images (cached in {path})")
+    mu, sigma = extractor.stats(x[:n]).mean_cov()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # write, then rename: never half a cache file
+        np.savez(f, mu=mu.numpy(), sigma=sigma.numpy())
+    os.replace(tmp, path)
+    return mu, sigma

@@ -1,0 +1,47 @@
+"""Smoke test of the benchmark (issue 8): `python -m common.bench --dry-run` in seconds, rows that parse."""
+import torch
+
+from common import bench
+
+
+def table_rows(text, first_cell):
+    """The cells of every markdown row whose first cell starts with `first_cell`."""
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+    return [row for row in rows if row[0].startswith(first_cell)]
+
+
+def number(cell):
+    """'1,234 (N=60,000)' -> 1234.0; '107 (G)' -> 107.0."""
+    return float(cell.split()[0].replace(",", ""))
+
+
+def test_dry_run_writes_a_row_per_family(tmp_path):
+    out = tmp_path / "bench.md"
+    threads = torch.get_num_threads()
+    try:  # one thread: tiny models gain nothing from two, and a busy machine makes two far slower
+        text = bench.main(["--dry-run", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert out.read_text() == text
+    assert "torch " + torch.__version__ in text and "threads" in text
+    header = table_rows(text, "family")[0]
+    assert header == bench.COLUMNS
+    for name in bench.FAMILIES:
+        (row,) = table_rows(text, name + " (")
+        assert len(row) == len(bench.COLUMNS)
+        train, epoch, sample = number(row[4]), number(row[5]), number(row[6])
+        assert train > 0 and epoch > 0 and sample > 0
+        assert (row[7] == "—") if name == "gan" else number(row[7]) > 0
+    data_rows = table_rows(text, "one ") + table_rows(text, "DataLoader")
+    assert len(data_rows) == 2 and all(number(row[1]) > 0 for row in data_rows)
+
+
+def test_plain_mode_switches_off_autocast_and_channels_last():
+    """'plain' on CUDA must be fp32 NCHW everywhere the scripts' code asks common/utils.py."""
+    from common import samplers, utils
+    cuda = torch.device("cuda")   # a device object only: nothing runs on it
+    with bench.precision(optimised=False):
+        assert utils.amp_dtype(cuda) is None
+        assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.contiguous_format
+    assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.channels_last

@@ -1,0 +1,216 @@
+"""GAN nets, losses, clipping and gradient penalty (common/gan_*.py) against the handout and closed forms."""
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.data import synthetic_dataset
+from common.gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
+                               wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
+from common.gan_nets import Discriminator, Generator
+from common.gan_train import (D_WINS_CHECKS, build_gan, check_losses, gan_config, load_gan_state, train_gan,
+                              train_step)
+
+
+def count(model, *types):
+    return sum(isinstance(m, types) for m in model.modules())
+
+
+def flags(**kw):
+    """The flags gan_config reads, with tiny widths."""
+    base = dict(lr=None, n_critic=5, dropout=0.3, z_dim=16, width=8, small=False, epochs=1, batch_size=32,
+                seed=0, g_loss="nonsaturating", clip=0.01, gp_lambda=10.0, critic_norm="layer",
+                label_inject="channels")
+    return argparse.Namespace(**dict(base, **kw))
+
+
+# --- networks: Handout A 3(a) and the footnote ---
+
+@pytest.mark.parametrize("small, n_convs", [(False, 3), (True, 1)])
+def test_generator_is_one_dense_then_conv_layers(small, n_convs):
+    G = Generator(z_dim=100, width=16, small=small)
+    x = G(torch.randn(5, 100))
+    assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1
+    assert count(G, nn.Linear) == 1
+    assert count(G, nn.ConvTranspose2d, nn.Conv2d) == n_convs
+
+
+@pytest.mark.parametrize("small, n_convs", [(False, 3), (True, 1)])
+def test_discriminator_is_conv_layers_then_one_dense(small, n_convs):
+    D = Discriminator(width=16, small=small)
+    assert D(torch.randn(5, 1, 28, 28)).shape == (5,)
+    assert count(D, nn.Conv2d) == n_convs and count(D, nn.Linear) == 1
+    assert any(isinstance(m, nn.Dropout) and m.p > 0 for m in D.modules())  # Handout A 3(a): dropout
+
+
+def test_wgangp_critic_has_no_batchnorm_and_no_dropout():
+    D = build_gan(gan_config("wgangp", flags()), torch.device("cpu")).D
+    assert count(D, nn.BatchNorm1d, nn.BatchNorm2d) == 0 and count(D, nn.GroupNorm) == 2
+    assert all(m.p == 0 for m in D.modules() if isinstance(m, nn.Dropout))
+
+
+def test_conditional_generator_output_depends_on_label():
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, width=8, conditional=True).eval()
+    z = torch.randn(4, 16)
+    x0, x1 = G(z, torch.zeros(4, dtype=torch.long)), G(z, torch.ones(4, dtype=torch.long))
+    assert x0.shape == (4, 1, 28, 28)
+    assert (x0 - x1).abs().max() > 1e-3, (x0 - x1).abs().max()
+
+
+@pytest.mark.parametrize("inject", ["channels", "dense"])
+def test_conditional_discriminator_uses_label(inject):
+    D = Discriminator(width=8, conditional=True, label_inject=inject, dropout=0.0).eval()
+    first_conv = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.in_channels == (11 if inject == "channels" else 1)
+    x = torch.randn(3, 1, 28, 28)
+    assert (D(x, torch.zeros(3, dtype=torch.long)) - D(x, torch.full((3,), 9))).abs().max() > 1e-6
+
+
+def test_recipes_follow_the_handout():
+    dev = torch.device("cpu")
+    dcgan, wgan, gp = (build_gan(gan_config(k, flags()), dev) for k in ("dcgan", "wgan", "wgangp"))
+    assert isinstance(dcgan.opt_D, torch.optim.Adam) and dcgan.opt_D.defaults["betas"] == (0.5, 0.999)
+    assert dcgan.cfg["lr"] == 2e-4 and dcgan.cfg["n_critic"] == 1
+    assert isinstance(wgan.opt_D, torch.optim.RMSprop) and wgan.cfg["lr"] == 5e-5 and wgan.cfg["n_critic"] == 5
+    assert isinstance(gp.opt_D, torch.optim.Adam) and gp.opt_D.defaults["betas"] == (0.5, 0.9)
+    assert gp.cfg["lr"] == 1e-4 and gp.cfg["gp_lambda"] == 10.0
+
+
+# --- losses against their formulas ---
+
+L_REAL, L_FAKE = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 0.0, 1.5])
+
+
+def test_bce_losses_match_their_formulas():
+    sig = torch.sigmoid
+    expected_d = -torch.log(sig(L_REAL)).mean() - torch.log(1 - sig(L_FAKE)).mean()
+    assert torch.allclose(d_loss_bce(L_REAL, L_FAKE), expected_d)
+    torch_d = (F.binary_cross_entropy_with_logits(L_REAL, torch.ones(3))
+               + F.binary_cross_entropy_with_logits(L_FAKE, torch.zeros(3)))
+    assert torch.allclose(d_loss_bce(L_REAL, L_FAKE), torch_d)
+    assert torch.allclose(g_loss_minimax(L_FAKE), torch.log(1 - sig(L_FAKE)).mean())
+    assert torch.allclose(g_loss_nonsaturating(L_FAKE), -torch.log(sig(L_FAKE)).mean())
+
+
+def test_minimax_saturates_where_nonsaturating_does_not():
+    """When D confidently rejects a fake (logit −10), minimax G's gradient vanishes; non-saturating's is ≈ −1."""
+    grads = []
+    for loss in (g_loss_minimax, g_loss_nonsaturating):
+        l = torch.tensor([-10.0], requires_grad=True)
+        loss(l).backward()
+        grads.append(l.grad.item())
+    assert abs(grads[0]) < 1e-4 and grads[1] == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_wasserstein_losses_match_their_formulas():
+    assert wgan_critic_loss(L_REAL, L_FAKE).item() == pytest.approx(L_FAKE.mean() - L_REAL.mean())
+    assert wgan_generator_loss(L_FAKE).item() == pytest.approx(-L_FAKE.mean())
+    penalty = torch.tensor(0.7)
+    assert wgan_gp_critic_loss(L_REAL, L_FAKE, penalty).item() == pytest.approx(
+        L_FAKE.mean() - L_REAL.mean() + 0.7)
+
+
+# --- weight clipping and the gradient penalty ---
+
+def test_clipping_leaves_every_critic_parameter_in_range():
+    D = Discriminator(width=8)
+    with torch.no_grad():
+        for p in D.parameters():
+            p.normal_(0, 1)
+    clip_weights_(D, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in D.parameters())
+
+
+def test_wgan_step_clips_after_the_critic_step():
+    gan = build_gan(gan_config("wgan", flags(clip=0.005)), torch.device("cpu"))
+    x, y = synthetic_dataset(32)
+    train_step(gan, x, y, g_step=True)
+    assert all(p.abs().max() <= 0.005 for p in gan.D.parameters())
+
+
+class LinearCritic(nn.Module):
+    """D(x) = <w, x> + b, so ∇_x D = w for every x."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(1, 28, 28) * 0.05)
+        self.b = nn.Parameter(torch.tensor(0.3))
+
+    def forward(self, x, y=None):
+        return (x * self.w).sum((1, 2, 3)) + self.b
+
+
+def test_gradient_penalty_closed_form_for_a_linear_critic():
+    D = LinearCritic()
+    x_real, x_fake = torch.randn(6, 1, 28, 28), torch.randn(6, 1, 28, 28)
+    penalty = gradient_penalty(D, x_real, x_fake, lam=10.0)
+    w_norm = D.w.detach().norm()
+    assert penalty.item() == pytest.approx(10 * (w_norm.item() - 1) ** 2, rel=1e-5)
+    # the penalty is differentiable w.r.t. the critic: d/dw λ(‖w‖ − 1)² = 2λ(‖w‖ − 1) w / ‖w‖
+    penalty.backward()
+    assert torch.allclose(D.w.grad, 20 * (w_norm - 1) * D.w.detach() / w_norm, atol=1e-5)
+
+
+def half_squared_norm(x, y=None):
+    """A critic with D(x) = ½‖x‖², so ∇D(x) = x."""
+    return 0.5 * x.pow(2).sum((1, 2, 3))
+
+
+def test_gradient_penalty_uses_one_norm_per_sample():
+    """∇D(x̂_i) = x̂_i for D(x) = ½‖x‖², so the gradient norms differ between samples."""
+    x_real, x_fake = torch.randn(5, 1, 28, 28), torch.randn(5, 1, 28, 28) * 0.1
+    eps = torch.rand(5, 1, 1, 1)
+    x_hat = eps * x_real + (1 - eps) * x_fake
+    expected = 10 * ((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert gradient_penalty(half_squared_norm, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-5)
+    # not the norm of the whole batch's gradient
+    wrong = 10 * (x_hat.norm() - 1) ** 2
+    assert abs(expected - wrong) > 1
+
+
+def test_gradient_penalty_matches_a_per_sample_loop_on_the_real_critic():
+    torch.manual_seed(0)
+    D = Discriminator(width=8, norm="layer", dropout=0.0)
+    x_real, x_fake, eps = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.rand(4, 1, 1, 1)
+    terms = []
+    for i in range(4):
+        x_hat = (eps[i] * x_real[i:i + 1] + (1 - eps[i]) * x_fake[i:i + 1]).requires_grad_(True)
+        grad, = torch.autograd.grad(D(x_hat).sum(), x_hat)
+        terms.append((grad.norm() - 1) ** 2)
+    expected = 10 * torch.stack(terms).mean()
+    assert gradient_penalty(D, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+# --- divergence checks and exact resume ---
+
+def test_nan_loss_stops_with_a_one_line_message_naming_epoch_and_loss():
+    with pytest.raises(SystemExit, match=r"the G loss became nan at epoch 3, step 50"):
+        check_losses("dcgan", {"loss": "bce"}, [torch.tensor(0.5)], [torch.tensor(float("nan"))], 3, 50, {"low": 0})
+    with pytest.raises(SystemExit, match="D loss became 1e\\+09"):
+        check_losses("wgan", {"loss": "wgan"}, [torch.tensor(1e9)], [], 1, 5, {"low": 0})
+
+
+def test_discriminator_winning_prints_a_warning(capsys):
+    watch = {"low": 0}
+    for _ in range(D_WINS_CHECKS):
+        check_losses("dcgan", {"loss": "bce"}, [torch.tensor(0.001)], [torch.tensor(8.0)], 2, 50, watch)
+    assert "discriminator wins" in capsys.readouterr().out
+
+
+def test_resume_continues_exactly(tmp_path):
+    x, y = synthetic_dataset(64)
+    cpu, z = torch.device("cpu"), torch.randn(10, 16)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    cfg2 = gan_config("wgan", flags(epochs=2, n_critic=2))
+    train_gan("wgan", cfg2, x, y, straight, cpu, z)
+    train_gan("wgan", dict(cfg2, epochs=1), x, y, resumed, cpu, z)
+    train_gan("wgan", cfg2, x, y, resumed, cpu, z, resume=True)
+    a, epoch_a, history_a = load_gan_state(straight / "checkpoint_wgan.pt", cpu)
+    b, epoch_b, history_b = load_gan_state(resumed / "checkpoint_wgan.pt", cpu)
+    assert epoch_a == epoch_b == 2 and history_a["d"] == history_b["d"]
+    for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values()):
+        assert torch.equal(va, vb), k

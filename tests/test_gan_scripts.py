@@ -1,0 +1,98 @@
+"""Smoke runs of 04_dcgan_wgan.py and 05_cgan_wgangp_fid.py with --dry-run: every promised file, and sensible."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from common.gan_eval import FID_NA
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def assert_png(path):
+    assert path.is_file(), path
+    data = path.read_bytes()
+    assert data[:4] == PNG_MAGIC and len(data) > 2000, path
+
+
+def assert_npz(path, n, labels=False):
+    with np.load(path) as f:
+        assert f["images"].dtype == np.uint8 and f["images"].shape == (n, 28, 28)
+        assert f["images"].max() > f["images"].min()  # not a blank image set
+        if labels:
+            assert f["labels"].shape == (n,) and set(f["labels"].tolist()) == set(range(10))
+
+
+@pytest.fixture(scope="module")
+def run04(tmp_path_factory):
+    from conftest import load_script
+    out = tmp_path_factory.mktemp("04")
+    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out)])
+    return out, metrics
+
+
+def test_04_dry_run_writes_every_file(run04):
+    out, metrics = run04
+    for name in ["config.json", "losses.csv", "metrics.json"]:
+        assert (out / name).stat().st_size > 0, name
+    for name in ["loss_curve_dcgan", "loss_curve_wgan", "samples_dcgan_epoch_001", "samples_dcgan_epoch_002",
+                 "samples_wgan_epoch_002", "dcgan_vs_wgan", "clip_sweep", "clip_sweep_fd"]:
+        assert_png(out / f"{name}.png")
+    assert_npz(out / "samples_dcgan.npz", 64)
+    assert_npz(out / "samples_wgan.npz", 64)
+    for name in ["dcgan", "wgan", "wgan_clip0.1"]:  # the sweep's c = 0.01 is the main WGAN
+        state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
+        assert {"G", "D", "opt_G", "opt_D", "epoch", "history", "cfg"} <= set(state) and state["epoch"] == 2
+
+
+def test_04_metrics_and_losses_are_sensible(run04):
+    out, _ = run04
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"dcgan", "wgan", "wgan_clip0.1"}
+    for m in metrics["models"].values():
+        assert m["fd_judge"] >= 0 and m["fid"] == FID_NA and m["n"] == 64 and m["epochs_trained"] == 2
+    assert [r["clip"] for r in metrics["clip_sweep"]] == [0.01, 0.1]
+    rows = list(csv.DictReader(open(out / "losses.csv")))
+    assert {r["model"] for r in rows} == {"dcgan", "wgan", "wgan_clip0.1"}
+    wgan = [r for r in rows if r["model"] == "wgan"]
+    assert all(r["g_loss"] == "" for r in wgan[0::2]) and all(r["g_loss"] != "" for r in wgan[1::2])  # n_critic 2
+
+
+def test_05_dry_run_reuses_04_and_writes_every_file(run04, tmp_path, capsys):
+    from conftest import load_script
+    gan_dir, _ = run04
+    metrics = load_script("05_cgan_wgangp_fid.py").main(["--dry-run", "--gan-dir", str(gan_dir),
+                                                         "--out-dir", str(tmp_path)])
+    assert "reusing" in capsys.readouterr().out
+    for name in ["cgan_classes", "wgangp_samples", "cgan_class_diversity", "loss_curve_cgan", "loss_curve_wgangp",
+                 "samples_cgan_epoch_002", "samples_wgangp_epoch_002"]:
+        assert_png(tmp_path / f"{name}.png")
+    assert not (tmp_path / "checkpoint_dcgan.pt").exists()  # reused, not retrained
+    assert_npz(tmp_path / "samples_cgan.npz", 100, labels=True)
+    assert_npz(tmp_path / "samples_wgangp.npz", 100)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(saved["models"]) == ["dcgan", "wgan", "wgangp", "cgan"]
+    assert saved["models"]["dcgan"]["source"].endswith("checkpoint_dcgan.pt")
+    assert len(saved["cgan_per_class"]) == 10 and 0 <= saved["models"]["cgan"]["judge_accuracy"] <= 1
+    assert all(r["fd_judge"] >= 0 and r["diversity"] > 0 for r in saved["cgan_per_class"])
+    table = (tmp_path / "fid_table.md").read_text()
+    for row in ["| DCGAN |", "| WGAN (clipping) |", "| WGAN-GP |", "| cGAN |", "| Ankle boot |", FID_NA]:
+        assert row in table
+    assert metrics["models"]["wgangp"]["fd_judge"] == saved["models"]["wgangp"]["fd_judge"]
+
+
+@pytest.mark.parametrize("script, bad", [
+    ("04_dcgan_wgan.py", ["--epochs", "-3"]),
+    ("04_dcgan_wgan.py", ["--clip", "0"]),
+    ("04_dcgan_wgan.py", ["--clip", "5"]),
+    ("04_dcgan_wgan.py", ["--clip-sweep", "0.1", "-1"]),
+    ("05_cgan_wgangp_fid.py", ["--batch-size", "0"]),
+    ("05_cgan_wgangp_fid.py", ["--gp-lambda", "-10"]),
+])
+def test_bad_flags_are_one_line_errors(script, bad, capsys):
+    from conftest import load_script
+    with pytest.raises(SystemExit) as e:
+        load_script(script).parse_args(bad)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""Tests for common/judge.py (on a dry-run judge: synthetic data, seconds) and a smoke run of common/fid.py."""
+import numpy as np
+import pytest
+import torch
+
+import common.fid as fid
+from common.data import synthetic_dataset, to_uint8
+from common.frechet import mean_pairwise_distance
+from common.judge import augment, get_judge, main
+
+
+def raise_offline(*args, **kwargs):
+    """Stands in for a download when there is no network."""
+    raise OSError("no network")
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("judge") / "cache"
+    dry = get_judge("mnist", device="cpu", cache_dir=cache_dir, dry_run=True)
+    assert not cache_dir.exists()  # a dry run never reads or writes the cache
+    return dry
+
+
+def test_dry_run_judge_learns_synthetic_classes(judge):
+    x, y = synthetic_dataset(300, seed=1)  # held out: other noise, other order
+    assert judge.class_accuracy(x, y) > 0.95
+    pred = judge.predict(x)
+    assert pred.shape == (300,) and pred.dtype == torch.int64
+    assert judge.class_accuracy(x[y == 3], 3) == pytest.approx((pred[y == 3] == 3).float().mean().item())
+
+
+def test_features_shape_and_batching(judge):
+    x, _ = synthetic_dataset(50, seed=2)
+    judge.batch_size = 16  # several batches, last one short
+    f = judge.features(x)
+    judge.batch_size = 1000
+    assert f.shape == (50, 16) and f.dtype == torch.float32
+    torch.testing.assert_close(f, judge.features(x))
+
+
+def test_fd_judge_zero_for_same_set_and_larger_for_other_set(judge):
+    x, y = synthetic_dataset(400, seed=3)
+    x_same_dist, _ = synthetic_dataset(400, seed=4)
+    assert judge.fd(x, x) == pytest.approx(0.0, abs=1e-6)
+    d_same, d_other = judge.fd(x, x_same_dist), judge.fd(x[y < 5], x[y >= 5])
+    assert 0 <= d_same < d_other
+
+
+def test_diversity(judge):
+    x, _ = synthetic_dataset(60, seed=5)
+    assert judge.diversity(x[:1].repeat(10, 1, 1, 1)) == pytest.approx(0.0, abs=1e-6)
+    assert judge.diversity(x) > 0
+    f = torch.randn(30, 4)
+    brute = np.mean([np.linalg.norm(f[i] - f[j]) for i in range(30) for j in range(30) if i != j])
+    assert mean_pairwise_distance(f, chunk=7) == pytest.approx(brute, rel=1e-6)
+
+
+def test_augment_shifts_and_flips():
+    x = torch.full((4, 1, 28, 28), -1.0)
+    x[:, :, 10:18, 12:16] = 1.0
+    torch.manual_seed(0)
+    moved = augment(x, shift=2, flip=True)
+    assert moved.shape == x.shape and set(moved.unique().tolist()) == {-1.0, 1.0}
+    assert (moved == 1).sum() == (x == 1).sum()  # nothing falls off the edge: it moves at most 2 pixels
+    assert torch.equal(augment(x, shift=0, flip=False), x)
+
+
+def test_cli_dry_run_writes_a_judge_that_get_judge_loads(tmp_path):
+    main(["--dataset", "fashion", "--dry-run", "--out-dir", str(tmp_path)])
+    (tmp_path / "fashion-dry-run.pt").rename(tmp_path / "fashion.pt")
+    loaded = get_judge("fashion", cache_dir=tmp_path)
+    x, y = synthetic_dataset(100, seed=6)
+    assert loaded.class_accuracy(x, y) > 0.9 and loaded.features(x).shape == (100, 16)
+    with pytest.raises(SystemExit, match="no judge"):
+        get_judge("cifar", cache_dir=tmp_path)
+
+
+def test_fid_cli_with_npz_files_skips_fid_without_weights(judge, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(fid, "get_judge", lambda *args, **kwargs: judge)
+    x_a, _ = synthetic_dataset(100, seed=7)
+    x_b, _ = synthetic_dataset(120, seed=8)
+    np.savez(tmp_path / "a.npz", images=to_uint8(x_a))
+    np.savez(tmp_path / "b.npz", images=to_uint8(x_b))
+    result = fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--judge-dataset", "mnist"])
+    out = capsys.readouterr().out
+    assert "FID: skipped" in out and "FD-judge (mnist judge)" in out and "warning" in out
+    assert result["fid"] is None and result["n_real"] == 100 and result["n_fake"] == 120
+    assert result["fd_judge"] >= 0
+    with pytest.raises(SystemExit, match="neither"):
+        fid.main([str(tmp_path / "a.npz"), str(tmp_path / "nope.npz")])
+    with pytest.raises(SystemExit, match="--judge-dataset"):
+        fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+
+
+def test_compute_fid_offline_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", raise_offline)
+    x, _ = synthetic_dataset(4)
+    with pytest.raises(SystemExit) as e:
+        fid.compute_fid(x, x, "cpu")
+    assert "\n" not in str(e.value) and "pt_inception-2015-12-05-6726825d.pth" in str(e.value)
