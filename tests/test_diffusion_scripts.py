@@ -28,8 +28,16 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
 
 
-def test_02_dry_run_writes_every_file(script, tmp_path):
-    metrics = script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path)])
+@pytest.fixture(scope="module")
+def dry_run_02(tmp_path_factory):
+    """One 02 --dry-run shared by the tests below (it is the slowest smoke run)."""
+    from conftest import load_script
+    out = tmp_path_factory.mktemp("02")
+    return out, load_script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(out)])
+
+
+def test_02_dry_run_writes_every_file(dry_run_02):
+    tmp_path, metrics = dry_run_02
     for name in ALWAYS + ["guidance_sweep.png", "guidance_metrics.png"]:
         assert (tmp_path / name).is_file(), name
     _check_pngs(tmp_path)
@@ -43,11 +51,13 @@ def test_02_dry_run_writes_every_file(script, tmp_path):
     assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
 
 
-def test_02_resume_continues_from_the_checkpoint(script, tmp_path, capsys):
-    mod = script("02_cfg_mnist.py")
-    mod.main(["--dry-run", "--out-dir", str(tmp_path)])
-    mod.main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])   # already at the last epoch
-    assert "epochs 3..2" in capsys.readouterr().out   # nothing left to train, nothing retrained
+def test_02_resume_continues_from_the_checkpoint(script, dry_run_02, capsys):
+    out = dry_run_02[0]
+    before = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(out), "--resume"])   # at the last epoch already
+    assert "epochs 3..2" in capsys.readouterr().out   # nothing left to train ...
+    after = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)   # ... and nothing retrained
 
 
 @pytest.mark.parametrize("argv, message", [
