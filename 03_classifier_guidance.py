@@ -112,7 +112,7 @@ def train_unet_if_missing(args, path):
     """
     if path.is_file():
         return None
-    mode = ["--dry-run"] if args.dry_run else ["--quick", "--n-samples", "100"] if args.quick else []
+    mode = ["--dry-run"] if args.dry_run else ["--quick"] if args.quick else []
     command = "python 01_ddpm_mnist.py " + " ".join(mode + ["--out-dir", str(path.parent)])
     if not (args.train_unet or args.quick or args.dry_run):
         fail(f"no DDPM checkpoint at {path}: train it with `{command}`, or pass --train-unet")
