@@ -41,6 +41,17 @@ def apply_preset(args, preset):
     return args
 
 
+def parse_with_presets(parser, argv, quick, dry_run):
+    """Parse argv, apply the --quick / --dry-run preset (which win over other flags), check ranges."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        apply_preset(args, quick)
+    if args.dry_run:
+        apply_preset(args, dry_run)
+    check_schedule_args(parser, args)
+    return args
+
+
 def check_schedule_args(parser, args):
     if not 0 < args.beta_1 <= args.beta_T < 1:
         parser.error(f"need 0 < --beta-1 <= --beta-T < 1, got {args.beta_1} and {args.beta_T}")
