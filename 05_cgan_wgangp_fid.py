@@ -17,7 +17,10 @@
     within-class spread against the real class's, to answer "how does the conditional model
     affect sample diversity within each class?".
 DCGAN and WGAN come from 04_dcgan_wgan.py's checkpoints in --gan-dir; missing ones are trained
-here with this script's flags (into --out-dir). Runtime: see README.md (measured).
+here with this script's flags (into --out-dir).
+Runtime: full configuration: minutes on a GPU. --quick (cGAN and WGAN-GP, 3 epochs, width 64,
+after 04 --quick): 11.6 CPU-minutes in one thread, measured as 23 min wall on a 2-core CPU shared
+with other jobs (an upper bound); FD-judge then cGAN ≈ 104, WGAN-GP ≈ 211.
 
 Writes to results/05_cgan_wgangp_fid/ (or --out-dir):
     config.json, losses.csv, loss_curve_<model>.png, samples_<model>_epoch_001.png ... (fixed
