@@ -5,6 +5,7 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
     python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
     python 03_classifier_guidance.py --quick         # CPU preset; trains `01 --quick` first if needed
     python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
+    python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist/samples.npz   # + 02's sweep
 
 (a) 01's checkpoint is loaded, put in eval mode with requires_grad_(False), and its SHA-256 is
     compared at the end of the run (metrics.json: frozen_unet.bit_identical).
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from common.cli import apply_preset
-from common.data import batches, load_dataset, synthetic_dataset, to_uint8
+from common.data import batches, from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features
 from common.guidance import classifier_guided_sample
 from common.judge import get_judge, mean_pairwise_distance
@@ -74,6 +75,8 @@ def parse_args(argv):
                    metavar="DIGIT", help="target digits")
     p.add_argument("--per-class", type=positive_int, default=100, help="samples per digit and per s")
     p.add_argument("--n-cols", type=positive_int, default=10, help="samples per digit in samples_s<s>.png")
+    p.add_argument("--cfg-samples", default=None,
+                   help="02_cfg_mnist.py's samples.npz: adds its γ sweep, judged the same way, to the table")
     p.add_argument("--eval-batch", type=positive_int, default=500, help="samples drawn per batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -94,6 +97,8 @@ def parse_args(argv):
         p.error("--per-class must be at least 2 (diversity and FD-judge need two samples per digit)")
     if not 0 < args.lr_decay_to <= 1:
         p.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")
+    if args.cfg_samples and not Path(args.cfg_samples).is_file():
+        p.error(f"--cfg-samples {args.cfg_samples} does not exist (02_cfg_mnist.py writes samples.npz)")
     return args
 
 
@@ -151,6 +156,13 @@ def state_hash(model):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def frozen_check(unet, hash_before):
+    """(a): the frozen DDPM's hash now against the one taken right after loading."""
+    hash_after = state_hash(unet)
+    return {"sha256_before": hash_before, "sha256_after": hash_after, "bit_identical": hash_after == hash_before,
+            "requires_grad": any(p.requires_grad for p in unet.parameters())}
 
 
 def load_data(args, device, train=True):
@@ -277,30 +289,50 @@ def real_reference(args, judge, x_train, y_train, x_test, y_test):
                   "diversity_per_digit_mean": float(np.mean([mean_pairwise_distance(real[d]) for d in args.digits]))}
 
 
+def judged_metrics(x, ys, digits, judge, real):
+    """Judge accuracy, FD-judge per digit (vs that digit's test images) and within-digit diversity of one set."""
+    f = judge.features(x)                                                       # (N, F)
+    fd = [fd_from_features(f[ys == d], real[d]) for d in digits]
+    diversity = [mean_pairwise_distance(f[ys == d]) for d in digits]
+    hit = (judge.predict(x) == ys).float()                                      # the judge's verdict
+    return {"n": len(x), "judge_accuracy": hit.mean().item(),
+            "judge_accuracy_per_digit": [hit[ys == d].mean().item() for d in digits],
+            "fd_judge_per_digit_mean": float(np.mean(fd)), "diversity_per_digit_mean": float(np.mean(diversity)),
+            "fd_judge_per_digit": fd, "diversity_per_digit": diversity}
+
+
 @torch.no_grad()
 def evaluate(args, samples, y, scale, seconds_per_s, clf, sched, judge, real):
-    """Per s: judge accuracy, FD-judge per digit vs that digit's test images, within-digit diversity."""
+    """Per s: the judged numbers, plus p_φ's own verdict at t = 1 (for contrast, not as a fidelity measure)."""
     rows = []
     for s, seconds in zip(args.scales, seconds_per_s):
         pick = scale == s
         x, ys = samples[pick.to(samples.device)], y[pick]
-        f = judge.features(x)                                                   # (D·per, F)
-        fd = [fd_from_features(f[ys == d], real[d]) for d in args.digits]
-        diversity = [mean_pairwise_distance(f[ys == d]) for d in args.digits]
-        hit = (judge.predict(x) == ys).float()                                  # the judge's verdict
-        t1 = torch.full((len(x),), 1 / sched.T, device=x.device)               # p_φ at t = 1, for contrast
+        t1 = torch.full((len(x),), 1 / sched.T, device=x.device)
         guide_accuracy = (clf(x, t1).argmax(1).cpu() == ys).float().mean().item()
-        rows.append({"s": s, "n": len(x), "judge_accuracy": hit.mean().item(),
-                     "judge_accuracy_per_digit": [hit[ys == d].mean().item() for d in args.digits],
-                     "fd_judge_per_digit_mean": float(np.mean(fd)),
-                     "diversity_per_digit_mean": float(np.mean(diversity)),
-                     "p_phi_accuracy_t1": guide_accuracy, "sampling_seconds": round(seconds, 1),
-                     "fd_judge_per_digit": fd, "diversity_per_digit": diversity})
+        rows.append({"s": s, **judged_metrics(x, ys, args.digits, judge, real),
+                     "p_phi_accuracy_t1": guide_accuracy, "sampling_seconds": round(seconds, 1)})
     return rows
 
 
-def guidance_table(rows, reference, per_class):
-    """The fidelity–diversity table as markdown."""
+@torch.no_grad()
+def cfg_rows(path, args, judge, real, device):
+    """The same judged numbers for 02_cfg_mnist.py's samples.npz, one row per γ (Handout A 2(d))."""
+    if not Path(path).is_file():
+        fail(f"--cfg-samples {path} does not exist (02_cfg_mnist.py writes results/02_cfg_mnist/samples.npz)")
+    z = np.load(path)
+    if not {"images", "labels", "guidance"} <= set(z.files):
+        fail(f"{path} is not a samples.npz of 02_cfg_mnist.py (it needs images, labels, guidance)")
+    x, y, w = from_uint8(z["images"], device), torch.as_tensor(z["labels"]), torch.as_tensor(z["guidance"])
+    if not set(args.digits) <= set(y.tolist()):
+        fail(f"{path} has no samples of digit(s) {sorted(set(args.digits) - set(y.tolist()))}")
+    keep = torch.isin(y, torch.tensor(args.digits))
+    return [{"w": g, **judged_metrics(x[keep & (w == g)], y[keep & (w == g)], args.digits, judge, real)}
+            for g in sorted(set(w.tolist()))]
+
+
+def guidance_table(rows, reference, per_class, cfg=None):
+    """The fidelity–diversity table as markdown; `cfg` adds 02's rows (classifier-free guidance)."""
     lines = ["| s | judge accuracy | FD-judge per digit (mean) | diversity per digit (mean) | p_φ accuracy (t = 1) "
              "| sampling (s) |", "|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
@@ -308,10 +340,17 @@ def guidance_table(rows, reference, per_class):
                      f"| {r['diversity_per_digit_mean']:.2f} | {100 * r['p_phi_accuracy_t1']:.1f}% "
                      f"| {r['sampling_seconds']:.0f} |")
     lines.append(f"\n{per_class} samples per digit and s. Real MNIST test images: judge accuracy "
-                 f"{100 * reference['judge_accuracy']:.1f}%, diversity per digit {reference['diversity_per_digit_mean']:.2f}. "
+                 f"{100 * reference['judge_accuracy']:.1f}%, "
+                 f"diversity per digit {reference['diversity_per_digit_mean']:.2f}. "
                  f"FD-judge is a Fréchet distance over the judge's features (not FID) against each digit's test "
                  f"images; it is biased upwards for small samples: {per_class} real training images per digit "
                  f"score {reference['fd_judge_floor']:.2f} (the floor here).")
+    if cfg:
+        lines += ["\nClassifier-free guidance (02_cfg_mnist.py's samples.npz), the same judged numbers:\n",
+                  "| γ | judge accuracy | FD-judge per digit (mean) | diversity per digit (mean) | samples |",
+                  "|--:|--:|--:|--:|--:|"]
+        lines += [f"| {r['w']:g} | {100 * r['judge_accuracy']:.1f}% | {r['fd_judge_per_digit_mean']:.2f} "
+                  f"| {r['diversity_per_digit_mean']:.2f} | {r['n']} |" for r in cfg]
     return "\n".join(lines) + "\n"
 
 
@@ -367,26 +406,25 @@ def main(argv=None):
     samples, y, scale, seconds_per_s = guided_sweep(args, unet, clf, sched, device)
     # --- (d) fidelity and diversity per s ---
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
+    images = to_uint8(samples)            # judge what samples.npz holds (clamped to [-1, 1], 8 bits), as for 02
     real, reference = real_reference(args, judge, x_train, y_train, x_test, y_test)
-    rows = evaluate(args, samples, y, scale, seconds_per_s, clf, sched, judge, real)
+    rows = evaluate(args, from_uint8(images, device), y, scale, seconds_per_s, clf, sched, judge, real)
+    cfg = cfg_rows(args.cfg_samples, args, judge, real, device) if args.cfg_samples else None
     # --- outputs, and the frozen DDPM's bit-identity check ---
-    images = to_uint8(samples)
     np.savez_compressed(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
     save_figures(args, out, images, rows, reference, acc_t)
-    table = guidance_table(rows, reference, args.per_class)
+    table = guidance_table(rows, reference, args.per_class, cfg)
     (out / "guidance_table.md").write_text(table)
-    unet_hash_after = state_hash(unet)
-    metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds),
-               "frozen_unet": {"sha256_before": unet_hash, "sha256_after": unet_hash_after,
-                               "bit_identical": unet_hash == unet_hash_after,
-                               "requires_grad": any(p.requires_grad for p in unet.parameters())},
+    frozen = frozen_check(unet, unet_hash)
+    metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds), "frozen_unet": frozen,
                "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,
                "per_scale": rows, "real_test_images": reference,
+               "cfg_comparison": {"samples": args.cfg_samples, "per_guidance": cfg} if cfg else None,
                "total_seconds": round(time.time() - run_start, 1)}
     save_json(metrics, out / "metrics.json")
-    print("\n" + table + f"\nfrozen DDPM bit-identical after the run: {unet_hash == unet_hash_after}; "
+    print("\n" + table + f"\nfrozen DDPM bit-identical after the run: {frozen['bit_identical']}; "
           f"outputs in {out} ({metrics['total_seconds']:.0f} s)")
-    if unet_hash != unet_hash_after:
+    if not frozen["bit_identical"]:
         fail("the frozen DDPM's weights changed during the run (see metrics.json)")
     return metrics
 

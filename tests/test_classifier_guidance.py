@@ -127,14 +127,20 @@ def test_bad_inputs_are_one_line_errors(script, tmp_path):
     torch.save({"model": {}, "args": {"hidden": 4}}, tmp_path / "foreign.pt")
     with pytest.raises(SystemExit, match="not a checkpoint of 01_ddpm_mnist.py"):
         cg.main(["--unet-checkpoint", str(tmp_path / "foreign.pt"), "--out-dir", str(tmp_path)])
-    for bad in (["--scales", "-1"], ["--per-class", "1"], ["--scales", "1", "1"], ["--digits", "10"]):
+    for bad in (["--scales", "-1"], ["--per-class", "1"], ["--scales", "1", "1"], ["--digits", "10"],
+                ["--cfg-samples", str(tmp_path / "missing.npz")]):
         with pytest.raises(SystemExit) as e:
             cg.parse_args(bad)
         assert e.value.code == 2
 
 
 def test_dry_run_writes_every_file(script, tmp_path):
-    metrics = script("03_classifier_guidance.py").main(["--dry-run", "--out-dir", str(tmp_path)])
+    # a stand-in for 02_cfg_mnist.py's samples.npz: 2 values of γ, 3 samples of each digit
+    images = np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "cfg.npz", images=images, labels=np.tile(np.repeat(np.arange(10), 3), 2),
+             guidance=np.repeat([0.0, 5.0], 30))
+    metrics = script("03_classifier_guidance.py").main(["--dry-run", "--out-dir", str(tmp_path),
+                                                         "--cfg-samples", str(tmp_path / "cfg.npz")])
     for name in OUTPUTS:
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "01_dry_run" / "checkpoint.pt").is_file()   # 01's --dry-run made the frozen model
@@ -148,7 +154,9 @@ def test_dry_run_writes_every_file(script, tmp_path):
     for r in saved["per_scale"]:
         assert 0 <= r["judge_accuracy"] <= 1 and r["fd_judge_per_digit_mean"] >= 0
         assert r["diversity_per_digit_mean"] > 0 and len(r["fd_judge_per_digit"]) == 10
-    assert len((tmp_path / "guidance_table.md").read_text().splitlines()) >= 2 + 4
+    table = (tmp_path / "guidance_table.md").read_text()
+    assert table.count("\n| ") >= 4 + 2 and "Classifier-free guidance" in table
+    assert [r["w"] for r in saved["cfg_comparison"]["per_guidance"]] == [0, 5]
     assert metrics["classifier"]["reused"] is False
     # a re-run reuses classifier.pt instead of training p_φ again
     cg = script("03_classifier_guidance.py")
