@@ -15,7 +15,7 @@ Writes to results/01_ddpm_mnist/ (or --out-dir):
 import numpy as np
 import torch
 
-from common.cli import diffusion_parser, parse_with_presets
+from common.cli import check_schedule_args, diffusion_parser, parse_with_presets
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.plotting import save_grid
@@ -36,7 +36,7 @@ def parse_args(argv):
     p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
     p.add_argument("--n-samples", type=positive_int, default=1000, help="final samples in samples.npz")
     p.add_argument("--eval-batch", type=positive_int, default=1000, help="samples drawn per batch")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     return args
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.cli import diffusion_parser, parse_with_presets
+from common.cli import check_schedule_args, diffusion_parser, parse_with_presets
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
@@ -51,7 +51,7 @@ def parse_args(argv):
                    help="samples per digit and per γ in samples.npz and metrics.json")
     p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
     p.add_argument("--eval-batch", type=positive_int, default=1000, help="samples drawn per batch")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     return args
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import apply_preset
+from common.cli import parse_with_presets
 from common.data import batches, from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features
 from common.guidance import classifier_guided_sample
@@ -85,11 +85,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny models, every output file written")
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_preset(args, QUICK)
-    if args.dry_run:
-        apply_preset(args, DRY_RUN)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
     for name in ("scales", "digits"):
         if len(set(getattr(args, name))) < len(getattr(args, name)):
             p.error(f"--{name} has repeated values: {getattr(args, name)}")

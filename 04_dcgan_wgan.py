@@ -26,6 +26,7 @@ Writes to results/04_dcgan_wgan/ (or --out-dir):
 """
 import numpy as np
 
+from common.cli import parse_with_presets
 from common.data import to_uint8
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
@@ -48,10 +49,7 @@ def parse_args(argv):
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which GANs to train")
     p.add_argument("--clip-sweep", type=positive_float, nargs="+", default=None, metavar="C",
                    help="also train one WGAN per clipping value c and compare them (e.g. 0.1 0.01 0.001)")
-    args = p.parse_args(argv)
-    for preset, wanted in ((QUICK, args.quick), (DRY_RUN, args.dry_run)):
-        vars(args).update(preset if wanted else {})
-    check_gan_args(p, args)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_gan_args)
     if args.clip_sweep and max(args.clip_sweep) > 1:
         p.error(f"--clip-sweep values must be small positive numbers (0.001..0.1), got {args.clip_sweep}")
     return args

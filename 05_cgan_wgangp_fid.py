@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from common.cli import parse_with_presets
 from common.data import FASHION_CLASSES, to_uint8
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
@@ -61,12 +62,9 @@ def parse_args(argv):
     p.add_argument("--gp-lambda", type=positive_float, default=10.0, help="λ of the gradient penalty")
     p.add_argument("--critic-norm", choices=["layer", "instance", "none"], default="layer",
                    help="normalisation in the WGAN-GP critic (never batch norm)")
-    args = p.parse_args(argv)
-    for preset, wanted in ((QUICK, args.quick), (DRY_RUN, args.dry_run)):
-        vars(args).update(preset if wanted else {})
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_gan_args)
     if args.dry_run and args.gan_dir == GAN_DIR:
         args.gan_dir = None  # a dry run never picks up real checkpoints: it trains all four itself
-    check_gan_args(p, args)
     return args
 
 

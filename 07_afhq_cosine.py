@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from common.afhq import CLASSES, load_afhq, synthetic_afhq
-from common.cli import apply_preset
+from common.cli import parse_with_presets
 from common.data import to_uint8
 from common.frechet import frechet_distance
 from common.inception import InceptionFeatures, inception_available, where_to_put_weights
@@ -78,11 +78,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="CPU preset (see QUICK)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic images, tiny model, every output file written")
-    args = p.parse_args(argv)
-    if args.quick:
-        apply_preset(args, QUICK)
-    if args.dry_run:
-        apply_preset(args, DRY_RUN)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
     if args.image_size % 2 ** (len(args.dim_mults) - 1):
         p.error(f"--image-size {args.image_size} must be divisible by 2^(len(--dim-mults) − 1) = "
                 f"{2 ** (len(args.dim_mults) - 1)}")

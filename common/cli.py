@@ -34,21 +34,18 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     return p
 
 
-def apply_preset(args, preset):
-    """Overwrite args with a preset dict (used by --quick and --dry-run)."""
-    for key, value in preset.items():
-        setattr(args, key, value)
-    return args
+def parse_with_presets(parser, argv, quick, dry_run, check=None):
+    """Parse argv with --quick / --dry-run presets as defaults: a flag given on the command line wins.
 
-
-def parse_with_presets(parser, argv, quick, dry_run):
-    """Parse argv, apply the --quick / --dry-run preset (which win over other flags), check ranges."""
+    `check(parser, args)` then rejects values argparse's types cannot catch alone.
+    """
     args = parser.parse_args(argv)
-    if args.quick:
-        apply_preset(args, quick)
-    if args.dry_run:
-        apply_preset(args, dry_run)
-    check_schedule_args(parser, args)
+    if args.quick or args.dry_run:
+        parser.set_defaults(**(quick if args.quick else {}))
+        parser.set_defaults(**(dry_run if args.dry_run else {}))  # --dry-run wins over --quick
+        args = parser.parse_args(argv)                            # explicit flags override the presets
+    if check is not None:
+        check(parser, args)
     return args
 
 
