@@ -27,9 +27,9 @@ from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import load_state, make_optimizer, run_epochs
+from common.train import load_state, make_optimizer, run_epochs, steps_per_epoch
 from common.unet import ConditionalDenoisingUNet
-from common.utils import (count_parameters, make_out_dir, positive_int, probability, resolve_device,
+from common.utils import (Progress, count_parameters, make_out_dir, positive_int, probability, resolve_device,
                           save_json, seed_everything, to_device)
 
 QUICK = dict(hidden=32, epochs=1, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1],
@@ -74,24 +74,28 @@ def draw_samples(args, model, sched, x_T, y, w):
 
 def guidance_sweep(args, model, sched, device):
     """Every digit at every γ, `eval_per_class` each; digit d's k-th sample uses the same x_T at every γ."""
-    digits, per, n_w = torch.tensor(args.digits), args.eval_per_class, len(args.sweep)
+    digits, per = torch.tensor(args.digits), args.eval_per_class
     x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
-    y = digits.repeat_interleave(per)                                           # d d d ... per digit
-    w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))  # γ-major order
-    samples = draw_samples(args, model, sched, x_T.repeat(n_w, 1, 1, 1), y.repeat(n_w).to(device), w.to(device))
-    return samples, y.repeat(n_w), w
+    y = digits.repeat_interleave(per).to(device)                                # d d d ... per digit
+    progress, samples = Progress(len(args.sweep), prefix="guidance sweep"), []
+    for i, g in enumerate(args.sweep, start=1):                                 # γ-major order
+        samples.append(draw_samples(args, model, sched, x_T, y, torch.full((len(y),), g, device=device)))
+        progress.update(i, len(y), extra=f"γ = {g:g} done")
+    w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))
+    return torch.cat(samples), y.cpu().repeat(len(args.sweep)), w
 
 
 def evaluate(args, samples, y, w, device):
     """Per γ: accuracy as judged by the independent MNIST classifier, and FD-judge vs the test set."""
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
     x_test = load_data(args, device, train=False)[0]
+    real = judge.stats(x_test)                          # the test set's judge statistics, computed once
     rows = []
     for g in args.sweep:
         pick = (w == g).to(samples.device)
         rows.append({"guidance": g, "n": int(pick.sum()),
                      "judge_accuracy": judge.class_accuracy(samples[pick], y.to(device)[pick]),
-                     "fd_judge": judge.fd(samples[pick], x_test),
+                     "fd_judge": judge.fd(samples[pick], real),
                      "judge_diversity": judge.diversity(samples[pick])})
     return {"per_guidance": rows, "judge_test_set_diversity": judge.diversity(x_test)}
 
@@ -130,7 +134,7 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device, steps_per_epoch(len(x_train), args))
     start, history = 0, {"batch": [], "epoch": []}
     if args.resume:
         start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,

@@ -9,12 +9,12 @@ random data of the family's shape, seconds per epoch extrapolated to the dataset
 sampling images/s: full-T DDPM (Handout D Algorithm 2, or 4 for CFG, where one sample costs one
 batched cond + uncond pass per step) and DDIM-50; for the GAN, G's forward pass. On CUDA every
 family runs twice in the same process, 'plain' (fp32, NCHW) and 'optimised' (channels_last +
-autocast, the two switches of common/utils.py), so their ratio is measured. Last, the data path:
+autocast, the two switches of common/utils.py, which cuda_speedups(False) turns off for 'plain'),
+so their ratio is measured. Last, the data path:
 one on-device tensor sliced by index vs a torchvision DataLoader with per-item transforms.
 Warm-up steps are never timed; CUDA timings are bracketed by torch.cuda.synchronize.
 """
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -31,7 +31,7 @@ from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .utils import Progress, count_parameters, make_grad_scaler, positive_int, resolve_device, to_device
+from .utils import Progress, count_parameters, cuda_speedups, make_grad_scaler, positive_int, resolve_device, to_device
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {
@@ -75,17 +75,6 @@ def clock(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def precision(optimised):
-    """'plain' switches off autocast and channels_last of common/utils.py for the duration (a patch,
-    so the code measured is the scripts' own); 'optimised' leaves them as they are."""
-    stack = contextlib.ExitStack()
-    if not optimised:
-        stack.enter_context(mock.patch("common.utils.amp_dtype", return_value=None))
-        for where in ("common.utils.memory_format", "common.samplers.memory_format"):
-            stack.enter_context(mock.patch(where, return_value=torch.contiguous_format))
-    return stack
 
 
 def build(fam, device):
@@ -151,7 +140,7 @@ def sample_rates(fam, net, sched, args, device):
 def bench_family(name, fam, args, device, optimised):
     """One table row: the family trained and sampled in one precision mode."""
     torch.manual_seed(0)
-    with precision(optimised):
+    with cuda_speedups(optimised):
         net, sched = build(fam, device)
         train = train_rate(fam, net, sched, args.steps, device)
         ddpm, ddim = sample_rates(fam, net, sched, args, device)

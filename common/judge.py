@@ -189,8 +189,10 @@ class Judge:
         return FeatureStats().update(self.features(x))
 
     def fd(self, x_a, x_b):
-        """FD-judge: Fréchet distance between Gaussians fitted to judge features of x_a and x_b (not FID)."""
-        return frechet_distance(*self.stats(x_a).mean_cov(), *self.stats(x_b).mean_cov())
+        """FD-judge: Fréchet distance between Gaussians fitted to judge features of x_a and x_b (not FID).
+        x_b may also be judge.stats(x) of a reference set, computed once and reused."""
+        b = x_b if isinstance(x_b, FeatureStats) else self.stats(x_b)
+        return frechet_distance(*self.stats(x_a).mean_cov(), *b.mean_cov())
 
     def diversity(self, x):
         """Within-set spread: mean pairwise L2 distance between judge features."""

@@ -4,6 +4,7 @@ Speed on CUDA comes from two switches only (the design card): channels_last memo
 format and autocast (bf16 where the GPU supports it, else fp16 with a grad scaler).
 On CPU everything runs in plain fp32.
 """
+import contextlib
 import json
 import math
 import os
@@ -38,8 +39,22 @@ def seed_everything(seed):
 
 # --- precision: channels_last + autocast on CUDA, fp32 on CPU ---
 
+_cuda_speedups = True   # switched off only by cuda_speedups(False), the benchmark's 'plain' mode
+
+
+@contextlib.contextmanager
+def cuda_speedups(enabled):
+    """Within the block, CUDA uses channels_last + autocast (True) or plain fp32 NCHW (False)."""
+    global _cuda_speedups
+    before, _cuda_speedups = _cuda_speedups, enabled
+    try:
+        yield
+    finally:
+        _cuda_speedups = before
+
+
 def amp_dtype(device):
-    if device.type != "cuda":
+    if device.type != "cuda" or not _cuda_speedups:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -56,7 +71,7 @@ def make_grad_scaler(device):
 
 
 def memory_format(device):
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return torch.channels_last if device.type == "cuda" and _cuda_speedups else torch.contiguous_format
 
 
 def to_device(model, device):

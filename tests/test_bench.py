@@ -41,7 +41,7 @@ def test_plain_mode_switches_off_autocast_and_channels_last():
     """'plain' on CUDA must be fp32 NCHW everywhere the scripts' code asks common/utils.py."""
     from common import samplers, utils
     cuda = torch.device("cuda")   # a device object only: nothing runs on it
-    with bench.precision(optimised=False):
+    with utils.cuda_speedups(False):
         assert utils.amp_dtype(cuda) is None
         assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.contiguous_format
     assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.channels_last

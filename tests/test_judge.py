@@ -45,6 +45,7 @@ def test_fd_judge_zero_for_same_set_and_larger_for_other_set(judge):
     assert judge.fd(x, x) == pytest.approx(0.0, abs=1e-6)
     d_same, d_other = judge.fd(x, x_same_dist), judge.fd(x[y < 5], x[y >= 5])
     assert 0 <= d_same < d_other
+    assert judge.fd(x, judge.stats(x_same_dist)) == pytest.approx(d_same)   # reusing a reference's stats
 
 
 def test_diversity(judge):

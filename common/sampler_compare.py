@@ -1,0 +1,126 @@
+"""Issue 8: DDIM (Song et al. 2021) against the handout's ancestral sampler, on one trained 02 model.
+
+    python -m common.sampler_compare                                   # results/02_cfg_mnist/checkpoint.pt
+    python -m common.sampler_compare results/02_quick/checkpoint.pt --per-digit 20 --ddim-steps 25 50
+    python -m common.sampler_compare --dry-run                         # seconds, untrained tiny model (CI)
+
+Every sampler starts from the same x_T for each (digit, k) and samples at one guidance γ
+(Handout D Algorithm 4; DDIM replaces only the update rule). Per sampler it prints the
+accuracy judged by the independent MNIST classifier (common/judge.py), FD-judge against the
+MNIST test set, and seconds of sampling, as BENCHMARKS.md-ready rows. Issue 8's target: DDIM
+with 50 steps within 1 point of accuracy and 10% of FD-judge of DDPM with all T steps, ≥ 5× faster.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .data import load_dataset, synthetic_dataset
+from .judge import get_judge
+from .samplers import fixed_noise, generate
+from .schedules import ddpm_schedule
+from .unet import ConditionalDenoisingUNet
+from .utils import fail, load_checkpoint, positive_int, resolve_device, save_json, to_device
+
+DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="02_cfg_mnist.py's checkpoint.pt")
+    p.add_argument("--guidance", type=float, default=5.0, help="γ of Algorithm 4, the same for every sampler")
+    p.add_argument("--per-digit", type=positive_int, default=100, help="samples per digit and per sampler")
+    p.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM η (0: deterministic)")
+    p.add_argument("--batch", type=positive_int, default=1000, help="samples drawn per batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default="data", help="torchvision dataset root (for the MNIST test set)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--dry-run", action="store_true", help="seconds: an untrained tiny model, synthetic data")
+    return p.parse_args(argv)
+
+
+def load_model(path, device):
+    """(model, schedule, training args) from a checkpoint of 02_cfg_mnist.py."""
+    ckpt = load_checkpoint(path, device)
+    a = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
+    if not {"hidden", "T", "beta_1", "beta_T"} <= set(a) or "p_uncond" not in a:
+        fail(f"{path} is not a checkpoint of 02_cfg_mnist.py (train one: python 02_cfg_mnist.py --quick)")
+    model = ConditionalDenoisingUNet(hidden=a["hidden"])
+    model.load_state_dict(ckpt["model"])
+    return to_device(model, device).eval(), ddpm_schedule(a["T"], a["beta_1"], a["beta_T"], device), a
+
+
+def clock(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def draw(model, sched, x_T, y, w, sampler, steps, eta, batch, seed):
+    """All samples for one sampler, in batches; returns (samples, seconds)."""
+    torch.manual_seed(seed)                      # the same per-step noise z for every ancestral run
+    out, t0 = [], clock(x_T.device)
+    for i in range(0, len(x_T), batch):
+        c = F.one_hot(y[i:i + batch], 10)
+        out.append(generate(model, x_T[i:i + batch], sched, sampler, steps, eta, c, w[i:i + batch]))
+    return torch.cat(out), clock(x_T.device) - t0
+
+
+def compare(args, model, sched, judge, x_test, device):
+    """One row per sampler: DDPM with all T steps first, then DDIM with each --ddim-steps."""
+    y = torch.arange(10, device=device).repeat_interleave(args.per_digit)
+    x_T, w = fixed_noise(len(y), args.seed + 1, device), torch.full((len(y),), args.guidance, device=device)
+    runs = [("ddpm", sched.T)] + [("ddim", k) for k in args.ddim_steps if k <= sched.T]
+    real, rows = judge.stats(x_test), []
+    for sampler, steps in runs:
+        x, seconds = draw(model, sched, x_T, y, w, sampler, steps, args.eta, args.batch, args.seed)
+        rows.append({"sampler": sampler if sampler == "ddpm" else f"ddim η={args.eta:g}", "steps": steps,
+                     "seconds": seconds, "samples_per_s": len(x) / seconds,
+                     "judge_accuracy": judge.class_accuracy(x, y), "fd_judge": judge.fd(x, real)})
+        print(f"{rows[-1]['sampler']} {steps} steps: {seconds:.1f} s, accuracy {rows[-1]['judge_accuracy']:.3f}, "
+              f"FD-judge {rows[-1]['fd_judge']:.2f}", flush=True)
+    ref = rows[0]
+    for r in rows:
+        r.update(speedup=ref["seconds"] / r["seconds"], accuracy_gap_points=100 * (r["judge_accuracy"] -
+                 ref["judge_accuracy"]), fd_ratio=r["fd_judge"] / ref["fd_judge"])
+    return rows
+
+
+def table(rows, n, guidance, device):
+    lines = [f"{n:,} samples (γ = {guidance:g}, every digit equally) on {device}; Δ against DDPM.",
+             "| sampler | model calls | seconds | × faster | judge accuracy | Δ (points) | FD-judge | FD ratio |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    lines += [f"| {r['sampler']} | {r['steps']} | {r['seconds']:.1f} | {r['speedup']:.1f}× "
+              f"| {100 * r['judge_accuracy']:.1f}% | {r['accuracy_gap_points']:+.1f} | {r['fd_judge']:.2f} "
+              f"| {r['fd_ratio']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    if args.dry_run:
+        model, sched = to_device(ConditionalDenoisingUNet(hidden=4), device).eval(), ddpm_schedule(10, device=device)
+        x_test, args.per_digit, args.ddim_steps = synthetic_dataset(128, device, seed=1)[0], 2, [5]
+    else:
+        model, sched, trained = load_model(args.checkpoint, device)
+        x_test = load_dataset("mnist", args.data_dir, train=False, device=device)[0]
+        print(f"{args.checkpoint}: D={trained['hidden']}, T={sched.T}, trained {trained['epochs']} epochs")
+    judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
+    with torch.no_grad():
+        rows = compare(args, model, sched, judge, x_test, device)
+    text = table(rows, 10 * args.per_digit, args.guidance, device)
+    print("\n" + text)
+    if args.json:
+        save_json({"checkpoint": args.checkpoint, "guidance": args.guidance, "per_digit": args.per_digit,
+                   "rows": rows}, args.json)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
