@@ -21,7 +21,7 @@ from common.judge import get_judge
 from common.plotting import save_grid
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import load_state, make_optimizer, run_epochs, steps_per_epoch
+from common.train import load_state, make_optimizer, run_epochs
 from common.unet import DenoisingUNet
 from common.utils import (count_parameters, make_out_dir, positive_int, resolve_device, save_json,
                           seed_everything, to_device)
@@ -76,7 +76,7 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device, steps_per_epoch(len(x_train), args))
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
     start, history = 0, {"batch": [], "epoch": []}
     if args.resume:
         start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,

@@ -27,13 +27,13 @@ from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import load_state, make_optimizer, run_epochs, steps_per_epoch
+from common.train import load_state, make_optimizer, run_epochs
 from common.unet import ConditionalDenoisingUNet
 from common.utils import (Progress, count_parameters, make_out_dir, positive_int, probability, resolve_device,
                           save_json, seed_everything, to_device)
 
-QUICK = dict(hidden=32, epochs=1, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1],
-             eval_per_class=5, n_grid=20)
+QUICK = dict(hidden=24, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
+             eval_per_class=10, n_grid=20)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
                n_grid=8, eval_batch=64, sample_steps=5)
 
@@ -134,7 +134,7 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device, steps_per_epoch(len(x_train), args))
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
     start, history = 0, {"batch": [], "epoch": []}
     if args.resume:
         start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,

@@ -45,7 +45,7 @@ from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid, save_loss_curves
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import load_state, make_optimizer, run_epochs, save_state, steps_per_epoch, write_losses_csv
+from common.train import load_state, make_optimizer, run_epochs, save_state, write_losses_csv
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, check_finite, count_parameters, fail, make_out_dir, positive_int,
                           resolve_device, save_json, seed_everything, to_device)
@@ -107,7 +107,7 @@ def load_data(args, device):
 def train_ddpm(args, x, sched, device, out):
     """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device, steps_per_epoch(len(x), args))
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
     start, history = 0, {"batch": [], "epoch": []}
     if args.resume:
         start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,

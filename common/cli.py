@@ -12,7 +12,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     p.add_argument("--lr-decay-to", type=float, default=0.1,
-                   help="exponential LR decay, stepped every batch: the run ends at lr × this")
+                   help="exponential LR decay, once per epoch: epoch e+1 runs at lr × this^(e/epochs)")
     p.add_argument("--hidden", type=positive_int, default=hidden, help="UNet width D")
     p.add_argument("--T", type=positive_int, default=T, help="diffusion steps")
     p.add_argument("--beta-1", type=float, default=1e-4, help="β_1 of the linear schedule")

@@ -91,7 +91,7 @@ def test_corrupt_checkpoint_with_resume_is_a_one_line_error(script, tmp_path):
 def test_presets_are_defaults_that_explicit_flags_override(script):
     parse = script("02_cfg_mnist.py").parse_args
     quick = parse(["--quick"])
-    assert (quick.hidden, quick.T) == (32, 100)                        # the preset applies ...
+    assert (quick.hidden, quick.T) == (24, 100)                        # the preset applies ...
     assert parse(["--quick", "--epochs", "5"]).epochs == 5             # ... unless a flag says otherwise
     assert parse(["--quick", "--dry-run"]).hidden == 8                 # --dry-run wins over --quick
     assert parse([]).hidden == 64 and parse([]).epochs == 20          # no preset: the handout's values
