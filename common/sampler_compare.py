@@ -1,7 +1,7 @@
 """Issue 8: DDIM (Song et al. 2021) against the handout's ancestral sampler, on one trained 02 model.
 
     python -m common.sampler_compare                                   # results/02_cfg_mnist/checkpoint.pt
-    python -m common.sampler_compare results/02_quick/checkpoint.pt --per-digit 20 --ddim-steps 25 50
+    python -m common.sampler_compare results/02_quick_T300/checkpoint.pt --ddim-steps 25 50 --eta 0 1
     python -m common.sampler_compare --dry-run                         # seconds, untrained tiny model (CI)
 
 Every sampler starts from the same x_T for each (digit, k) and samples at one guidance γ
@@ -21,7 +21,7 @@ from .judge import get_judge
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet
-from .utils import fail, load_checkpoint, positive_int, resolve_device, save_json, to_device
+from .utils import Progress, fail, load_checkpoint, positive_int, resolve_device, save_json, to_device
 
 DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
 
@@ -33,8 +33,10 @@ def parse_args(argv=None):
     p.add_argument("--guidance", type=float, default=5.0, help="γ of Algorithm 4, the same for every sampler")
     p.add_argument("--per-digit", type=positive_int, default=100, help="samples per digit and per sampler")
     p.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM η (0: deterministic)")
-    p.add_argument("--batch", type=positive_int, default=1000, help="samples drawn per batch")
+    p.add_argument("--eta", type=float, nargs="+", default=[0.0],
+                   help="DDIM η values (0: deterministic; 1: fresh noise each step, like the ancestral sampler)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="samples drawn per batch (default: 1,000 on CUDA, 200 on CPU, where big batches are slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (for the MNIST test set)")
@@ -64,21 +66,23 @@ def draw(model, sched, x_T, y, w, sampler, steps, eta, batch, seed):
     """All samples for one sampler, in batches; returns (samples, seconds)."""
     torch.manual_seed(seed)                      # the same per-step noise z for every ancestral run
     out, t0 = [], clock(x_T.device)
-    for i in range(0, len(x_T), batch):
+    progress = Progress(-(-len(x_T) // batch), prefix=f"{sampler} {steps} steps")
+    for k, i in enumerate(range(0, len(x_T), batch), start=1):
         c = F.one_hot(y[i:i + batch], 10)
         out.append(generate(model, x_T[i:i + batch], sched, sampler, steps, eta, c, w[i:i + batch]))
+        progress.update(k, len(out[-1]))
     return torch.cat(out), clock(x_T.device) - t0
 
 
 def compare(args, model, sched, judge, x_test, device):
-    """One row per sampler: DDPM with all T steps first, then DDIM with each --ddim-steps."""
+    """One row per sampler: DDPM with all T steps first, then DDIM for each --eta and --ddim-steps."""
     y = torch.arange(10, device=device).repeat_interleave(args.per_digit)
     x_T, w = fixed_noise(len(y), args.seed + 1, device), torch.full((len(y),), args.guidance, device=device)
-    runs = [("ddpm", sched.T)] + [("ddim", k) for k in args.ddim_steps if k <= sched.T]
+    runs = [("ddpm", sched.T, 1.0)] + [("ddim", k, eta) for eta in args.eta for k in args.ddim_steps if k <= sched.T]
     real, rows = judge.stats(x_test), []
-    for sampler, steps in runs:
-        x, seconds = draw(model, sched, x_T, y, w, sampler, steps, args.eta, args.batch, args.seed)
-        rows.append({"sampler": sampler if sampler == "ddpm" else f"ddim η={args.eta:g}", "steps": steps,
+    for sampler, steps, eta in runs:
+        x, seconds = draw(model, sched, x_T, y, w, sampler, steps, eta, args.batch, args.seed)
+        rows.append({"sampler": sampler if sampler == "ddpm" else f"ddim η={eta:g}", "steps": steps,
                      "seconds": seconds, "samples_per_s": len(x) / seconds,
                      "judge_accuracy": judge.class_accuracy(x, y), "fd_judge": judge.fd(x, real)})
         print(f"{rows[-1]['sampler']} {steps} steps: {seconds:.1f} s, accuracy {rows[-1]['judge_accuracy']:.3f}, "
@@ -103,6 +107,7 @@ def table(rows, n, guidance, device):
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
+    args.batch = args.batch or (1000 if device.type == "cuda" else 200)
     torch.manual_seed(args.seed)
     if args.dry_run:
         model, sched = to_device(ConditionalDenoisingUNet(hidden=4), device).eval(), ddpm_schedule(10, device=device)

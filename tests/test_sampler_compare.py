@@ -9,8 +9,9 @@ from common.unet import ConditionalDenoisingUNet
 
 
 def test_dry_run_compares_ddim_with_ddpm(tmp_path):
-    rows = sampler_compare.main(["--dry-run", "--device", "cpu", "--json", str(tmp_path / "rows.json")])
-    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddpm", 10), ("ddim η=0", 5)]
+    rows = sampler_compare.main(["--dry-run", "--device", "cpu", "--eta", "0", "1",
+                                 "--json", str(tmp_path / "rows.json")])
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddpm", 10), ("ddim η=0", 5), ("ddim η=1", 5)]
     assert rows[0]["speedup"] == 1 and rows[0]["accuracy_gap_points"] == 0 and rows[0]["fd_ratio"] == 1
     for r in rows:
         assert 0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["seconds"] > 0
