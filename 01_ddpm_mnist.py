@@ -23,8 +23,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import load_state, make_optimizer, run_epochs
 from common.unet import DenoisingUNet
-from common.utils import (count_parameters, make_out_dir, positive_int, resolve_device, save_json,
-                          seed_everything, to_device)
+from common.utils import count_parameters, positive_int, save_json, start_run, to_device
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
@@ -67,10 +66,7 @@ def evaluate(args, samples, device):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    out = make_out_dir(args.out_dir, __file__)
-    save_json(vars(args), out / "config.json")
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
     # --- data ---
     x_train = load_data(args, device)
     # --- model, schedule, optimiser ---

@@ -35,7 +35,7 @@ from common.gan_train import gan_config, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise
-from common.utils import count_parameters, make_out_dir, resolve_device, save_json, seed_everything
+from common.utils import count_parameters, save_json, start_run
 
 # --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's handout value) because WGAN at its
 # handout 5e-5 is still blobs after 3 epochs (560 G steps); weight-clipped WGAN converges slowly.
@@ -116,10 +116,7 @@ def print_table(metrics):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    out = make_out_dir(args.out_dir, __file__)
-    save_json(vars(args), out / "config.json")
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
     # --- data ---
     x_train, y_train = load_data(args, device)
     x_test = load_data(args, device, train=False)[0]

@@ -42,7 +42,7 @@ from common.gan_train import gan_config, load_gan_state, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
-from common.utils import make_out_dir, resolve_device, save_json, seed_everything
+from common.utils import save_json, start_run
 
 # --quick: narrower nets, 3 epochs, lr 2e-4 for every model (as 04 --quick): at its handout 1e-4, WGAN-GP
 # is still speckled noise after 2 epochs (375 G steps, 5 critic steps each).
@@ -166,10 +166,7 @@ def save_figures(runs, samples, metrics, z_fixed, out):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    out = make_out_dir(args.out_dir, __file__)
-    save_json(vars(args), out / "config.json")
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
     # --- data ---
     x_train, y_train = load_data(args, device)
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch

@@ -41,8 +41,7 @@ from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
 from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, load_checkpoint,
-                          make_grad_scaler, make_out_dir, positive_int, resolve_device, save_json,
-                          seed_everything, to_device)
+                          make_grad_scaler, positive_int, save_json, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -301,10 +300,7 @@ def main(argv=None):
     # --- setup (FID weights are checked before anything is trained) ---
     if args.fid and not inception_available(args.inception_weights):
         fail(f"--fid needs the FID Inception weights, which are not here: {where_to_put_weights()}")
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    out = make_out_dir(args.out_dir, __file__)
-    save_json(vars(args), out / "config.json")
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
     # --- data ---
     x_train, source = load_data(args, device, out)
     fid_ref = fid_reference(x_train, args, device) if args.fid else None

@@ -85,6 +85,16 @@ def count_parameters(model):
 
 # --- output folder, config, checkpoints ---
 
+def start_run(args, script):
+    """A script's setup: resolve the device, seed everything, make the output folder, write config.json.
+    Returns (device, out)."""
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    out = make_out_dir(args.out_dir, script)
+    save_json(vars(args), out / "config.json")
+    return device, out
+
+
 def make_out_dir(out_dir, script_file):
     """results/<script stem>/ unless --out-dir says otherwise; created on demand."""
     path = Path(out_dir) if out_dir else Path("results") / Path(script_file).stem
