@@ -21,7 +21,7 @@ from common.judge import get_judge
 from common.plotting import save_grid
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import load_state, make_optimizer, run_epochs
+from common.train import run_epochs, start_training
 from common.unet import DenoisingUNet
 from common.utils import count_parameters, positive_int, save_json, start_run, to_device
 
@@ -72,11 +72,7 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
-    start, history = 0, {"batch": [], "epoch": []}
-    if args.resume:
-        start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,
-                                    must_match=[("hidden", args.hidden), ("T", args.T)])
+    optimizer, lr_scheduler, scaler, start, history = start_training(model, args, device, out / "checkpoint.pt")
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---

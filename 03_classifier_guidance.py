@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from common.cli import parse_with_presets
-from common.data import batches, from_uint8, load_dataset, synthetic_dataset, to_uint8
+from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features
 from common.guidance import classifier_guided_sample
 from common.judge import get_judge, mean_pairwise_distance
@@ -43,9 +43,9 @@ from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import load_state, make_optimizer, save_state, write_loss_outputs
+from common.train import fit_epoch, load_state, make_optimizer, save_state, write_loss_outputs
 from common.unet import DenoisingUNet
-from common.utils import (Progress, autocast, check_finite, count_parameters, fail, load_checkpoint,
+from common.utils import (Progress, autocast, count_parameters, fail, load_checkpoint,
                           make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
                           seed_everything, to_device)
 
@@ -172,26 +172,13 @@ def load_data(args, device, train=True):
 
 # --- (b) the noisy classifier p_φ(y | x_t, t) ---
 
-def train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, batch_size, check_every=50):
+def train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, batch_size):
     """One shuffled pass of Handout A 2(b) over (x, y); returns the batch losses (CPU tensor)."""
-    clf.train()
-    n_steps = -(-len(x) // batch_size)
-    progress = Progress(n_steps, prefix=f"p_φ epoch {epoch}")
-    losses = []
-    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
+    def batch_loss(idx):
         with autocast(x.device):
-            loss, _ = noisy_classifier_loss(clf, x[idx], y[idx], sched)   # CE of p_φ(y | x_t, t), t ~ U{1..T}
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(loss.detach())
-        if step % check_every == 0 or step == n_steps:
-            recent = torch.stack(losses[-check_every:]).mean().item()   # one sync per check_every steps
-            check_finite(recent, epoch, step)
-            progress.update(step, len(idx) * (check_every if step % check_every == 0 else 1),
-                            extra=f"cross-entropy {recent:.4f}")
-    return torch.stack(losses).float().cpu()
+            return noisy_classifier_loss(clf, x[idx], y[idx], sched)[0]   # CE of p_φ(y | x_t, t), t ~ U{1..T}
+    return fit_epoch(clf, optimizer, scaler, len(x), batch_size, batch_loss, f"p_φ epoch {epoch}",
+                     metric="cross-entropy {:.4f}")
 
 
 def saved_classifier_matches(path, args):

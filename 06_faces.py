@@ -38,16 +38,16 @@ import numpy as np
 import torch
 
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets
-from common.data import batches, from_uint8, to_uint8
+from common.data import from_uint8, to_uint8
 from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
                           predict_age, synthetic_faces, valid_age)
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid, save_loss_curves
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import load_state, make_optimizer, run_epochs, save_state, write_losses_csv
+from common.train import fit_epoch, run_epochs, save_state, start_training, write_losses_csv
 from common.unet import DenoisingUNet
-from common.utils import (Progress, autocast, check_finite, count_parameters, fail, make_out_dir, positive_int,
+from common.utils import (autocast, count_parameters, fail, make_out_dir, positive_int,
                           resolve_device, save_json, seed_everything, to_device)
 
 N_PAIRS = 5
@@ -107,12 +107,8 @@ def load_data(args, device):
 def train_ddpm(args, x, sched, device, out):
     """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
-    start, history = 0, {"batch": [], "epoch": []}
-    if args.resume:
-        start, history = load_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, device,
-                                    must_match=[("hidden", args.hidden), ("T", args.T),
-                                                ("image_channels", args.image_channels)])
+    optimizer, lr_scheduler, scaler, start, history = start_training(model, args, device, out / "checkpoint.pt",
+                                                                      ("hidden", "T", "image_channels"))
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"epochs {start + 1}..{args.epochs}")
@@ -136,24 +132,11 @@ def regressor_loss(regressor, x0, y, sched):
     return torch.nn.functional.mse_loss(f.float(), y)
 
 
-def train_regressor_epoch(regressor, optimizer, scaler, x, ages, sched, epoch, batch_size, check_every=50):
+def train_regressor_epoch(regressor, optimizer, scaler, x, ages, sched, epoch, batch_size):
     """One pass over the faces with valid ages. Returns the batch losses (CPU tensor)."""
-    regressor.train()
-    n_steps = -(-len(x) // batch_size)
-    progress, losses = Progress(n_steps, prefix=f"regressor epoch {epoch}"), []
-    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
-        loss = regressor_loss(regressor, x[idx], ages[idx], sched)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(loss.detach())
-        if step % check_every == 0 or step == n_steps:
-            recent = torch.stack(losses[-check_every:]).mean().item()
-            check_finite(recent, epoch, step)
-            progress.update(step, len(idx) * (check_every if step % check_every == 0 else 1),
-                            extra=f"MSE {recent:.1f} years²")
-    return torch.stack(losses).float().cpu()
+    return fit_epoch(regressor, optimizer, scaler, len(x), batch_size,
+                     lambda idx: regressor_loss(regressor, x[idx], ages[idx], sched),
+                     f"regressor epoch {epoch}", metric="MSE {:.1f} years²")
 
 
 def split_for_regressor(args, x, ages):
@@ -170,13 +153,11 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
     """Trains (or, with --resume, continues) f and checkpoints it in regressor.pt after every epoch."""
     y = ages[train_idx]
     regressor = to_device(AgeRegressor(x.shape[1], args.hidden, SIZE, y.mean(), y.std()), device)
-    reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs})
-    optimizer, lr_scheduler, scaler = make_optimizer(regressor, reg_args, device)
-    start, history, path = 0, {"batch": [], "epoch": []}, out / "regressor.pt"
-    if args.resume and path.is_file():
-        start, history = load_state(path, regressor, optimizer, lr_scheduler, scaler, device,
-                                    must_match=[("hidden", args.hidden), ("T", args.T),
-                                                ("image_channels", args.image_channels)])
+    path = out / "regressor.pt"    # --resume continues it only if the interrupted run had started it
+    reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs,
+                                     "resume": args.resume and path.is_file()})
+    optimizer, lr_scheduler, scaler, start, history = start_training(regressor, reg_args, device, path,
+                                                                      ("hidden", "T", "image_channels"))
     for epoch in range(start + 1, args.regressor_epochs + 1):
         torch.manual_seed(args.seed + 1000 * epoch + 1)   # as run_epochs: --resume continues exactly
         t0 = time.time()

@@ -43,29 +43,36 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     return F.mse_loss(eps_pred.float(), eps)
 
 
-def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size,
-                    p_uncond=0.0, loss="l2", check_every=50):
-    """One pass over (x, y) in shuffled index-slice batches. Returns the batch losses (CPU tensor).
+def fit_epoch(model, optimizer, scaler, n, batch_size, batch_loss, prefix, metric="loss {:.4f}",
+              check_every=50):
+    """One shuffled pass over n examples: the training steps of every model in this repository.
 
-    y=None trains the unconditional model (Algorithm 1), else the conditional one (Algorithm 3).
+    batch_loss(idx) returns the scalar loss of the examples `idx` (a batch of index tensors sliced
+    from the on-device dataset). `metric` formats the running mean in the progress line.
+    Returns the batch losses (CPU tensor).
     """
     model.train()
-    n_steps = -(-len(x) // batch_size)
-    progress = Progress(n_steps, prefix=f"epoch {epoch}")
-    losses, step = [], 0
-    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
-        loss_value = ddpm_loss(model, x[idx], sched, None if y is None else y[idx], p_uncond, loss=loss)
+    n_steps = -(-n // batch_size)
+    progress, losses = Progress(n_steps, prefix=prefix), []
+    for step, idx in enumerate(batches(n, batch_size, next(model.parameters()).device), start=1):
+        loss = batch_loss(idx)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss_value).backward()
+        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        losses.append(loss_value.detach())
+        losses.append(loss.detach())
         if step % check_every == 0 or step == n_steps:
             recent = torch.stack(losses[-check_every:]).mean().item()   # one sync per check_every steps
-            check_finite(recent, epoch, step)
-            progress.update(step, len(idx) * (check_every if step % check_every == 0 else 1),
-                            extra=f"loss {recent:.4f}")
+            check_finite(recent, prefix, step)
+            progress.update(step, min(step * batch_size, n) - progress.images, extra=metric.format(recent))
     return torch.stack(losses).float().cpu()
+
+
+def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size, p_uncond=0.0, loss="l2"):
+    """One epoch of Algorithm 1 (y=None, unconditional) or Algorithm 3 (y = labels) over x."""
+    def batch_loss(idx):
+        return ddpm_loss(model, x[idx], sched, None if y is None else y[idx], p_uncond, loss=loss)
+    return fit_epoch(model, optimizer, scaler, len(x), batch_size, batch_loss, f"epoch {epoch}")
 
 
 def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):
@@ -141,6 +148,17 @@ def write_loss_outputs(out, history, ylabel="loss ‖ε − ε̂‖²"):
         write_losses_csv(out / "losses.csv", history)
         save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / "loss_curve.png",
                          ylabel=ylabel, title="training loss")
+
+
+def start_training(model, args, device, path, must_match=("hidden", "T")):
+    """make_optimizer's three, plus (epochs done, loss history): fresh, or with --resume restored from
+    `path`, whose settings named in `must_match` must equal this run's."""
+    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
+    start, history = 0, {"batch": [], "epoch": []}
+    if args.resume:
+        start, history = load_state(path, model, optimizer, lr_scheduler, scaler, device,
+                                    must_match=[(name, getattr(args, name)) for name in must_match])
+    return optimizer, lr_scheduler, scaler, start, history
 
 
 def make_optimizer(model, args, device):

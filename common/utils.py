@@ -128,10 +128,10 @@ def load_checkpoint(path, device="cpu"):
              f"delete it and train again")
 
 
-def check_finite(loss_value, epoch, step):
+def check_finite(loss_value, where, step):
     """A NaN/inf loss stops training with a clear message (it never recovers by itself)."""
     if not math.isfinite(loss_value):
-        fail(f"loss became {loss_value} at epoch {epoch}, step {step}; "
+        fail(f"loss became {loss_value} in {where}, step {step}; "
              f"try a lower --lr (the last checkpoint is still intact)")
 
 

@@ -3,11 +3,12 @@ import argparse
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from common.data import synthetic_dataset
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, load_state, make_optimizer, run_epochs
+from common import train
+from common.train import ddpm_loss, fit_epoch, load_state, make_optimizer, run_epochs
+from common.utils import Progress
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 
 
@@ -74,12 +75,32 @@ def test_label_dropout_rate_matches_p_uncond():
     assert seen[0] == pytest.approx(0.9, abs=0.01)
 
 
+def test_fit_epoch_takes_one_step_per_batch_and_counts_every_image(monkeypatch):
+    reports = []
+
+    class Recorder(Progress):
+        def update(self, step, n_images, extra=""):
+            super().update(step, n_images, extra)
+            reports.append((step, self.images))
+    monkeypatch.setattr(train, "Progress", Recorder)
+    model = torch.nn.Linear(1, 1)
+    optimizer, _, scaler = make_optimizer(model, _args(epochs=1), torch.device("cpu"))
+    seen = []
+
+    def batch_loss(idx):
+        seen.append(idx.tolist())
+        return model(idx.float()[:, None]).pow(2).mean()
+    losses = fit_epoch(model, optimizer, scaler, 10, 3, batch_loss, "test", check_every=2)
+    assert sorted(i for b in seen for i in b) == list(range(10)) and [len(b) for b in seen] == [3, 3, 3, 1]
+    assert losses.shape == (4,) and reports == [(2, 6), (4, 10)]   # the last report counts all 10 images
+
+
 def test_nan_loss_stops_training_with_a_message(tmp_path):
     args = _args(epochs=1, lr=1e30)
     model = DenoisingUNet(hidden=8)
     parts = make_optimizer(model, args, torch.device("cpu"))
     x = synthetic_dataset(64)[0] * float("nan")
-    with pytest.raises(SystemExit, match="loss became nan at epoch 1"):
+    with pytest.raises(SystemExit, match="loss became nan in epoch 1"):
         list(run_epochs(model, *parts, x, None, ddpm_schedule(10), args, tmp_path, {"batch": [], "epoch": []}))
 
 
