@@ -10,7 +10,9 @@ sampling images/s: full-T DDPM (Handout D Algorithm 2, or 4 for CFG, where one s
 batched cond + uncond pass per step) and DDIM-50; for the GAN, G's forward pass. On CUDA every
 family runs twice in the same process, 'plain' (fp32, NCHW) and 'optimised' (channels_last +
 autocast, the two switches of common/utils.py, which cuda_speedups(False) turns off for 'plain'),
-so their ratio is measured. Last, the data path:
+so their ratio is measured. The training FLOPs per image are counted (torch's FlopCounterMode), so
+the achieved GFLOP/s can be read against the roof: the GFLOP/s of one large matmul on the same device.
+Last, the data path:
 one on-device tensor sliced by index vs a torchvision DataLoader with per-item transforms.
 Warm-up steps are never timed; CUDA timings are bracketed by torch.cuda.synchronize.
 """
@@ -22,6 +24,7 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from . import gan_eval, gan_train
@@ -31,7 +34,8 @@ from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .utils import Progress, count_parameters, cuda_speedups, make_grad_scaler, positive_int, resolve_device, to_device
+from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, make_grad_scaler, positive_int,
+                    resolve_device, to_device)
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {
@@ -44,7 +48,7 @@ FAMILIES = {
 DRY_RUN = dict(hidden=4, width=16, z_dim=8, T=10, batch=16)
 WARMUP, DDIM_STEPS, GUIDANCE, DATA_BATCHES = 1, 50, 5.0, 100
 MNIST_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch (N)",
+COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch (N)", "train GFLOP/img", "train GFLOP/s",
            "DDPM full-T samples/s", "DDIM-50 samples/s", "× plain (train/DDPM/DDIM)"]
 
 
@@ -103,15 +107,31 @@ def run_epoch(fam, net, sched, x, y):
 
 
 def train_rate(fam, net, sched, steps, device):
-    """Training images/s over `steps` batches of random data, after WARMUP untimed batches."""
-    n = steps * fam["batch"]
+    """(training images/s over `steps` batches of random data, GFLOP per training image).
+
+    The WARMUP untimed batches are also where the floating-point operations are counted (torch's
+    FlopCounterMode: convolutions, matmuls and their backward passes, forward and backward).
+    """
+    n, warm = steps * fam["batch"], WARMUP * fam["batch"]
     x = torch.rand(n, fam["channels"], fam["size"], fam["size"], device=device) * 2 - 1
     y = torch.randint(0, 10, (n,), device=device)
     with mock.patch.object(Progress, "update"):   # silence the loops' progress lines
-        run_epoch(fam, net, sched, x[:WARMUP * fam["batch"]], y[:WARMUP * fam["batch"]])
+        with FlopCounterMode(display=False) as flops:
+            run_epoch(fam, net, sched, x[:warm], y[:warm])
         t0 = clock(device)
         run_epoch(fam, net, sched, x, y)
-        return n / (clock(device) - t0)
+        return n / (clock(device) - t0), flops.get_total_flops() / warm / 1e9
+
+
+def matmul_roof(device, dtype=torch.float32, n=4096):
+    """GFLOP/s of one large square matmul: about the most this device does in `dtype`, the roof that
+    the training GFLOP/s column can be read against."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b                                                                # warm-up
+    t0 = clock(device)
+    for _ in range(3):
+        a @ b
+    return 3 * 2 * n ** 3 / (clock(device) - t0) / 1e9
 
 
 def sample_rates(fam, net, sched, args, device):
@@ -142,13 +162,14 @@ def bench_family(name, fam, args, device, optimised):
     torch.manual_seed(0)
     with cuda_speedups(optimised):
         net, sched = build(fam, device)
-        train = train_rate(fam, net, sched, args.steps, device)
+        train, gflop = train_rate(fam, net, sched, args.steps, device)
         ddpm, ddim = sample_rates(fam, net, sched, args, device)
     params = sum(count_parameters(m) for m in ((net.G, net.D) if fam["model"] == "gan" else net[:1]))
     what = f"G+D width {fam['width']}" if fam["model"] == "gan" else f"D={fam['hidden']}, T={fam['T']}"
     mode = ("optimised" if optimised else "plain") if device.type == "cuda" else "fp32"
     return dict(family=f"{name} ({fam['script']})", model=f"{what}, {params / 1e6:.2f}M", mode=mode,
-                batch=fam["batch"], train=train, epoch=fam["n"] / train, n=fam["n"], ddpm=ddpm, ddim=ddim)
+                batch=fam["batch"], train=train, epoch=fam["n"] / train, n=fam["n"], gflop=gflop,
+                ddpm=ddpm, ddim=ddim)
 
 
 def fmt(value):
@@ -160,7 +181,8 @@ def family_line(r, plain=None):
         "—" if r[k] is None else f"{r[k] / plain[k]:.2f}×" for k in ("train", "ddpm", "ddim"))
     gan = r["ddim"] is None
     cells = [r["family"], r["model"], r["mode"], str(r["batch"]), fmt(r["train"]),
-             f"{fmt(r['epoch'])} (N={r['n']:,})", fmt(r["ddpm"]) + (" (G)" if gan else ""), fmt(r["ddim"]), ratio]
+             f"{fmt(r['epoch'])} (N={r['n']:,})", f"{r['gflop']:.3g}", fmt(r["train"] * r["gflop"]),
+             fmt(r["ddpm"]) + (" (G)" if gan else ""), fmt(r["ddim"]), ratio]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -227,6 +249,10 @@ def main(argv=None):
             rows.append(family_line(bench_family(name, fam, args, device, optimised=True), plain))
         print("\n".join(rows), flush=True)
         lines += rows
+    n = 256 if args.dry_run else 4096
+    dtypes = [torch.float32] + ([amp_dtype(device)] if device.type == "cuda" else [])   # plain, autocast's
+    lines += ["", f"| {n}×{n} matmul (the roof) | GFLOP/s |", "|---|---|"]
+    lines += [f"| {str(dtype)[6:]} | {fmt(matmul_roof(device, dtype, n))} |" for dtype in dtypes]
     lines += ["", "| data path (batch 128) | images/s |", "|---|---|"]
     lines += [f"| {what} | {fmt(rate)} |" for what, rate in data_rates(args, device)]
     text = "\n".join(lines) + "\n"

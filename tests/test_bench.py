@@ -27,14 +27,33 @@ def test_dry_run_writes_a_row_per_family(tmp_path):
     assert "torch " + torch.__version__ in text and "threads" in text
     header = table_rows(text, "family")[0]
     assert header == bench.COLUMNS
+    col = {name: bench.COLUMNS.index(name) for name in bench.COLUMNS}
     for name in bench.FAMILIES:
         (row,) = table_rows(text, name + " (")
         assert len(row) == len(bench.COLUMNS)
-        train, epoch, sample = number(row[4]), number(row[5]), number(row[6])
+        train, epoch, sample = (number(row[col[c]]) for c in ("train img/s", "s/epoch (N)", "DDPM full-T samples/s"))
         assert train > 0 and epoch > 0 and sample > 0
-        assert (row[7] == "—") if name == "gan" else number(row[7]) > 0
+        flop, flops = number(row[col["train GFLOP/img"]]), number(row[col["train GFLOP/s"]])
+        assert flop > 0 and abs(flops - train * flop) <= 0.02 * flops + 0.01
+        ddim = row[col["DDIM-50 samples/s"]]
+        assert (ddim == "—") if name == "gan" else number(ddim) > 0
+    (roof,) = table_rows(text, "float32")
+    assert number(roof[1]) > 0
     data_rows = table_rows(text, "one ") + table_rows(text, "DataLoader")
     assert len(data_rows) == 2 and all(number(row[1]) > 0 for row in data_rows)
+
+
+def test_counted_training_flops_are_forward_plus_backward():
+    """A training step costs about 3 forward passes (backward: grads of inputs and of weights)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    fam = dict(bench.FAMILIES["mnist"], **bench.DRY_RUN)
+    net, sched = bench.build(fam, torch.device("cpu"))
+    _, train_gflop = bench.train_rate(fam, net, sched, 1, torch.device("cpu"))
+    x = torch.zeros(fam["batch"], 1, 28, 28)
+    with FlopCounterMode(display=False) as forward:
+        net[0](x, torch.rand(fam["batch"]))
+    ratio = train_gflop * 1e9 * fam["batch"] / forward.get_total_flops()
+    assert 2.5 < ratio <= 3.0, ratio   # 3 less the first conv's unneeded input gradient
 
 
 def test_plain_mode_switches_off_autocast_and_channels_last():
