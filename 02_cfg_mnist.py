@@ -51,7 +51,8 @@ def parse_args(argv):
     p.add_argument("--eval-per-class", type=positive_int, default=100,
                    help="samples per digit and per γ in samples.npz and metrics.json")
     p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
-    p.add_argument("--eval-batch", type=positive_int, default=1000, help="samples drawn per batch")
+    p.add_argument("--eval-batch", type=positive_int, default=None,
+                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     return args
 

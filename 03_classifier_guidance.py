@@ -45,7 +45,7 @@ from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
 from common.train import fit_epoch, load_state, make_optimizer, save_state, write_loss_outputs
 from common.unet import DenoisingUNet
-from common.utils import (Progress, autocast, count_parameters, fail, load_checkpoint,
+from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
                           make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
                           seed_everything, to_device)
 
@@ -79,7 +79,8 @@ def parse_args(argv):
     p.add_argument("--n-cols", type=positive_int, default=10, help="samples per digit in samples_s<s>.png")
     p.add_argument("--cfg-samples", default=None,
                    help="02_cfg_mnist.py's samples.npz: adds its γ sweep, judged the same way, to the table")
-    p.add_argument("--eval-batch", type=positive_int, default=500, help="samples drawn per batch")
+    p.add_argument("--eval-batch", type=positive_int, default=None,
+                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
@@ -369,6 +370,7 @@ def main(argv=None):
     run_start = time.time()
     # --- setup ---
     device = resolve_device(args.device)
+    args.eval_batch = args.eval_batch or default_eval_batch(device)
     out = make_out_dir(args.out_dir, __file__)
     # --- (a) the frozen DDPM ---
     unet_path = unet_checkpoint_path(args, out)

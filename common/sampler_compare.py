@@ -21,7 +21,8 @@ from .judge import get_judge
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet
-from .utils import Progress, fail, load_checkpoint, positive_int, resolve_device, save_json, to_device
+from .utils import (Progress, default_eval_batch, fail, load_checkpoint, positive_int, resolve_device, save_json,
+                    to_device)
 
 DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
 
@@ -36,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--eta", type=float, nargs="+", default=[0.0],
                    help="DDIM η values (0: deterministic; 1: fresh noise each step, like the ancestral sampler)")
     p.add_argument("--batch", type=positive_int, default=None,
-                   help="samples drawn per batch (default: 1,000 on CUDA, 200 on CPU, where big batches are slower)")
+                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU, where big batches are slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (for the MNIST test set)")
@@ -107,7 +108,7 @@ def table(rows, n, guidance, device):
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
-    args.batch = args.batch or (1000 if device.type == "cuda" else 200)
+    args.batch = args.batch or default_eval_batch(device)
     torch.manual_seed(args.seed)
     if args.dry_run:
         model, sched = to_device(ConditionalDenoisingUNet(hidden=4), device).eval(), ddpm_schedule(10, device=device)
