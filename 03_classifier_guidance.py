@@ -3,7 +3,7 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
 
     python 03_classifier_guidance.py                 # needs results/01_ddpm_mnist/checkpoint.pt
     python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
-    python 03_classifier_guidance.py --quick         # CPU preset (15:48 on 2 cores, 91% at s = 10); trains `01 --quick` if needed
+    python 03_classifier_guidance.py --quick         # CPU preset (15-16 min on 2 cores, 91% at s = 10); trains `01 --quick` if needed
     python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
     python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist/samples.npz   # + 02's sweep
 
