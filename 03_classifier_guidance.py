@@ -3,7 +3,7 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
 
     python 03_classifier_guidance.py                 # needs results/01_ddpm_mnist/checkpoint.pt
     python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
-    python 03_classifier_guidance.py --quick         # CPU preset (15-16 min on 2 cores, 91% at s = 10); trains `01 --quick` if needed
+    python 03_classifier_guidance.py --quick         # 2-core CPU preset: 15-16 min, 91% at s = 10 (trains 01 --quick if missing)
     python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
     python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist/samples.npz   # + 02's sweep
 
@@ -80,7 +80,7 @@ def parse_args(argv):
     p.add_argument("--cfg-samples", default=None,
                    help="02_cfg_mnist.py's samples.npz: adds its γ sweep, judged the same way, to the table")
     p.add_argument("--eval-batch", type=positive_int, default=None,
-                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
+                   help="samples drawn (and p_φ test images scored) per batch (default: 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
@@ -173,13 +173,16 @@ def load_data(args, device, train=True):
 
 # --- (b) the noisy classifier p_φ(y | x_t, t) ---
 
+def classifier_loss(clf, x0, y, sched):
+    """Handout A 2(b): cross-entropy of p_φ(y | x_t, t) with t ~ U{1..T} (under autocast on CUDA)."""
+    with autocast(x0.device):
+        return noisy_classifier_loss(clf, x0, y, sched)[0]
+
+
 def train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, batch_size):
     """One shuffled pass of Handout A 2(b) over (x, y); returns the batch losses (CPU tensor)."""
-    def batch_loss(idx):
-        with autocast(x.device):
-            return noisy_classifier_loss(clf, x[idx], y[idx], sched)[0]   # CE of p_φ(y | x_t, t), t ~ U{1..T}
-    return fit_epoch(clf, optimizer, scaler, len(x), batch_size, batch_loss, f"p_φ epoch {epoch}",
-                     metric="cross-entropy {:.4f}")
+    return fit_epoch(clf, optimizer, scaler, classifier_loss, {"x0": x, "y": y}, batch_size,
+                     f"p_φ epoch {epoch}", metric="cross-entropy {:.4f}", sched=sched)
 
 
 def saved_classifier_matches(path, args):

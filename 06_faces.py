@@ -107,8 +107,8 @@ def load_data(args, device):
 def train_ddpm(args, x, sched, device, out):
     """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    optimizer, lr_scheduler, scaler, start, history = start_training(model, args, device, out / "checkpoint.pt",
-                                                                      ("hidden", "T", "image_channels"))
+    optimizer, lr_scheduler, scaler, start, history = start_training(
+        model, args, device, out / "checkpoint.pt", must_match=("hidden", "T", "image_channels"))
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"epochs {start + 1}..{args.epochs}")
@@ -134,9 +134,8 @@ def regressor_loss(regressor, x0, y, sched):
 
 def train_regressor_epoch(regressor, optimizer, scaler, x, ages, sched, epoch, batch_size):
     """One pass over the faces with valid ages. Returns the batch losses (CPU tensor)."""
-    return fit_epoch(regressor, optimizer, scaler, len(x), batch_size,
-                     lambda idx: regressor_loss(regressor, x[idx], ages[idx], sched),
-                     f"regressor epoch {epoch}", metric="MSE {:.1f} years²")
+    return fit_epoch(regressor, optimizer, scaler, regressor_loss, {"x0": x, "y": ages}, batch_size,
+                     f"regressor epoch {epoch}", metric="MSE {:.1f} years²", sched=sched)
 
 
 def split_for_regressor(args, x, ages):
@@ -156,8 +155,8 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
     path = out / "regressor.pt"    # --resume continues it only if the interrupted run had started it
     reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs,
                                      "resume": args.resume and path.is_file()})
-    optimizer, lr_scheduler, scaler, start, history = start_training(regressor, reg_args, device, path,
-                                                                      ("hidden", "T", "image_channels"))
+    optimizer, lr_scheduler, scaler, start, history = start_training(
+        regressor, reg_args, device, path, must_match=("hidden", "T", "image_channels"))
     for epoch in range(start + 1, args.regressor_epochs + 1):
         torch.manual_seed(args.seed + 1000 * epoch + 1)   # as run_epochs: --resume continues exactly
         t0 = time.time()

@@ -11,31 +11,29 @@ batched cond + uncond pass per step) and DDIM-50; for the GAN, G's forward pass.
 family runs twice in the same process, 'plain' (fp32, NCHW) and 'optimised' (channels_last +
 autocast, the two switches of common/utils.py, which cuda_speedups(False) turns off for 'plain'),
 so their ratio is measured. The training FLOPs per image are counted (torch's FlopCounterMode), so
-the achieved GFLOP/s can be read against the roof: the GFLOP/s of one large matmul on the same device.
-Last, the data path:
-one on-device tensor sliced by index vs a torchvision DataLoader with per-item transforms.
+the achieved GFLOP/s can be read against a compute roof: the GFLOP/s of one large matmul on the
+same device. Last, the data path: one on-device tensor sliced by index vs a torchvision DataLoader
+with per-item transforms (these two measurements live in common/bench_device.py).
 Warm-up steps are never timed; CUDA timings are bracketed by torch.cuda.synchronize.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision import datasets, transforms
 
 from . import gan_eval, gan_train
-from .data import batches, load_dataset, synthetic_dataset
+from .bench_device import clock, data_rates, device_name, matmul_roof
 from .samplers import generate
 from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, make_grad_scaler, positive_int,
-                    resolve_device, to_device)
+from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch, make_grad_scaler,
+                    positive_int, resolve_device, to_device)
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {
@@ -46,8 +44,7 @@ FAMILIES = {
     "afhq32": dict(script="07", model="multires", hidden=16, size=32, channels=3, T=50, batch=32, n=5153),
 }
 DRY_RUN = dict(hidden=4, width=16, z_dim=8, T=10, batch=16)
-WARMUP, DDIM_STEPS, GUIDANCE, DATA_BATCHES = 1, 50, 5.0, 100
-MNIST_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+WARMUP, DDIM_STEPS, GUIDANCE = 1, 50, 5.0
 COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch (N)", "train GFLOP/img", "train GFLOP/s",
            "DDPM full-T samples/s", "DDIM-50 samples/s", "× plain (train/DDPM/DDIM)"]
 
@@ -60,7 +57,8 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch of every family (default: each handout's: 128, GAN 64, AFHQ 32)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed training steps per family")
-    p.add_argument("--sample-batch", type=positive_int, default=None, help="default: 1000 on CUDA, 64 on CPU")
+    p.add_argument("--sample-batch", type=positive_int, default=None,
+                   help="default: the scripts' --eval-batch default, 1000 on CUDA, 100 on CPU")
     p.add_argument("--sample-timed-steps", type=positive_int, default=None, metavar="K",
                    help="time only K reverse steps and extrapolate to T (slow CPUs; default: all T)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes in the data-path row")
@@ -72,13 +70,6 @@ def parse_args(argv):
     if args.dry_run:
         args.steps, args.sample_batch, args.sample_timed_steps = 2, 8, None
     return args
-
-
-def clock(device):
-    """time.perf_counter() after the device has finished its queued work (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def build(fam, device):
@@ -121,17 +112,6 @@ def train_rate(fam, net, sched, steps, device):
         t0 = clock(device)
         run_epoch(fam, net, sched, x, y)
         return n / (clock(device) - t0), flops.get_total_flops() / warm / 1e9
-
-
-def matmul_roof(device, dtype=torch.float32, n=4096):
-    """GFLOP/s of one large square matmul: about the most this device does in `dtype`, the roof that
-    the training GFLOP/s column can be read against."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b                                                                # warm-up
-    t0 = clock(device)
-    for _ in range(3):
-        a @ b
-    return 3 * 2 * n ** 3 / (clock(device) - t0) / 1e9
 
 
 def sample_rates(fam, net, sched, args, device):
@@ -186,40 +166,6 @@ def family_line(r, plain=None):
     return "| " + " | ".join(cells) + " |"
 
 
-def data_rates(args, device, B=128):
-    """Images/s of just iterating batches: on-device tensor index slices vs a per-item DataLoader."""
-    if args.dry_run:   # torchvision's offline fake images (PIL), through the same per-item transform
-        (x, y), what = synthetic_dataset(512, device), "synthetic"
-        dataset = datasets.FakeData(512, (1, 28, 28), 10, transform=MNIST_TRANSFORM)
-    else:
-        (x, y), what = load_dataset("mnist", args.data_dir, device=device), "MNIST train"
-        dataset = datasets.MNIST(args.data_dir, train=True, transform=MNIST_TRANSFORM)
-    t0 = clock(device)
-    for idx in batches(len(x), B, device):
-        x_batch, y_batch = x[idx], y[idx]
-    tensor_rate = len(x) / (clock(device) - t0)
-    loader = torch.utils.data.DataLoader(dataset, B, shuffle=True, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda")
-    batch_iter, n_batches, n = iter(loader), min(DATA_BATCHES, len(loader) - 1), 0
-    next(batch_iter)                                                 # warm-up (starts the workers)
-    t0 = clock(device)
-    for _, (x_batch, y_batch) in zip(range(n_batches), batch_iter):
-        x_batch, y_batch = x_batch.to(device, non_blocking=True), y_batch.to(device, non_blocking=True)
-        n += len(x_batch)
-    loader_rate = n / (clock(device) - t0)
-    return [(f"one {device.type} tensor, index-slice batches ({what}, {len(x):,} images)", tensor_rate),
-            (f"DataLoader, per-item ToTensor+Normalize, {args.workers} workers ({what}, {n:,} images)",
-             loader_rate)]
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    return names[0] if names else "unknown CPU"
-
-
 def header(args, argv, device):
     K = f"{args.sample_timed_steps} timed reverse steps, extrapolated to T" if args.sample_timed_steps else "all T"
     threads = torch.get_num_threads()
@@ -238,7 +184,7 @@ def main(argv=None):
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 64)
+    args.sample_batch = args.sample_batch or default_eval_batch(device)
     lines = header(args, argv, device)
     for name in args.families:
         fam = dict(FAMILIES[name], **(DRY_RUN if args.dry_run else {}))
@@ -249,10 +195,10 @@ def main(argv=None):
             rows.append(family_line(bench_family(name, fam, args, device, optimised=True), plain))
         print("\n".join(rows), flush=True)
         lines += rows
-    n = 256 if args.dry_run else 4096
+    n, seconds = (256, 0.05) if args.dry_run else (4096, 0.5)
     dtypes = [torch.float32] + ([amp_dtype(device)] if device.type == "cuda" else [])   # plain, autocast's
-    lines += ["", f"| {n}×{n} matmul (the roof) | GFLOP/s |", "|---|---|"]
-    lines += [f"| {str(dtype)[6:]} | {fmt(matmul_roof(device, dtype, n))} |" for dtype in dtypes]
+    lines += ["", f"| {n}×{n} matmul (the compute roof) | GFLOP/s |", "|---|---|"]
+    lines += [f"| {str(dtype)[6:]} | {fmt(matmul_roof(device, dtype, n, seconds))} |" for dtype in dtypes]
     lines += ["", "| data path (batch 128) | images/s |", "|---|---|"]
     lines += [f"| {what} | {fmt(rate)} |" for what, rate in data_rates(args, device)]
     text = "\n".join(lines) + "\n"

@@ -43,19 +43,22 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     return F.mse_loss(eps_pred.float(), eps)
 
 
-def fit_epoch(model, optimizer, scaler, n, batch_size, batch_loss, prefix, metric="loss {:.4f}",
-              check_every=50):
-    """One shuffled pass over n examples: the training steps of every model in this repository.
+def fit_epoch(model, optimizer, scaler, loss_fn, data, batch_size, prefix, metric="loss {:.4f}",
+              check_every=50, **loss_args):
+    """One shuffled pass over `data`: the training loop of the DDPMs, 03's p_φ and 06's age regressor.
 
-    batch_loss(idx) returns the scalar loss of the examples `idx` (a batch of index tensors sliced
-    from the on-device dataset). `metric` formats the running mean in the progress line.
-    Returns the batch losses (CPU tensor).
+    data is a dict of equal-length tensors on one device, e.g. {"x0": x, "y": labels}. Each step
+    slices the same indices out of every tensor and calls loss_fn(model, x0=..., y=..., **loss_args).
+    (A function as an argument, against the house style's "no callbacks": it keeps one loop for
+    three losses, and each loss stays a plain module-level function that cites its handout lines.)
+    `metric` formats the running mean loss in the progress line. Returns the batch losses (CPU tensor).
     """
     model.train()
-    n_steps = -(-n // batch_size)
+    x = next(iter(data.values()))
+    n_steps = -(-len(x) // batch_size)
     progress, losses = Progress(n_steps, prefix=prefix), []
-    for step, idx in enumerate(batches(n, batch_size, next(model.parameters()).device), start=1):
-        loss = batch_loss(idx)
+    for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
+        loss = loss_fn(model, **{name: tensor[idx] for name, tensor in data.items()}, **loss_args)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -64,15 +67,15 @@ def fit_epoch(model, optimizer, scaler, n, batch_size, batch_loss, prefix, metri
         if step % check_every == 0 or step == n_steps:
             recent = torch.stack(losses[-check_every:]).mean().item()   # one sync per check_every steps
             check_finite(recent, prefix, step)
-            progress.update(step, min(step * batch_size, n) - progress.images, extra=metric.format(recent))
+            progress.update(step, min(step * batch_size, len(x)) - progress.images, extra=metric.format(recent))
     return torch.stack(losses).float().cpu()
 
 
 def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size, p_uncond=0.0, loss="l2"):
     """One epoch of Algorithm 1 (y=None, unconditional) or Algorithm 3 (y = labels) over x."""
-    def batch_loss(idx):
-        return ddpm_loss(model, x[idx], sched, None if y is None else y[idx], p_uncond, loss=loss)
-    return fit_epoch(model, optimizer, scaler, len(x), batch_size, batch_loss, f"epoch {epoch}")
+    data = {"x0": x} if y is None else {"x0": x, "y": y}
+    return fit_epoch(model, optimizer, scaler, ddpm_loss, data, batch_size, f"epoch {epoch}",
+                     sched=sched, p_uncond=p_uncond, loss=loss)
 
 
 def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):

@@ -96,13 +96,3 @@ def test_presets_are_defaults_that_explicit_flags_override(script):
     assert parse(["--quick", "--dry-run"]).hidden == 8                 # --dry-run wins over --quick
     assert parse([]).hidden == 64 and parse([]).epochs == 20          # no preset: the handout's values
 
-
-def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
-    from argparse import Namespace
-    from common.utils import start_run
-    args = Namespace(device="cpu", seed=0, out_dir=str(tmp_path / "a"), eval_batch=None)
-    device, out = start_run(args, "01_ddpm_mnist.py")
-    assert args.eval_batch == 100 and json.loads((out / "config.json").read_text())["eval_batch"] == 100
-    args = Namespace(device="cpu", seed=0, out_dir=str(tmp_path / "b"), eval_batch=7)
-    start_run(args, "01_ddpm_mnist.py")
-    assert args.eval_batch == 7                                         # an explicit value is kept

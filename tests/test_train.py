@@ -75,6 +75,11 @@ def test_label_dropout_rate_matches_p_uncond():
     assert seen[0] == pytest.approx(0.9, abs=0.01)
 
 
+def _recorded_square_loss(model, x0, seen):
+    seen.append(x0.tolist())
+    return model(x0[:, None]).pow(2).mean()
+
+
 def test_fit_epoch_takes_one_step_per_batch_and_counts_every_image(monkeypatch):
     reports = []
 
@@ -83,14 +88,10 @@ def test_fit_epoch_takes_one_step_per_batch_and_counts_every_image(monkeypatch):
             super().update(step, n_images, extra)
             reports.append((step, self.images))
     monkeypatch.setattr(train, "Progress", Recorder)
-    model = torch.nn.Linear(1, 1)
+    model, seen = torch.nn.Linear(1, 1), []
     optimizer, _, scaler = make_optimizer(model, _args(epochs=1), torch.device("cpu"))
-    seen = []
-
-    def batch_loss(idx):
-        seen.append(idx.tolist())
-        return model(idx.float()[:, None]).pow(2).mean()
-    losses = fit_epoch(model, optimizer, scaler, 10, 3, batch_loss, "test", check_every=2)
+    losses = fit_epoch(model, optimizer, scaler, _recorded_square_loss, {"x0": torch.arange(10.0)}, 3, "test",
+                       check_every=2, seen=seen)
     assert sorted(i for b in seen for i in b) == list(range(10)) and [len(b) for b in seen] == [3, 3, 3, 1]
     assert losses.shape == (4,) and reports == [(2, 6), (4, 10)]   # the last report counts all 10 images
 

@@ -1,0 +1,24 @@
+"""common/utils.py: the setup every script shares."""
+import json
+from argparse import Namespace
+
+import pytest
+import torch
+
+from common.utils import default_eval_batch, start_run
+
+
+def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
+    assert default_eval_batch(torch.device("cuda")) == 1000 and default_eval_batch(torch.device("cpu")) == 100
+    args = Namespace(device="cpu", seed=0, out_dir=str(tmp_path / "a"), eval_batch=None)
+    device, out = start_run(args, "01_ddpm_mnist.py")
+    assert args.eval_batch == 100 and json.loads((out / "config.json").read_text())["eval_batch"] == 100
+    args = Namespace(device="cpu", seed=0, out_dir=str(tmp_path / "b"), eval_batch=7)
+    start_run(args, "01_ddpm_mnist.py")
+    assert args.eval_batch == 7                                         # an explicit value is kept
+
+
+@pytest.mark.parametrize("name", ["01_ddpm_mnist.py", "02_cfg_mnist.py", "03_classifier_guidance.py"])
+def test_scripts_leave_eval_batch_to_the_device(script, name):
+    assert script(name).parse_args([]).eval_batch is None              # resolved once the device is known
+    assert script(name).parse_args(["--eval-batch", "32"]).eval_batch == 32
