@@ -59,6 +59,7 @@ def fit_epoch(model, optimizer, scaler, loss_fn, data, batch_size, prefix, metri
     progress, losses = Progress(n_steps, prefix=prefix), []
     for step, idx in enumerate(batches(len(x), batch_size, x.device), start=1):
         loss = loss_fn(model, **{name: tensor[idx] for name, tensor in data.items()}, **loss_args)
+        # the gradient step (Algorithm 1 line 8); the scaler only acts under fp16 autocast on CUDA
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
