@@ -2,7 +2,7 @@
 
     python 02_cfg_mnist.py --epochs 20                 # Handout D §3.3-3.4 / A 1(b): CFG, p_uncond = 0.1
     python 02_cfg_mnist.py --p-uncond 0 --guidance 1   # Handout A 1(a): the plain one-hot conditional model
-    python 02_cfg_mnist.py --quick                     # laptop CPU preset: ~8-10 min on 2 cores, 95% at γ = 5
+    python 02_cfg_mnist.py --quick                     # laptop CPU preset: 7.7-9.7 min on 2 cores, 95% at γ = 5
     python 02_cfg_mnist.py --dry-run                   # seconds, synthetic data (what the tests run)
 
 Training is Algorithm 3 (labels dropped with probability --p-uncond); sampling is Algorithm 4,
