@@ -21,7 +21,7 @@ from common.judge import get_judge
 from common.plotting import save_grid
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import run_epochs, start_training
+from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
 from common.utils import count_parameters, positive_int, save_json, start_run, to_device
 
@@ -73,13 +73,12 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler, start, history = start_training(model, args, device, out / "checkpoint.pt")
+    training = start_training(model, args, device, out / "checkpoint.pt")
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"{len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+          f"{len(x_train):,} images on {device}, epochs {training.start + 1}..{args.epochs}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)
-    for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, None, sched, args, out,
-                            history, start):
+    for epoch in run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid)
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",

@@ -27,7 +27,7 @@ from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import run_epochs, start_training
+from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet
 from common.utils import Progress, count_parameters, positive_int, probability, save_json, start_run, to_device
 
@@ -133,13 +133,14 @@ def main(argv=None):
     # --- model, schedule, optimiser ---
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    optimizer, lr_scheduler, scaler, start, history = start_training(model, args, device, out / "checkpoint.pt")
+    training = start_training(model, args, device, out / "checkpoint.pt")
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, "
+          f"epochs {training.start + 1}..{args.epochs}")
     # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
     x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
-    for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x_train, y_train, sched, args, out,
-                            history, start):
+    for epoch in run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched,
+                            p_uncond=args.p_uncond):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device))
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png", titles=y_grid.tolist(),

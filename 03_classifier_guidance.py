@@ -43,7 +43,7 @@ from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import fit_epoch, load_state, make_optimizer, save_state, write_loss_outputs
+from common.train import run_epochs, start_training
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
                           make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
@@ -179,12 +179,6 @@ def classifier_loss(clf, x0, y, sched):
         return noisy_classifier_loss(clf, x0, y, sched)[0]
 
 
-def train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, batch_size):
-    """One shuffled pass of Handout A 2(b) over (x, y); returns the batch losses (CPU tensor)."""
-    return fit_epoch(clf, optimizer, scaler, classifier_loss, {"x0": x, "y": y}, batch_size,
-                     f"p_φ epoch {epoch}", metric="cross-entropy {:.4f}", sched=sched)
-
-
 def saved_classifier_matches(path, args):
     """True if `path` holds a p_φ trained with the same settings (finished or not)."""
     saved = load_checkpoint(path).get("args", {})
@@ -197,25 +191,16 @@ def saved_classifier_matches(path, args):
 def get_classifier(args, x, y, sched, out, device):
     """p_φ from out/classifier.pt when it matches (continuing an interrupted run), else trained now."""
     clf = to_device(NoisyClassifier(hidden=args.hidden), device)
-    optimizer, lr_scheduler, scaler = make_optimizer(clf, args, device)
-    path, start, history = out / "classifier.pt", 0, {"batch": [], "epoch": [], "seconds": []}
-    if path.is_file() and not args.retrain_classifier and saved_classifier_matches(path, args):
-        start, history = load_state(path, clf, optimizer, lr_scheduler, scaler, device)
-        print(f"reusing p_φ from {path} ({start}/{args.epochs} epochs done; --retrain-classifier to redo)")
-    for epoch in range(start + 1, args.epochs + 1):
-        torch.manual_seed(args.seed + 1000 * epoch)   # an interrupted run continues as a straight one would
-        t0 = time.time()
-        losses = train_classifier_epoch(clf, optimizer, scaler, x, y, sched, epoch, args.batch_size)
-        lr_scheduler.step()
-        history["batch"].append(losses.tolist())
-        history["epoch"].append(losses.mean().item())
-        history["seconds"].append(time.time() - t0)
-        save_state(path, clf, optimizer, lr_scheduler, scaler, epoch, history, args)
-        print(f"p_φ epoch {epoch}/{args.epochs}: cross-entropy {history['epoch'][-1]:.4f} "
-              f"({history['seconds'][-1]:.0f} s)", flush=True)
-    write_loss_outputs(out, history, ylabel="cross-entropy of p_φ(y | x_t, t)")
+    path = out / "classifier.pt"
+    reuse = path.is_file() and not args.retrain_classifier and saved_classifier_matches(path, args)
+    training = start_training(clf, args, device, path, must_match=(), resume=reuse)
+    if reuse:
+        print(f"reusing p_φ from {path} ({training.start}/{args.epochs} epochs done; --retrain-classifier to redo)")
+    for _ in run_epochs(training, classifier_loss, {"x0": x, "y": y}, name="p_φ epoch",
+                        metric="cross-entropy {:.4f}", ylabel="cross-entropy of p_φ(y | x_t, t)", sched=sched):
+        pass    # no grid to draw between p_φ's epochs
     info = {"parameters": count_parameters(clf), "hidden": args.hidden, "epochs": args.epochs,
-            "train_seconds": round(sum(history["seconds"]), 1), "reused": start == args.epochs}
+            "train_seconds": round(sum(training.history["seconds"]), 1), "reused": training.start == args.epochs}
     return clf.eval(), info
 
 

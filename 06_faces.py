@@ -42,10 +42,10 @@ from common.data import from_uint8, to_uint8
 from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
                           predict_age, synthetic_faces, valid_age)
 from common.guidance import classifier_guided_sample
-from common.plotting import save_grid, save_labelled_grid, save_loss_curves
+from common.plotting import save_grid, save_labelled_grid
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import fit_epoch, run_epochs, save_state, start_training, write_losses_csv
+from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, make_out_dir, positive_int,
                           resolve_device, save_json, seed_everything, to_device)
@@ -107,18 +107,17 @@ def load_data(args, device):
 def train_ddpm(args, x, sched, device, out):
     """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    optimizer, lr_scheduler, scaler, start, history = start_training(
-        model, args, device, out / "checkpoint.pt", must_match=("hidden", "T", "image_channels"))
+    training = start_training(model, args, device, out / "checkpoint.pt", must_match=("hidden", "T", "image_channels"))
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
-          f"epochs {start + 1}..{args.epochs}")
+          f"epochs {training.start + 1}..{args.epochs}")
     x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])
-    for epoch in run_epochs(model, optimizer, lr_scheduler, scaler, x, None, sched, args, out, history, start):
+    for epoch in run_epochs(training, ddpm_loss, {"x0": x}, sched=sched):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid)
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
                       suptitle=f"DDPM faces after epoch {epoch} (fixed noise)")
-    return model, history
+    return model, training.history
 
 
 # --- Problem 3, training: the age regressor f(z_t, t) ---
@@ -130,12 +129,6 @@ def regressor_loss(regressor, x0, y, sched):
     with autocast(x0.device):
         f = regressor(zt, t.float() / sched.T)
     return torch.nn.functional.mse_loss(f.float(), y)
-
-
-def train_regressor_epoch(regressor, optimizer, scaler, x, ages, sched, epoch, batch_size):
-    """One pass over the faces with valid ages. Returns the batch losses (CPU tensor)."""
-    return fit_epoch(regressor, optimizer, scaler, regressor_loss, {"x0": x, "y": ages}, batch_size,
-                     f"regressor epoch {epoch}", metric="MSE {:.1f} years²", sched=sched)
 
 
 def split_for_regressor(args, x, ages):
@@ -153,26 +146,13 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
     y = ages[train_idx]
     regressor = to_device(AgeRegressor(x.shape[1], args.hidden, SIZE, y.mean(), y.std()), device)
     path = out / "regressor.pt"    # --resume continues it only if the interrupted run had started it
-    reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs,
-                                     "resume": args.resume and path.is_file()})
-    optimizer, lr_scheduler, scaler, start, history = start_training(
-        regressor, reg_args, device, path, must_match=("hidden", "T", "image_channels"))
-    for epoch in range(start + 1, args.regressor_epochs + 1):
-        torch.manual_seed(args.seed + 1000 * epoch + 1)   # as run_epochs: --resume continues exactly
-        t0 = time.time()
-        losses = train_regressor_epoch(regressor, optimizer, scaler, x[train_idx], y, sched, epoch,
-                                       args.batch_size)
-        lr_scheduler.step()
-        history["batch"].append(losses.tolist())
-        history["epoch"].append(losses.mean().item())
-        save_state(path, regressor, optimizer, lr_scheduler, scaler, epoch, history, reg_args)
-        print(f"regressor epoch {epoch}/{args.regressor_epochs}: MSE {history['epoch'][-1]:.1f} years² "
-              f"({time.time() - t0:.0f} s)", flush=True)
-    if history["epoch"]:
-        write_losses_csv(out / "regressor_losses.csv", history)
-        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / "regressor_loss_curve.png",
-                         ylabel="MSE (years²)", title="age regressor f(z_t, t) on noised faces")
-    return regressor.eval(), history
+    reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs})
+    training = start_training(regressor, reg_args, device, path, must_match=("hidden", "T", "image_channels"),
+                              resume=args.resume and path.is_file())
+    for _ in run_epochs(training, regressor_loss, {"x0": x[train_idx], "y": y}, name="regressor epoch",
+                        metric="MSE {:.1f} years²", ylabel="MSE (years²)", files="regressor_", sched=sched):
+        pass    # no grid to draw between the regressor's epochs
+    return regressor.eval(), training.history
 
 
 # --- Problems 1–3: sampling ---

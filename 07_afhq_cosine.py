@@ -24,7 +24,6 @@ Writes to results/07_afhq_cosine/ (or --out-dir):
 import argparse
 import csv
 import math
-import sys
 import time
 
 import numpy as np
@@ -40,8 +39,8 @@ from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
-from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, load_checkpoint,
-                          make_grad_scaler, positive_int, save_json, start_run, to_device)
+from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, interruptible,
+                          load_checkpoint, make_grad_scaler, positive_int, save_json, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -276,21 +275,17 @@ def save_steps(start, args):
 
 def train(model, optimizer, scaler, data_gen, x_train, sched, args, out, state, device, fid_ref):
     """Algorithm 1 up to each save step, then milestone() and the checkpoint; `state` is updated in place.
-    Returns the FID samples of the last save step (or None). Ctrl-C keeps the last checkpoint."""
+    Returns the FID samples of the last save step (or None). Ctrl-C or SIGTERM keeps the last checkpoint."""
     progress, fid_samples = Progress(args.train_steps - state["step"], prefix="train"), None
     progress.first_step = state["step"] + 1   # progress counts this run's steps (a resumed run starts later)
-    try:
+    with interruptible(f"the last save step is in {out / 'checkpoint.pt'}; continue with --resume"):
         for end in save_steps(state["step"], args):
             losses = train_steps(model, optimizer, scaler, x_train, sched, data_gen, state["step"] + 1, end,
                                  args, progress)
             state["step"], state["losses"] = end, state["losses"] + losses.tolist()
             fid_samples = milestone(model, sched, x_train, args, out, state, device, fid_ref)
+            write_losses(state["losses"], len(x_train), args.batch_size, out)   # kept if interrupted later
             save_checkpoint(out / "checkpoint.pt", model, optimizer, scaler, data_gen, state, args, device)
-    except KeyboardInterrupt:
-        write_losses(state["losses"], len(x_train), args.batch_size, out)
-        print(f"\ninterrupted: the last save step is in {out / 'checkpoint.pt'}; continue with --resume",
-              file=sys.stderr)
-        raise SystemExit(130)
     return fid_samples
 
 

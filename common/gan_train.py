@@ -19,7 +19,8 @@ from .gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsa
                          wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from .gan_eval import save_epoch_grid
 from .gan_nets import Discriminator, Generator
-from .utils import Progress, atomic_save, autocast, fail, load_checkpoint, make_grad_scaler, to_device
+from .utils import (Progress, atomic_save, autocast, fail, interruptible, load_checkpoint, make_grad_scaler,
+                    to_device)
 
 # Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step
 RECIPES = {
@@ -205,15 +206,16 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
     gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
     if resume and path.is_file():
         gan, start, history = load_gan_state(path, device, cfg)
-    for epoch in range(start + 1, cfg["epochs"] + 1):
-        torch.manual_seed(cfg["seed"] + 1000 * epoch)  # reseed from (seed, epoch): --resume continues exactly
-        t0 = time.time()
-        d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
-        history["d"].append(d_losses.tolist())
-        history["g"].append(g_losses.tolist())
-        history["seconds"].append(time.time() - t0)
-        save_gan_state(path, gan, epoch, history)
-        save_epoch_grid(gan, name, epoch, z_fixed, out)
-        print(f"{name} epoch {epoch}/{cfg['epochs']}: D {d_losses.mean():.4f}  G {g_losses.mean():.4f}  "
-              f"({history['seconds'][-1]:.0f} s)", flush=True)
+    with interruptible(f"the last finished epoch of {name} is saved in {path}; continue with --resume"):
+        for epoch in range(start + 1, cfg["epochs"] + 1):
+            torch.manual_seed(cfg["seed"] + 1000 * epoch)  # reseed from (seed, epoch): --resume continues exactly
+            t0 = time.time()
+            d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
+            history["d"].append(d_losses.tolist())
+            history["g"].append(g_losses.tolist())
+            history["seconds"].append(time.time() - t0)
+            save_gan_state(path, gan, epoch, history)
+            save_epoch_grid(gan, name, epoch, z_fixed, out)
+            print(f"{name} epoch {epoch}/{cfg['epochs']}: D {d_losses.mean():.4f}  G {g_losses.mean():.4f}  "
+                  f"({history['seconds'][-1]:.0f} s)", flush=True)
     return gan, history

@@ -4,9 +4,11 @@ The loop keeps the whole dataset as one tensor on the device and slices batches 
 of it; losses stay on the device and are synchronised once every `check_every` steps
 (to print progress and stop on NaN), never once per step.
 """
+import argparse
 import csv
-import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from .data import batches
 from .schedules import ddpm_forward, sample_timesteps
 from .plotting import save_loss_curves
-from .utils import (Progress, atomic_save, autocast, check_finite, fail, load_checkpoint,
+from .utils import (Progress, atomic_save, autocast, check_finite, fail, interruptible, load_checkpoint,
                     make_grad_scaler)
 
 
@@ -79,6 +81,22 @@ def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size, p_
                      sched=sched, p_uncond=p_uncond, loss=loss)
 
 
+DDPM_YLABEL = "loss ‖ε − ε̂‖²"
+
+
+@dataclass
+class Training:
+    """One model's training: what start_training builds (or restores) and run_epochs advances."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    args: argparse.Namespace     # epochs, batch_size, seed, ...; saved in the checkpoint
+    path: Path                   # the checkpoint, rewritten atomically after every epoch
+    start: int = 0               # epochs already finished (a resumed run continues after them)
+    history: dict = field(default_factory=lambda: {"batch": [], "epoch": [], "seconds": []})
+
+
 def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):
     """Everything --resume needs, in one dict, written atomically."""
     atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -103,7 +121,48 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     scaler.load_state_dict(state["scaler"])
+    state["history"].setdefault("seconds", [])      # checkpoints written before it was recorded
     return state["epoch"], state["history"]
+
+
+def start_training(model, args, device, path, must_match=("hidden", "T"), resume=None):
+    """A Training for `model`, checkpointed at `path`: fresh, or (resume, default args.resume) restored
+    from `path`, whose settings named in `must_match` must equal this run's."""
+    training = Training(model, *make_optimizer(model, args, device), args=args, path=Path(path))
+    if args.resume if resume is None else resume:
+        training.start, training.history = load_state(
+            path, model, training.optimizer, training.lr_scheduler, training.scaler, device,
+            must_match=[(name, getattr(args, name)) for name in must_match])
+    return training
+
+
+def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylabel=DDPM_YLABEL, files="",
+               **loss_args):
+    """Train epochs start+1 .. args.epochs, each one fit_epoch(loss_fn, data, **loss_args) pass; yields
+    each epoch number once it is checkpointed, so the caller can draw a grid after it.
+
+    Each epoch reseeds from (seed, epoch), so `--resume` continues exactly as a straight run would.
+    After every epoch: the checkpoint, then <files>losses.csv and <files>loss_curve.png. Ctrl-C (or
+    SIGTERM) ends the run with one line; the checkpoint of the last finished epoch is intact.
+    """
+    t, args = training, training.args
+    with interruptible(f"the last finished epoch is saved in {t.path}; continue with --resume"):
+        for epoch in range(t.start + 1, args.epochs + 1):
+            torch.manual_seed(args.seed + 1000 * epoch)
+            t0 = time.time()
+            losses = fit_epoch(t.model, t.optimizer, t.scaler, loss_fn, data, args.batch_size,
+                               f"{name} {epoch}", metric, **loss_args)
+            t.lr_scheduler.step()
+            t.history["batch"].append(losses.tolist())
+            t.history["epoch"].append(losses.mean().item())
+            t.history["seconds"].append(time.time() - t0)
+            save_state(t.path, t.model, t.optimizer, t.lr_scheduler, t.scaler, epoch, t.history, args)
+            write_loss_outputs(t.path.parent, t.history, ylabel, files)
+            print(f"{name} {epoch}/{args.epochs}: mean {metric.format(t.history['epoch'][-1])} "
+                  f"({t.history['seconds'][-1]:.0f} s)", flush=True)
+            yield epoch
+    if t.start >= args.epochs:      # nothing was left to train: still write the curves of the finished run
+        write_loss_outputs(t.path.parent, t.history, ylabel, files)
 
 
 def write_losses_csv(path, history):
@@ -118,51 +177,12 @@ def write_losses_csv(path, history):
                 writer.writerow([epoch, step, f"{value:.6f}"])
 
 
-def run_epochs(model, optimizer, lr_scheduler, scaler, x, y, sched, args, out, history, start=0):
-    """Train epochs start+1 .. args.epochs; yields each epoch number once it is checkpointed.
-
-    Each epoch reseeds from (seed, epoch), so `--resume` continues exactly as a straight run
-    would. Ctrl-C writes the loss curves of the finished epochs and exits; the checkpoint of
-    the last finished epoch is intact.
-    """
-    try:
-        for epoch in range(start + 1, args.epochs + 1):
-            torch.manual_seed(args.seed + 1000 * epoch)
-            t0 = time.time()
-            losses = train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, args.batch_size,
-                                     getattr(args, "p_uncond", 0.0), getattr(args, "loss", "l2"))
-            lr_scheduler.step()
-            history["batch"].append(losses.tolist())
-            history["epoch"].append(losses.mean().item())
-            save_state(out / "checkpoint.pt", model, optimizer, lr_scheduler, scaler, epoch, history, args)
-            print(f"epoch {epoch}/{args.epochs}: mean loss {history['epoch'][-1]:.4f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
-            yield epoch
-    except KeyboardInterrupt:
-        write_loss_outputs(out, history)
-        print(f"\ninterrupted: the last finished epoch is saved in {out / 'checkpoint.pt'}; "
-              f"continue with --resume", file=sys.stderr)
-        raise SystemExit(130)
-    write_loss_outputs(out, history)
-
-
-def write_loss_outputs(out, history, ylabel="loss ‖ε − ε̂‖²"):
-    """losses.csv and loss_curve.png (batch and epoch loss, Handout D §2.3 deliverable 1)."""
+def write_loss_outputs(out, history, ylabel=DDPM_YLABEL, files=""):
+    """<files>losses.csv and <files>loss_curve.png (batch and epoch loss, Handout D §2.3 deliverable 1)."""
     if history["epoch"]:
-        write_losses_csv(out / "losses.csv", history)
-        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / "loss_curve.png",
+        write_losses_csv(out / f"{files}losses.csv", history)
+        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / f"{files}loss_curve.png",
                          ylabel=ylabel, title="training loss")
-
-
-def start_training(model, args, device, path, must_match=("hidden", "T")):
-    """make_optimizer's three, plus (epochs done, loss history): fresh, or with --resume restored from
-    `path`, whose settings named in `must_match` must equal this run's."""
-    optimizer, lr_scheduler, scaler = make_optimizer(model, args, device)
-    start, history = 0, {"batch": [], "epoch": []}
-    if args.resume:
-        start, history = load_state(path, model, optimizer, lr_scheduler, scaler, device,
-                                    must_match=[(name, getattr(args, name)) for name in must_match])
-    return optimizer, lr_scheduler, scaler, start, history
 
 
 def make_optimizer(model, args, device):

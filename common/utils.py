@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -134,6 +135,25 @@ def load_checkpoint(path, device="cpu"):
     except Exception as e:  # torch raises several types for a truncated or foreign file
         fail(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(e).__name__}); "
              f"delete it and train again")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible(hint):
+    """Ctrl-C, or SIGTERM (`kill`, a cluster's time limit), inside the block ends the run with one line,
+    "interrupted: <hint>", and exit status 130 instead of a traceback. Training loops use it around
+    their epochs: everything up to the last checkpoint is kept, and `hint` says how to continue."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {hint}", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_finite(loss_value, where, step):

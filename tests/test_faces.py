@@ -16,7 +16,7 @@ from common.faces import (AgeRegressor, brightness_age, ddpm_sample_from, load_f
 from common.guidance import classifier_guided_sample, grad_log_prob
 from common.samplers import ddpm_sample
 from common.schedules import ddpm_schedule
-from common.train import make_optimizer
+from common.train import fit_epoch, make_optimizer
 from conftest import load_script
 
 TARGETS = [18.0, 40.0, 60.0, 80.0]
@@ -219,9 +219,10 @@ def test_trained_tiny_regressor_guides_monotonically():
     regressor = AgeRegressor(hidden=8, image_size=size, age_mean=y.mean(), age_std=y.std())
     args = type("Args", (), dict(lr=3e-3, epochs=8, lr_decay_to=0.3))
     optimizer, lr_scheduler, scaler = make_optimizer(regressor, args, torch.device("cpu"))
-    train = load_script("06_faces.py").train_regressor_epoch
+    regressor_loss = load_script("06_faces.py").regressor_loss
     for epoch in range(1, 9):
-        train(regressor, optimizer, scaler, x, y, data.sched, epoch, batch_size=64)
+        fit_epoch(regressor, optimizer, scaler, regressor_loss, {"x0": x, "y": y}, 64, f"epoch {epoch}",
+                  sched=data.sched)
         lr_scheduler.step()
     rmse = (predict_age(regressor.eval(), x[:256], 1, data.sched) - y[:256]).pow(2).mean().sqrt()
     assert rmse < 5, rmse                                   # it has learned the brightness

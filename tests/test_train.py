@@ -1,5 +1,7 @@
 """Training loop: the loss is Algorithm 1's, --resume continues exactly, bad states fail clearly."""
 import argparse
+import os
+import signal
 
 import pytest
 import torch
@@ -7,7 +9,8 @@ import torch
 from common.data import synthetic_dataset
 from common.schedules import ddpm_schedule
 from common import train
-from common.train import ddpm_loss, fit_epoch, load_state, make_optimizer, run_epochs
+from common.train import (Training, ddpm_loss, fit_epoch, load_state, make_optimizer, run_epochs,
+                          start_training)
 from common.utils import Progress
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 
@@ -23,23 +26,51 @@ def _setup(args):
     return (model, *make_optimizer(model, args, torch.device("cpu")))
 
 
+def _training(args, path, resume=False):
+    torch.manual_seed(123)
+    return start_training(ConditionalDenoisingUNet(hidden=args.hidden), args, torch.device("cpu"),
+                          path / "checkpoint.pt", resume=resume)
+
+
+def _ddpm_epochs(training, x, y, sched):
+    return run_epochs(training, ddpm_loss, {"x0": x, "y": y}, sched=sched, p_uncond=0.1)
+
+
 def test_resume_after_one_epoch_equals_two_straight_epochs(tmp_path):
     args, sched = _args(), ddpm_schedule(20)
     x, y = synthetic_dataset(96)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    straight = _setup(args)
-    list(run_epochs(*straight, x, y, sched, args, tmp_path / "a", {"batch": [], "epoch": []}))
+    straight = _training(args, tmp_path / "a")
+    list(_ddpm_epochs(straight, x, y, sched))
     # run B: stop after epoch 1 (as Ctrl-C would), then resume from its checkpoint in fresh objects
-    first = _setup(args)
-    for _ in run_epochs(*first, x, y, sched, args, tmp_path / "b", {"batch": [], "epoch": []}):
+    for _ in _ddpm_epochs(_training(args, tmp_path / "b"), x, y, sched):
         break
-    resumed = _setup(args)
-    start, history = load_state(tmp_path / "b" / "checkpoint.pt", *resumed, "cpu")
-    assert start == 1 and len(history["epoch"]) == 1
-    list(run_epochs(*resumed, x, y, sched, args, tmp_path / "b", history, start))
-    for (name, a), b in zip(straight[0].state_dict().items(), resumed[0].state_dict().values()):
+    resumed = _training(args, tmp_path / "b", resume=True)
+    assert resumed.start == 1 and len(resumed.history["epoch"]) == 1
+    list(_ddpm_epochs(resumed, x, y, sched))
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert resumed[2].get_last_lr() == straight[2].get_last_lr()
+    assert resumed.lr_scheduler.get_last_lr() == straight.lr_scheduler.get_last_lr()
+    assert resumed.history["epoch"] == pytest.approx(straight.history["epoch"], rel=1e-6)
+    assert (tmp_path / "b" / "losses.csv").read_text().count("\n") == 1 + 2 * 3   # header + 2 epochs × 3 batches
+
+
+def _loss_with_sigterm_at_call(model, x0, y, sched, calls, at):
+    calls.append(len(calls) + 1)
+    if len(calls) == at:
+        os.kill(os.getpid(), signal.SIGTERM)       # e.g. a cluster's time limit
+    return ddpm_loss(model, x0, sched, y)
+
+
+def test_sigterm_during_an_epoch_ends_training_like_ctrl_c_with_the_checkpoint_intact(tmp_path, capsys):
+    args, sched = _args(epochs=3), ddpm_schedule(20)
+    x, y = synthetic_dataset(64)                   # 2 batches of 32 per epoch: call 3 is in epoch 2
+    with pytest.raises(SystemExit) as stop:
+        list(run_epochs(_training(args, tmp_path), _loss_with_sigterm_at_call, {"x0": x, "y": y},
+                        sched=sched, calls=[], at=3))
+    assert stop.value.code == 130 and "interrupted: the last finished epoch is saved" in capsys.readouterr().err
+    assert _training(args, tmp_path, resume=True).start == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL    # the handler is put back
 
 
 def test_lr_decays_to_a_tenth_over_the_run(tmp_path):
@@ -101,8 +132,9 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
     model = DenoisingUNet(hidden=8)
     parts = make_optimizer(model, args, torch.device("cpu"))
     x = synthetic_dataset(64)[0] * float("nan")
+    training = Training(model, *parts, args=args, path=tmp_path / "checkpoint.pt")
     with pytest.raises(SystemExit, match="loss became nan in epoch 1"):
-        list(run_epochs(model, *parts, x, None, ddpm_schedule(10), args, tmp_path, {"batch": [], "epoch": []}))
+        list(run_epochs(training, ddpm_loss, {"x0": x}, sched=ddpm_schedule(10)))
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
