@@ -43,7 +43,7 @@ from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import run_epochs, start_training
+from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
                           make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
@@ -196,9 +196,9 @@ def get_classifier(args, x, y, sched, out, device):
     training = start_training(clf, args, device, path, must_match=(), resume=reuse)
     if reuse:
         print(f"reusing p_φ from {path} ({training.start}/{args.epochs} epochs done; --retrain-classifier to redo)")
-    for _ in run_epochs(training, classifier_loss, {"x0": x, "y": y}, name="p_φ epoch",
-                        metric="cross-entropy {:.4f}", ylabel="cross-entropy of p_φ(y | x_t, t)", sched=sched):
-        pass    # no grid to draw between p_φ's epochs
+    train_epochs(training, classifier_loss, {"x0": x, "y": y}, name="p_φ epoch", metric="cross-entropy {:.4f}",
+                 ylabel="cross-entropy of p_φ(y | x_t, t)", how_to_continue="the same command continues it",
+                 sched=sched)
     info = {"parameters": count_parameters(clf), "hidden": args.hidden, "epochs": args.epochs,
             "train_seconds": round(sum(training.history["seconds"]), 1), "reused": training.start == args.epochs}
     return clf.eval(), info

@@ -45,7 +45,7 @@ from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import ddpm_loss, run_epochs, start_training
+from common.train import ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, make_out_dir, positive_int,
                           resolve_device, save_json, seed_everything, to_device)
@@ -149,9 +149,8 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
     reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs})
     training = start_training(regressor, reg_args, device, path, must_match=("hidden", "T", "image_channels"),
                               resume=args.resume and path.is_file())
-    for _ in run_epochs(training, regressor_loss, {"x0": x[train_idx], "y": y}, name="regressor epoch",
-                        metric="MSE {:.1f} years²", ylabel="MSE (years²)", files="regressor_", sched=sched):
-        pass    # no grid to draw between the regressor's epochs
+    train_epochs(training, regressor_loss, {"x0": x[train_idx], "y": y}, name="regressor epoch",
+                 metric="MSE {:.1f} years²", ylabel="MSE (years²)", file_prefix="regressor_", sched=sched)
     return regressor.eval(), training.history
 
 

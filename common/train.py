@@ -129,40 +129,49 @@ def start_training(model, args, device, path, must_match=("hidden", "T"), resume
     """A Training for `model`, checkpointed at `path`: fresh, or (resume, default args.resume) restored
     from `path`, whose settings named in `must_match` must equal this run's."""
     training = Training(model, *make_optimizer(model, args, device), args=args, path=Path(path))
-    if args.resume if resume is None else resume:
+    resume = args.resume if resume is None else resume
+    if resume:
         training.start, training.history = load_state(
             path, model, training.optimizer, training.lr_scheduler, training.scaler, device,
             must_match=[(name, getattr(args, name)) for name in must_match])
     return training
 
 
-def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylabel=DDPM_YLABEL, files="",
-               **loss_args):
+def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylabel=DDPM_YLABEL,
+               file_prefix="", how_to_continue="continue with --resume", **loss_args):
     """Train epochs start+1 .. args.epochs, each one fit_epoch(loss_fn, data, **loss_args) pass; yields
     each epoch number once it is checkpointed, so the caller can draw a grid after it.
 
     Each epoch reseeds from (seed, epoch), so `--resume` continues exactly as a straight run would.
-    After every epoch: the checkpoint, then <files>losses.csv and <files>loss_curve.png. Ctrl-C (or
-    SIGTERM) ends the run with one line; the checkpoint of the last finished epoch is intact.
+    After every epoch: the checkpoint, then <file_prefix>losses.csv and <file_prefix>loss_curve.png.
+    Ctrl-C (or SIGTERM) during an epoch ends the run with one line; the checkpoint of the last finished
+    epoch is intact. (Not while the caller draws its grid: the generator is paused there.)
     """
-    t, args = training, training.args
-    with interruptible(f"the last finished epoch is saved in {t.path}; continue with --resume"):
-        for epoch in range(t.start + 1, args.epochs + 1):
+    args, history = training.args, training.history
+    for epoch in range(training.start + 1, args.epochs + 1):
+        with interruptible(f"the last finished epoch is saved in {training.path}; {how_to_continue}"):
             torch.manual_seed(args.seed + 1000 * epoch)
             t0 = time.time()
-            losses = fit_epoch(t.model, t.optimizer, t.scaler, loss_fn, data, args.batch_size,
-                               f"{name} {epoch}", metric, **loss_args)
-            t.lr_scheduler.step()
-            t.history["batch"].append(losses.tolist())
-            t.history["epoch"].append(losses.mean().item())
-            t.history["seconds"].append(time.time() - t0)
-            save_state(t.path, t.model, t.optimizer, t.lr_scheduler, t.scaler, epoch, t.history, args)
-            write_loss_outputs(t.path.parent, t.history, ylabel, files)
-            print(f"{name} {epoch}/{args.epochs}: mean {metric.format(t.history['epoch'][-1])} "
-                  f"({t.history['seconds'][-1]:.0f} s)", flush=True)
-            yield epoch
-    if t.start >= args.epochs:      # nothing was left to train: still write the curves of the finished run
-        write_loss_outputs(t.path.parent, t.history, ylabel, files)
+            losses = fit_epoch(training.model, training.optimizer, training.scaler, loss_fn, data,
+                               args.batch_size, f"{name} {epoch}", metric, **loss_args)
+            training.lr_scheduler.step()
+            history["batch"].append(losses.tolist())
+            history["epoch"].append(losses.mean().item())
+            history["seconds"].append(time.time() - t0)
+            save_state(training.path, training.model, training.optimizer, training.lr_scheduler,
+                       training.scaler, epoch, history, args)
+            write_loss_outputs(training.path.parent, history, ylabel, file_prefix)
+        print(f"{name} {epoch}/{args.epochs}: mean {metric.format(history['epoch'][-1])} "
+              f"({history['seconds'][-1]:.0f} s)", flush=True)
+        yield epoch
+    if training.start >= args.epochs:   # nothing was left to train: still write the finished run's curves
+        write_loss_outputs(training.path.parent, history, ylabel, file_prefix)
+
+
+def train_epochs(training, loss_fn, data, **kwargs):
+    """run_epochs to the end, for a model with nothing to draw between its epochs."""
+    for _ in run_epochs(training, loss_fn, data, **kwargs):
+        pass
 
 
 def write_losses_csv(path, history):
@@ -177,11 +186,12 @@ def write_losses_csv(path, history):
                 writer.writerow([epoch, step, f"{value:.6f}"])
 
 
-def write_loss_outputs(out, history, ylabel=DDPM_YLABEL, files=""):
-    """<files>losses.csv and <files>loss_curve.png (batch and epoch loss, Handout D §2.3 deliverable 1)."""
+def write_loss_outputs(out, history, ylabel=DDPM_YLABEL, file_prefix=""):
+    """<file_prefix>losses.csv and <file_prefix>loss_curve.png (batch and epoch loss, Handout D §2.3
+    deliverable 1)."""
     if history["epoch"]:
-        write_losses_csv(out / f"{files}losses.csv", history)
-        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / f"{files}loss_curve.png",
+        write_losses_csv(out / f"{file_prefix}losses.csv", history)
+        save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / f"{file_prefix}loss_curve.png",
                          ylabel=ylabel, title="training loss")
 
 

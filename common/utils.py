@@ -210,9 +210,14 @@ class Progress:
         self.last = now
         elapsed = max(now - self.start, 1e-9)
         eta = elapsed / max(step, 1) * (self.total - step)
-        print(f"{self.prefix} step {step}/{self.total}  {self.images / elapsed:,.0f} img/s  "
+        print(f"{self.prefix} step {step}/{self.total}  {format_rate(self.images / elapsed)} img/s  "
               f"elapsed {format_seconds(elapsed)}  ETA {format_seconds(eta)}  {extra}",
               file=self.stream or sys.stdout, flush=True)
+
+
+def format_rate(per_second):
+    """1234.5 -> '1,234'; 0.297 -> '0.3' (slow guided sampling on a CPU is well under 1 image/s)."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
 
 
 def format_seconds(seconds):

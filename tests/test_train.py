@@ -65,12 +65,13 @@ def _loss_with_sigterm_at_call(model, x0, y, sched, calls, at):
 def test_sigterm_during_an_epoch_ends_training_like_ctrl_c_with_the_checkpoint_intact(tmp_path, capsys):
     args, sched = _args(epochs=3), ddpm_schedule(20)
     x, y = synthetic_dataset(64)                   # 2 batches of 32 per epoch: call 3 is in epoch 2
+    handler_before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stop:
         list(run_epochs(_training(args, tmp_path), _loss_with_sigterm_at_call, {"x0": x, "y": y},
                         sched=sched, calls=[], at=3))
     assert stop.value.code == 130 and "interrupted: the last finished epoch is saved" in capsys.readouterr().err
     assert _training(args, tmp_path, resume=True).start == 1
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL    # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) == handler_before    # the handler is put back
 
 
 def test_lr_decays_to_a_tenth_over_the_run(tmp_path):

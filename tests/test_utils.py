@@ -5,7 +5,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-from common.utils import default_eval_batch, start_run
+from common.utils import default_eval_batch, format_rate, interruptible, start_run
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
@@ -22,3 +22,15 @@ def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
 def test_scripts_leave_eval_batch_to_the_device(script, name):
     assert script(name).parse_args([]).eval_batch is None              # resolved once the device is known
     assert script(name).parse_args(["--eval-batch", "32"]).eval_batch == 32
+
+
+def test_progress_rates_below_ten_per_second_keep_two_digits():
+    assert [format_rate(r) for r in (12345.6, 10, 9.87, 0.297, 0.0123)] == ["12,346", "10", "9.9", "0.3", "0.012"]
+
+
+def test_interrupt_inside_the_block_is_one_line_and_status_130(capsys):
+    with pytest.raises(SystemExit) as stop:
+        with interruptible("continue with --resume"):
+            raise KeyboardInterrupt
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted: continue with --resume"
