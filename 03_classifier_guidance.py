@@ -69,7 +69,8 @@ def parse_args(argv):
     p.add_argument("--epochs", type=positive_int, default=3, help="p_φ training epochs")
     p.add_argument("--batch-size", type=positive_int, default=128, help="p_φ images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="p_φ Adam learning rate")
-    p.add_argument("--lr-decay-to", type=float, default=0.1, help="the last epoch runs at lr × this")
+    p.add_argument("--lr-decay-to", type=float, default=0.1,
+                   help="exponential LR decay, once per epoch: epoch e+1 runs at lr × this^(e/epochs)")
     p.add_argument("--hidden", type=positive_int, default=32, help="p_φ width D (the UNet's down half)")
     p.add_argument("--scales", type=non_negative_float, nargs="+", default=[0, 1, 5, 10],
                    help="guidance scales s (Handout A 2(c))")
@@ -399,8 +400,8 @@ def main(argv=None):
     save_json(metrics, out / "metrics.json")
     print("\n" + table + f"\nfrozen DDPM bit-identical after the run: {frozen['bit_identical']}; "
           f"outputs in {out} ({metrics['total_seconds']:.0f} s)")
-    if not frozen["bit_identical"]:
-        fail("the frozen DDPM's weights changed during the run (see metrics.json)")
+    if not frozen["bit_identical"] or frozen["requires_grad"]:
+        fail("the frozen DDPM's weights changed, or were left trainable, during the run (see metrics.json)")
     return metrics
 
 
