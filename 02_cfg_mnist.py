@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.cli import check_schedule_args, diffusion_parser, parse_with_presets
+from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int, probability
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
@@ -29,7 +29,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet
-from common.utils import Progress, count_parameters, positive_int, probability, save_json, start_run, to_device
+from common.utils import Progress, count_parameters, save_json, start_run, to_device
 
 # --quick on 2 idle CPU cores: 7:43-9:41 end to end (two sessions); the judge gave 95% of the γ = 5 samples
 # the asked-for digit (1 epoch at D = 32: 82%; 2 epochs at D = 32: 96-99% but 17 min). See README.

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import parse_with_presets
+from common.cli import non_negative_float, parse_with_presets, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features
 from common.guidance import classifier_guided_sample
@@ -46,8 +46,7 @@ from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
-                          make_out_dir, non_negative_float, positive_int, resolve_device, save_json,
-                          seed_everything, to_device)
+                          make_out_dir, resolve_device, save_json, seed_everything, to_device)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because

@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from common.cli import check_schedule_args, diffusion_parser, parse_with_presets
+from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
 from common.data import from_uint8, to_uint8
 from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
                           predict_age, synthetic_faces, valid_age)
@@ -47,8 +47,8 @@ from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
-from common.utils import (autocast, count_parameters, fail, make_out_dir, positive_int,
-                          resolve_device, save_json, seed_everything, to_device)
+from common.utils import (autocast, count_parameters, fail, make_out_dir, resolve_device, save_json,
+                          seed_everything, to_device)
 
 N_PAIRS = 5
 # --quick: T = 100 with β scaled by 1000/T, so ᾱ_T ≈ 4.5e-5 as in the handout's T = 1000 schedule;

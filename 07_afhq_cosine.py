@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from common.afhq import CLASSES, load_afhq, synthetic_afhq
-from common.cli import parse_with_presets
+from common.cli import parse_with_presets, positive_int
 from common.data import to_uint8
 from common.frechet import frechet_distance
 from common.inception import InceptionFeatures, inception_available, where_to_put_weights
@@ -40,7 +40,7 @@ from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
 from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, interruptible,
-                          load_checkpoint, make_grad_scaler, positive_int, save_json, start_run, to_device)
+                          load_checkpoint, make_grad_scaler, save_json, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,

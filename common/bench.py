@@ -32,8 +32,9 @@ from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch, make_grad_scaler,
-                    positive_int, resolve_device, to_device)
+from .cli import positive_int
+from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch,
+                    make_grad_scaler, resolve_device, to_device)
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {

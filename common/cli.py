@@ -1,7 +1,39 @@
-"""The argparse flags the diffusion scripts share, spelled the same everywhere (STYLE.md item 2)."""
+"""The argparse flags the diffusion scripts share, spelled the same everywhere (STYLE.md item 2),
+and the argparse types every script uses."""
 import argparse
 
-from .utils import positive_int
+
+# --- argparse types: a bad value is a one-line usage error, e.g. '--epochs -3' ---
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (so '--epochs -3' is a one-line error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+positive_int.__name__ = "positive integer"
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise ValueError
+    return value
+
+
+non_negative_float.__name__ = "non-negative number"
+
+
+def probability(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError
+    return value
+
+
+probability.__name__ = "probability in [0, 1]"
 
 
 def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300):

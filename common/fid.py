@@ -22,7 +22,8 @@ from .data import from_uint8, load_dataset
 from .frechet import frechet_distance
 from .inception import FID_WEIGHTS_FILE, InceptionFeatures, find_weights, real_stats, where_to_put_weights
 from .judge import DATASETS, get_judge
-from .utils import fail, positive_int, resolve_device
+from .cli import positive_int
+from .utils import fail, resolve_device
 
 DATASET_SIDES = [f"{name}-{split}" for name in DATASETS for split in ("test", "train")]
 MIN_UNBIASED = 2048  # fewer samples than feature dimensions: the FID estimate is biased upwards

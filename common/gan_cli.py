@@ -2,7 +2,7 @@
 import argparse
 
 from .data import load_dataset, synthetic_dataset
-from .utils import positive_int
+from .cli import positive_int
 
 
 def positive_float(text):

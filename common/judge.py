@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cli import positive_int
 from .data import batches, load_dataset, synthetic_dataset
 from .frechet import FeatureStats, frechet_distance, mean_pairwise_distance
 from .utils import (Progress, atomic_save, autocast, fail, load_checkpoint, make_grad_scaler, make_out_dir,
-                    positive_int, resolve_device, seed_everything)
+                    resolve_device, seed_everything)
 
 DATASETS = ("mnist", "fashion")
 # per dataset: epochs, max random shift in pixels, random horizontal flips. Fashion in 8 epochs (test acc.):

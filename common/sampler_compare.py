@@ -21,8 +21,8 @@ from .judge import get_judge
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet
-from .utils import (Progress, default_eval_batch, fail, load_checkpoint, positive_int, resolve_device, save_json,
-                    to_device)
+from .cli import positive_int
+from .utils import Progress, default_eval_batch, fail, load_checkpoint, resolve_device, save_json, to_device
 
 DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
 

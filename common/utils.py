@@ -163,37 +163,6 @@ def check_finite(loss_value, where, step):
              f"try a lower --lr (the last checkpoint is still intact)")
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (so '--epochs -3' is a one-line error)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-positive_int.__name__ = "positive integer"
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise ValueError
-    return value
-
-
-non_negative_float.__name__ = "non-negative number"
-
-
-def probability(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError
-    return value
-
-
-probability.__name__ = "probability in [0, 1]"
-
-
 class Progress:
     """A one-line progress report with images/s and ETA, printed every `every` seconds."""
 
