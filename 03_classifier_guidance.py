@@ -195,12 +195,14 @@ def get_classifier(args, x, y, sched, out, device):
     reuse = path.is_file() and not args.retrain_classifier and saved_classifier_matches(path, args)
     training = start_training(clf, args, device, path, must_match=(), resume=reuse)
     if reuse:
-        print(f"reusing p_φ from {path} ({training.start}/{args.epochs} epochs done; --retrain-classifier to redo)")
+        print(f"reusing p_φ from {path} ({training.start}/{args.epochs} epochs done; "
+              f"--retrain-classifier to redo)")
     train_epochs(training, classifier_loss, {"x0": x, "y": y}, name="p_φ epoch", metric="cross-entropy {:.4f}",
                  ylabel="cross-entropy of p_φ(y | x_t, t)", how_to_continue="the same command continues it",
                  sched=sched)
     info = {"parameters": count_parameters(clf), "hidden": args.hidden, "epochs": args.epochs,
-            "train_seconds": round(sum(training.history["seconds"]), 1), "reused": training.start == args.epochs}
+            "train_seconds": round(sum(training.history["seconds"]), 1),
+            "reused": training.start == args.epochs}
     return clf.eval(), info
 
 

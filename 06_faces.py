@@ -107,7 +107,8 @@ def load_data(args, device):
 def train_ddpm(args, x, sched, device, out):
     """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    training = start_training(model, args, device, out / "checkpoint.pt", must_match=("hidden", "T", "image_channels"))
+    training = start_training(model, args, device, out / "checkpoint.pt",
+                              must_match=("hidden", "T", "image_channels"))
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"epochs {training.start + 1}..{args.epochs}")
