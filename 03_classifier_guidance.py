@@ -36,9 +36,9 @@ import torch
 
 from common.cli import non_negative_float, parse_with_presets, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
-from common.frechet import fd_from_features
+from common.frechet import fd_from_features, mean_pairwise_distance
 from common.guidance import classifier_guided_sample
-from common.judge import get_judge, mean_pairwise_distance
+from common.judge import get_judge
 from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
