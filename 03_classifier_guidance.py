@@ -46,7 +46,7 @@ from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
-                          make_out_dir, resolve_device, save_json, seed_everything, to_device)
+                          make_out_dir, resolve_device, save_json, seed_everything, to_device, write_text)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
@@ -391,7 +391,7 @@ def main(argv=None):
     np.savez_compressed(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
     save_figures(args, out, images, rows, reference, acc_t)
     table = guidance_table(rows, reference, args.per_class, cfg)
-    (out / "guidance_table.md").write_text(table)
+    write_text(table, out / "guidance_table.md")
     frozen = frozen_check(unet, unet_hash)
     metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds), "frozen_unet": frozen,
                "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,

@@ -42,7 +42,7 @@ from common.gan_train import gan_config, load_gan_state, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
-from common.utils import save_json, start_run
+from common.utils import save_json, start_run, write_text
 
 # --quick: narrower nets, 3 epochs, lr 2e-4 for every model (as 04 --quick): at its handout 1e-4, WGAN-GP
 # is still speckled noise after 2 epochs (375 G steps, 5 critic steps each).
@@ -184,7 +184,7 @@ def main(argv=None):
     save_figures(runs, samples, metrics, z_fixed, out)
     save_json(metrics, out / "metrics.json")
     table = fid_table(metrics)
-    (out / "fid_table.md").write_text(table)
+    write_text(table, out / "fid_table.md")
     print("\n" + table + f"\noutputs in {out}")
     return metrics
 

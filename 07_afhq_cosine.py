@@ -22,7 +22,6 @@ Writes to results/07_afhq_cosine/ (or --out-dir):
     checkpoint.pt (atomic; --resume continues exactly), metrics.json, afhq_cat_32.pt (decoded images).
 """
 import argparse
-import csv
 import math
 import time
 
@@ -40,7 +39,7 @@ from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
 from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, interruptible,
-                          load_checkpoint, make_grad_scaler, save_json, start_run, to_device)
+                          load_checkpoint, make_grad_scaler, save_json, start_run, to_device, write_csv)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -202,10 +201,8 @@ def fid_of_samples(samples, fid_ref):
 
 def write_fid_outputs(history, n_train, out):
     """fid.csv and fid.png (7.2): FID over training steps, with the sample count on the plot."""
-    with open(out / "fid.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "fid", "n_samples", "n_train_images"])
-        writer.writerows([h["step"], f"{h['fid']:.4f}", h["n_samples"], n_train] for h in history)
+    write_csv([["step", "fid", "n_samples", "n_train_images"]]
+              + [[h["step"], f"{h['fid']:.4f}", h["n_samples"], n_train] for h in history], out / "fid.csv")
     save_line_plot([h["step"] for h in history], {"FID": [h["fid"] for h in history]}, out / "fid.png",
                    xlabel="training step", ylabel="FID",
                    title=f"FID of {history[-1]['n_samples']:,} samples vs {n_train:,} training images")

@@ -5,14 +5,13 @@ FD-judge (common/judge.py: Fréchet distance over judge-classifier features, NOT
 always computed; FID only when the FID Inception weights are on this machine
 (common/inception.py), else the tables say FID_NA.
 """
-import csv
 
 import numpy as np
 import torch
 
 from .data import FASHION_CLASSES, to_uint8
 from .plotting import save_curves, save_mosaic
-from .utils import autocast
+from .utils import autocast, write_csv
 
 FID_NA = "n/a (no Inception weights)"
 MODEL_NAMES = {"dcgan": "DCGAN", "wgan": "WGAN (clipping)", "wgangp": "WGAN-GP", "cgan": "cGAN"}
@@ -55,16 +54,15 @@ def save_epoch_grid(gan, name, epoch, z_fixed, out):
 
 def write_losses_csv(path, histories):
     """losses.csv: one row per D step of every run; g_loss on the rows where G was updated too."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "epoch", "step", "d_loss", "g_loss"])
-        for name, history in histories.items():
-            step, n = 0, history["n_critic"]
-            for epoch, (d_losses, g_losses) in enumerate(zip(history["d"], history["g"]), start=1):
-                for i, d in enumerate(d_losses, start=1):
-                    g = g_losses[i // n - 1] if i % n == 0 and i // n <= len(g_losses) else ""
-                    writer.writerow([name, epoch, step + i, f"{d:.6f}", g if g == "" else f"{g:.6f}"])
-                step += len(d_losses)
+    rows = [["model", "epoch", "step", "d_loss", "g_loss"]]
+    for name, history in histories.items():
+        step, n = 0, history["n_critic"]
+        for epoch, (d_losses, g_losses) in enumerate(zip(history["d"], history["g"]), start=1):
+            for i, d in enumerate(d_losses, start=1):
+                g = g_losses[i // n - 1] if i % n == 0 and i // n <= len(g_losses) else ""
+                rows.append([name, epoch, step + i, f"{d:.6f}", g if g == "" else f"{g:.6f}"])
+            step += len(d_losses)
+    write_csv(rows, path)
 
 
 def save_loss_curve(history, path, title):

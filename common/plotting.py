@@ -3,11 +3,23 @@
 Images come in as uint8 numpy arrays, (N, H, W) grayscale or (N, H, W, 3) colour
 (see common.data.to_uint8).
 """
+import os
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def _save(fig, path):
+    """Write to a temporary file, then rename: an interrupted run never leaves half a PNG behind."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")  # same suffix: matplotlib picks the format from it
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def _show(ax, image):
@@ -32,8 +44,7 @@ def save_grid(images, path, ncols=10, titles=None, suptitle=None, cell=1.0):
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_labelled_grid(images, path, row_labels, col_labels=None, suptitle=None, cell=1.0,
@@ -54,8 +65,7 @@ def save_labelled_grid(images, path, row_labels, col_labels=None, suptitle=None,
     if col_title or suptitle:
         fig.suptitle(suptitle or col_title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_loss_curves(batch_losses, epoch_losses, path, ylabel="loss", title=None):
@@ -70,8 +80,7 @@ def save_loss_curves(batch_losses, epoch_losses, path, ylabel="loss", title=None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_line_plot(x, series, path, xlabel, ylabel, title=None, logx=False):
@@ -86,8 +95,7 @@ def save_line_plot(x, series, path, xlabel, ylabel, title=None, logx=False):
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_curves(curves, path, xlabel, ylabel, title=None):
@@ -99,8 +107,7 @@ def save_curves(curves, path, xlabel, ylabel, title=None):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def mosaic(images, ncols, gap=2):
@@ -127,8 +134,7 @@ def save_mosaic(images, path, ncols=10, title=None, row_labels=None, cell=0.6):
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_panels(panels, path, ncols=8, suptitle=None, cell=0.5):
@@ -143,5 +149,4 @@ def save_panels(panels, path, ncols=8, suptitle=None, cell=0.5):
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

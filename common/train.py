@@ -5,7 +5,6 @@ of it; losses stay on the device and are synchronised once every `check_every` s
 (to print progress and stop on NaN), never once per step.
 """
 import argparse
-import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from .data import batches
 from .schedules import ddpm_forward, sample_timesteps
 from .plotting import save_loss_curves
 from .utils import (Progress, atomic_save, autocast, check_finite, fail, interruptible, load_checkpoint,
-                    make_grad_scaler)
+                    make_grad_scaler, write_csv)
 
 
 def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2"):
@@ -176,14 +175,12 @@ def train_epochs(training, loss_fn, data, **kwargs):
 
 def write_losses_csv(path, history):
     """losses.csv: one row per batch with its epoch, step and loss."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "step", "batch_loss"])
-        step = 0
-        for epoch, epoch_losses in enumerate(history["batch"], start=1):
-            for value in epoch_losses:
-                step += 1
-                writer.writerow([epoch, step, f"{value:.6f}"])
+    rows, step = [["epoch", "step", "batch_loss"]], 0
+    for epoch, epoch_losses in enumerate(history["batch"], start=1):
+        for value in epoch_losses:
+            step += 1
+            rows.append([epoch, step, f"{value:.6f}"])
+    write_csv(rows, path)
 
 
 def write_loss_outputs(out, history, ylabel=DDPM_YLABEL, file_prefix=""):

@@ -1,10 +1,12 @@
-"""Small utilities every script uses: device, precision, seeding, errors, checkpoints, progress.
+"""Small utilities every script uses: device, precision, seeding, errors, atomic files, progress.
 
 Speed on CUDA comes from two switches only (the design card): channels_last memory
 format and autocast (bf16 where the GPU supports it, else fp16 with a grad scaler).
 On CPU everything runs in plain fp32.
 """
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -111,10 +113,22 @@ def make_out_dir(out_dir, script_file):
     return path
 
 
-def save_json(obj, path):
+def write_text(text, path):
+    """Write to a temporary file, then rename: a reader (or a Ctrl-C) never leaves half a file."""
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.write_text(text, newline="")
     os.replace(tmp, path)
+
+
+def write_csv(rows, path):
+    """rows[0] is the header; written atomically."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    write_text(text.getvalue(), path)
+
+
+def save_json(obj, path):
+    write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
 def atomic_save(obj, path):

@@ -1,11 +1,15 @@
 """common/utils.py: the setup every script shares."""
+import csv
 import json
 from argparse import Namespace
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from common.utils import default_eval_batch, format_rate, interruptible, start_run
+from common.plotting import save_grid
+from common.utils import default_eval_batch, format_rate, interruptible, start_run, write_csv, write_text
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
@@ -34,3 +38,31 @@ def test_interrupt_inside_the_block_is_one_line_and_status_130(capsys):
             raise KeyboardInterrupt
     assert stop.value.code == 130
     assert capsys.readouterr().err.strip() == "interrupted: continue with --resume"
+
+
+def test_write_csv_round_trips_and_leaves_only_the_file(tmp_path):
+    write_csv([["epoch", "note"], [1, "a, quoted"]], tmp_path / "t.csv")
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["epoch", "note"], ["1", "a, quoted"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "table.md"
+    write_text("old\n", path)
+    real_write_text = Path.write_text
+
+    def half_then_ctrl_c(self, text, **kwargs):
+        real_write_text(self, text[:2], **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        write_text("new and longer\n", path)
+    assert path.read_bytes() == b"old\n"
+
+
+def test_figures_are_complete_pngs_and_leave_no_temporary_file(tmp_path):
+    save_grid(np.zeros((4, 28, 28), np.uint8), tmp_path / "grid.png", ncols=2)
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
