@@ -23,7 +23,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
-from common.utils import count_parameters, save_json, start_run, to_device
+from common.utils import count_parameters, interruptible, save_json, start_run, to_device
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
@@ -95,4 +95,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+        main()

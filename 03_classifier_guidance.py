@@ -45,8 +45,9 @@ from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
-from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, load_checkpoint,
-                          make_out_dir, resolve_device, save_json, seed_everything, to_device, write_text)
+from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, interruptible,
+                          load_checkpoint, make_out_dir, resolve_device, save_json, seed_everything, to_device,
+                          write_text)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
@@ -407,4 +408,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; the same command reuses the saved p_φ"):
+        main()

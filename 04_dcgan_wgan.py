@@ -35,7 +35,7 @@ from common.gan_train import gan_config, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise
-from common.utils import count_parameters, save_json, start_run
+from common.utils import count_parameters, interruptible, save_json, start_run
 
 # --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's handout value) because WGAN at its
 # handout 5e-5 is still blobs after 3 epochs (560 G steps); weight-clipped WGAN converges slowly.
@@ -144,4 +144,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+        main()

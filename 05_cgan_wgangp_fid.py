@@ -42,7 +42,7 @@ from common.gan_train import gan_config, load_gan_state, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
-from common.utils import save_json, start_run, write_text
+from common.utils import interruptible, save_json, start_run, write_text
 
 # --quick: narrower nets, 3 epochs, lr 2e-4 for every model (as 04 --quick): at its handout 1e-4, WGAN-GP
 # is still speckled noise after 2 epochs (375 G steps, 5 critic steps each).
@@ -190,4 +190,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+        main()

@@ -47,7 +47,7 @@ from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
-from common.utils import (autocast, count_parameters, fail, make_out_dir, resolve_device, save_json,
+from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device, save_json,
                           seed_everything, to_device)
 
 N_PAIRS = 5
@@ -324,4 +324,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+        main()

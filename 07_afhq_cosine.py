@@ -328,4 +328,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+        main()

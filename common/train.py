@@ -144,7 +144,8 @@ def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylab
     Each epoch reseeds from (seed, epoch), so `--resume` continues exactly as a straight run would.
     After every epoch: the checkpoint, then <file_prefix>losses.csv and <file_prefix>loss_curve.png.
     Ctrl-C (or SIGTERM) during an epoch ends the run with one line; the checkpoint of the last finished
-    epoch is intact. (Not while the caller draws its grid: the generator is paused there.)
+    epoch is intact. (While the caller draws its grid the generator is paused: the scripts' own
+    interruptible() around main() gives the one line there.)
     """
     args, history = training.args, training.history
     for epoch in range(training.start + 1, args.epochs + 1):
