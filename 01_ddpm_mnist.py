@@ -12,7 +12,6 @@ Writes to results/01_ddpm_mnist/ (or --out-dir):
     checkpoint.pt (atomic; --resume continues exactly), samples.npz (uint8 `images`, N×28×28),
     samples_final.png, metrics.json (FD-judge of the samples vs the MNIST test set).
 """
-import numpy as np
 import torch
 
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
@@ -23,7 +22,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
-from common.utils import count_parameters, interruptible, save_json, start_run, to_device
+from common.utils import count_parameters, interruptible, save_json, save_npz, start_run, to_device
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
@@ -85,7 +84,7 @@ def main(argv=None):
                       suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
     # --- final samples (Algorithm 2) and metrics ---
     samples = draw_samples(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device))
-    np.savez_compressed(out / "samples.npz", images=to_uint8(samples))
+    save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
     metrics = evaluate(args, samples, device)
     save_json(metrics, out / "metrics.json")

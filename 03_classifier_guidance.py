@@ -46,8 +46,8 @@ from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, interruptible,
-                          load_checkpoint, make_out_dir, resolve_device, save_json, seed_everything, to_device,
-                          write_text)
+                          load_checkpoint, make_out_dir, resolve_device, save_json, save_npz, seed_everything,
+                          to_device, write_text)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
@@ -145,6 +145,9 @@ def load_frozen_unet(path, device):
         fail(f"{path} does not hold 01_ddpm_mnist.py's unconditional UNet (a 02_cfg_mnist.py checkpoint?)")
     info = {"path": str(path), "epochs_trained": ckpt.get("epoch"),
             "parameters": count_parameters(unet), **{k: saved[k] for k in ("hidden", "T", "beta_1", "beta_T")}}
+    if (ckpt.get("epoch") or 0) < saved.get("epochs", 0):   # e.g. 01 was interrupted: usable, but say so
+        print(f"note: {path} holds {ckpt.get('epoch')} of its {saved['epochs']} epochs; finish it with "
+              f"`python 01_ddpm_mnist.py --resume --out-dir {path.parent}` and the flags it was started with")
     unet = to_device(unet, device).eval().requires_grad_(False)
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"], device), info
 
@@ -389,7 +392,7 @@ def main(argv=None):
     rows = evaluate(args, from_uint8(images, device), y, scale, seconds_per_s, clf, sched, judge, real)
     cfg = cfg_rows(args.cfg_samples, args, judge, real, device) if args.cfg_samples else None
     # --- outputs, and the frozen DDPM's bit-identity check ---
-    np.savez_compressed(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
+    save_npz(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
     save_figures(args, out, images, rows, reference, acc_t)
     table = guidance_table(rows, reference, args.per_class, cfg)
     write_text(table, out / "guidance_table.md")

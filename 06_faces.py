@@ -48,7 +48,7 @@ from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device, save_json,
-                          seed_everything, to_device)
+                          save_npz, seed_everything, to_device)
 
 N_PAIRS = 5
 # --quick: T = 100 with β scaled by 1000/T, so ᾱ_T ≈ 4.5e-5 as in the handout's T = 1000 schedule;
@@ -207,7 +207,7 @@ def mean_sd(values):
 
 def save_samples(args, out, samples):
     """samples.npz and the 10×10 collage of Problem 1."""
-    np.savez_compressed(out / "samples.npz", images=to_uint8(samples))
+    save_npz(out / "samples.npz", images=to_uint8(samples))
     how = f"DDIM, {args.sample_steps} steps" if args.sampler == "ddim" else \
         f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}"
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10, suptitle=f"Problem 1: DDPM faces ({how})")
@@ -216,7 +216,7 @@ def save_samples(args, out, samples):
 def save_merge_outputs(args, out, x1, x2, merged, pairs):
     """merged.npz and the 4×15 collage: per pair, face 1 | face 2 | merged; rows = t."""
     a, b, m = to_uint8(x1), to_uint8(x2), np.stack([to_uint8(row) for row in merged])   # m: (R, P, H, W[, 3])
-    np.savez_compressed(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts),
+    save_npz(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts),
                         pair_indices=pairs.numpy())
     grid = np.stack([np.stack([img for p in range(N_PAIRS) for img in (a[p], b[p], m[r, p])])
                      for r in range(len(args.merge_ts))])                               # (R, 3P, H, W[, 3])
@@ -241,7 +241,7 @@ def merge_metrics(args, x1, x2, merged):
 def save_age_outputs(args, out, images, y, predicted):
     R, K = len(args.target_ages), args.per_age
     u8 = to_uint8(images)
-    np.savez_compressed(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(),
+    save_npz(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(),
                         predicted_ages=predicted.cpu().numpy(), guidance_scale=args.guidance_scale)
     rows = [f"target {a:g}\nf = {predicted[i * K:(i + 1) * K].mean():.0f}" for i, a in enumerate(args.target_ages)]
     save_labelled_grid(u8.reshape(R, K, *u8.shape[1:]), out / "age_guided.png", row_labels=rows,

@@ -39,7 +39,8 @@ from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
 from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, interruptible,
-                          load_checkpoint, make_grad_scaler, save_json, start_run, to_device, write_csv)
+                          load_checkpoint, make_grad_scaler, save_json, save_npz, start_run, to_device,
+                          write_csv)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -314,7 +315,7 @@ def main(argv=None):
     shape = x_train.shape[1:]
     samples = fid_samples if fid_samples is not None else \
         draw_samples(model, sched, fixed_noise(args.n_samples, args.seed + 1, device, shape), args)
-    np.savez_compressed(out / "samples.npz", images=to_uint8(samples))
+    save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:args.batch_size]), out / "samples_final.png", ncols=8,
               suptitle=f"the last sample batch, after {state['step']:,} steps")
     diffusion_figures(model, sched, x_train, args, out)

@@ -18,7 +18,6 @@ Warm-up steps are never timed; CUDA timings are bracketed by torch.cuda.synchron
 """
 import argparse
 import sys
-from pathlib import Path
 from unittest import mock
 
 import torch
@@ -34,7 +33,7 @@ from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
 from .cli import positive_int
 from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch,
-                    make_grad_scaler, resolve_device, to_device)
+                    make_grad_scaler, resolve_device, to_device, write_text)
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {
@@ -205,7 +204,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text(text, args.out)
     return text
 
 

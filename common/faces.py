@@ -10,7 +10,6 @@ Timestep convention: see common/schedules.py.
 """
 import gzip
 import io
-import os
 import re
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch.nn as nn
 from .data import from_uint8
 from .samplers import ddpm_sigma, posterior_mean, step_noise, time_input
 from .unet import TimeConditionedEncoder
-from .utils import autocast, fail, memory_format
+from .utils import autocast, fail, memory_format, write_bytes
 
 SIZE = 48
 AGE_MIN, AGE_MAX = 0, 100
@@ -88,9 +87,7 @@ def save_array(array, path):
     buffer = io.BytesIO()
     np.save(buffer, array)
     data = gzip.compress(buffer.getvalue()) if path.suffix == ".gz" else buffer.getvalue()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(data, path)
 
 
 UTKFACE_NAME = re.compile(r"^(\d+)_.*\.(jpe?g|png)$", re.IGNORECASE)   # AGE_GENDER_RACE_DATE.jpg[.chip.jpg]

@@ -11,7 +11,7 @@ import torch
 
 from .data import FASHION_CLASSES, to_uint8
 from .plotting import save_curves, save_mosaic
-from .utils import autocast, write_csv
+from .utils import autocast, save_npz, write_csv
 
 FID_NA = "n/a (no Inception weights)"
 MODEL_NAMES = {"dcgan": "DCGAN", "wgan": "WGAN (clipping)", "wgangp": "WGAN-GP", "cgan": "cGAN"}
@@ -102,4 +102,4 @@ def evaluate_samples(judge, x_fake, x_real, args, device):
 def save_samples_npz(path, x, y=None):
     """`images` uint8 (N, 28, 28) [and `labels` int64 (N,)]."""
     extra = {} if y is None else {"labels": y.cpu().numpy()}
-    np.savez_compressed(path, images=to_uint8(x), **extra)
+    save_npz(path, images=to_uint8(x), **extra)

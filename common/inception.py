@@ -27,7 +27,7 @@ from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, I
 
 from .data import load_dataset
 from .frechet import FeatureStats
-from .utils import Progress, fail, memory_format, to_device
+from .utils import Progress, fail, memory_format, save_npz, to_device
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
@@ -217,8 +217,5 @@ def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results
     print(f"computing {extractor.name} statistics of {n} {dataset}-{split} images (cached in {path})")
     mu, sigma = extractor.stats(x[:n]).mean_cov()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:  # write, then rename: never half a cache file
-        np.savez(f, mu=mu.numpy(), sigma=sigma.numpy())
-    os.replace(tmp, path)
+    save_npz(path, mu=mu.numpy(), sigma=sigma.numpy())  # atomically: never half a cache file
     return mu, sigma

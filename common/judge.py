@@ -11,13 +11,14 @@ within each class". A judge, trained only on real data, is the fixed yardstick f
 Command:  python -m common.judge --dataset mnist|fashion [--epochs N] [--device auto]
 Runtime:  ~4 min per dataset on 2 idle CPU cores (~30 s per epoch; 400-520 CPU-seconds on one
           thread), seconds on a GPU.
-The network and the Judge API (accuracy, fd, diversity) are in common/judge_net.py; this file
-trains judges and hands them out (get_judge).
 Writes:   results/judge/<dataset>.pt (weights, test accuracy, training time), which
           get_judge() loads, training it first if it is missing.
 Measured: test accuracy 99.51% (MNIST, 6 epochs), 93.29% (Fashion-MNIST, 8 epochs).
           FD-judge of 10k MNIST train vs 10k MNIST test images 0.87 (the floor);
           MNIST test vs Fashion test 519.6 (MNIST judge).
+
+The network and the Judge API (accuracy, fd, diversity) are in common/judge_net.py; this file
+trains judges and hands them out (get_judge).
 """
 import argparse
 import time

@@ -3,7 +3,7 @@
 Images come in as uint8 numpy arrays, (N, H, W) grayscale or (N, H, W, 3) colour
 (see common.data.to_uint8).
 """
-import os
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,14 +12,17 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .utils import write_bytes  # noqa: E402
+
 
 def _save(fig, path):
-    """Write to a temporary file, then rename: an interrupted run never leaves half a PNG behind."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")  # same suffix: matplotlib picks the format from it
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    """The figure in the format its suffix names (.png), written atomically (utils.write_bytes)."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format=Path(path).suffix[1:] or "png", dpi=100)
+    finally:
+        plt.close(fig)
+    write_bytes(buffer.getvalue(), path)
 
 
 def _show(ax, image):

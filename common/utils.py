@@ -113,11 +113,20 @@ def make_out_dir(out_dir, script_file):
     return path
 
 
+def write_bytes(data, path):
+    """Write to a temporary file, then rename: the file is either the old one or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: no two writers share it
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only still there if the write was interrupted
+
+
 def write_text(text, path):
-    """Write to a temporary file, then rename: a reader (or a Ctrl-C) never leaves half a file."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text, newline="")
-    os.replace(tmp, path)
+    """UTF-8 text (γ, φ in the tables), newlines as given, written atomically."""
+    write_bytes(text.encode("utf-8"), path)
 
 
 def write_csv(rows, path):
@@ -131,12 +140,18 @@ def save_json(obj, path):
     write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
+def save_npz(path, **arrays):
+    """np.savez_compressed, written atomically (samples.npz and friends)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(buffer.getvalue(), path)
+
+
 def atomic_save(obj, path):
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save, written atomically: a crash never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(buffer.getvalue(), path)
 
 
 def load_checkpoint(path, device="cpu"):
@@ -159,7 +174,8 @@ def _raise_keyboard_interrupt(signum, frame):
 def interruptible(hint):
     """Ctrl-C, or SIGTERM (`kill`, a cluster's time limit), inside the block ends the run with one line,
     "interrupted: <hint>", and exit status 130 instead of a traceback. Training loops use it around
-    their epochs: everything up to the last checkpoint is kept, and `hint` says how to continue."""
+    their epochs (everything up to the last checkpoint is kept, and `hint` says how to continue), and
+    each numbered script around main(). Nested, the innermost block's hint is the one printed."""
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         yield

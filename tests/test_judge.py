@@ -1,4 +1,5 @@
-"""Tests for common/judge.py (on a dry-run judge: synthetic data, seconds) and a smoke run of common/fid.py."""
+"""Tests for common/judge.py and judge_net.py (on a dry-run judge: synthetic data, seconds), and a smoke
+run of common/fid.py."""
 import numpy as np
 import pytest
 import torch

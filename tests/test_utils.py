@@ -1,6 +1,9 @@
 """common/utils.py: the setup every script shares."""
 import csv
 import json
+import os
+import signal
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import pytest
 import torch
 
 from common.plotting import save_grid
-from common.utils import default_eval_batch, format_rate, interruptible, start_run, write_csv, write_text
+from common.utils import (default_eval_batch, format_rate, interruptible, save_npz, start_run, write_csv,
+                          write_text)
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
@@ -40,29 +44,53 @@ def test_interrupt_inside_the_block_is_one_line_and_status_130(capsys):
     assert capsys.readouterr().err.strip() == "interrupted: continue with --resume"
 
 
-def test_write_csv_round_trips_and_leaves_only_the_file(tmp_path):
+def test_nested_interrupts_print_the_inner_hint_once_and_restore_sigterm(capsys):
+    original = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        with interruptible("outer hint"):           # a script's main()
+            with interruptible("inner hint"):       # its training loop
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)                       # the handler raises before this ends
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted: inner hint"]
+    assert signal.getsignal(signal.SIGTERM) == original
+
+
+def test_write_csv_round_trips_byte_for_byte_and_leaves_only_the_file(tmp_path):
     write_csv([["epoch", "note"], [1, "a, quoted"]], tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_bytes() == b'epoch,note\r\n1,"a, quoted"\r\n'   # csv's own line ends
     with open(tmp_path / "t.csv", newline="") as f:
         assert list(csv.reader(f)) == [["epoch", "note"], ["1", "a, quoted"]]
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
-def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "table.md"
-    write_text("old\n", path)
-    real_write_text = Path.write_text
-
-    def half_then_ctrl_c(self, text, **kwargs):
-        real_write_text(self, text[:2], **kwargs)
+def _half_then_ctrl_c(real_write_bytes):
+    def write(self, data):
+        real_write_bytes(self, data[:2])
         raise KeyboardInterrupt
+    return write
 
-    monkeypatch.setattr(Path, "write_text", half_then_ctrl_c)
+
+def test_an_interrupted_write_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "table.md"
+    write_text("old γ\n", path)
+    monkeypatch.setattr(Path, "write_bytes", _half_then_ctrl_c(Path.write_bytes))
     with pytest.raises(KeyboardInterrupt):
         write_text("new and longer\n", path)
-    assert path.read_bytes() == b"old\n"
+    assert path.read_text(encoding="utf-8") == "old γ\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]
 
 
-def test_figures_are_complete_pngs_and_leave_no_temporary_file(tmp_path):
+def test_an_interrupted_figure_or_npz_keeps_the_previous_file(tmp_path, monkeypatch):
     save_grid(np.zeros((4, 28, 28), np.uint8), tmp_path / "grid.png", ncols=2)
-    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+    save_npz(tmp_path / "samples.npz", images=np.zeros((2, 28, 28), np.uint8))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert before["grid.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(Path, "write_bytes", _half_then_ctrl_c(Path.write_bytes))
+    with pytest.raises(KeyboardInterrupt):
+        save_grid(np.full((4, 28, 28), 255, np.uint8), tmp_path / "grid.png", ncols=2)
+    with pytest.raises(KeyboardInterrupt):
+        save_npz(tmp_path / "samples.npz", images=np.ones((3, 28, 28), np.uint8))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with np.load(tmp_path / "samples.npz") as saved:
+        assert saved["images"].shape == (2, 28, 28)
