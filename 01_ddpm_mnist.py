@@ -74,7 +74,7 @@ def main(argv=None):
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     training = start_training(model, args, device, out / "checkpoint.pt")
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"{len(x_train):,} images on {device}, epochs {training.start + 1}..{args.epochs}")
+          f"{len(x_train):,} images on {device}, {training.plan()}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)
     for epoch in run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched):

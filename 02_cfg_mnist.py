@@ -135,7 +135,7 @@ def main(argv=None):
     training = start_training(model, args, device, out / "checkpoint.pt")
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, "
-          f"epochs {training.start + 1}..{args.epochs}")
+          f"{training.plan()}")
     # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
     x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
     for epoch in run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched,

@@ -16,7 +16,9 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
 (d) Per s: accuracy judged by an independent MNIST classifier (common/judge.py, never by p_φ),
     FD-judge of each digit's samples against the real test images of that digit, and within-digit
     diversity (mean pairwise distance of judge features); both averaged over the digits.
-Runtime: see README.md and docs/03_classifier_guidance.md (measured).
+Measured on 2 CPU cores (docs/03_classifier_guidance.md): --quick 15-16 min, judge accuracy 91% at
+s = 10; the full configuration (01's 20-epoch defaults, --per-class 50) 52 min with p_φ reused,
+9.6% / 47.4% / 91.8% / 96.0% at s = 0 / 1 / 5 / 10.
 
 Writes to results/03_classifier_guidance/ (or --out-dir):
     config.json, classifier.pt (atomic; reused by a re-run, --retrain-classifier forces a new one),

@@ -111,7 +111,7 @@ def train_ddpm(args, x, sched, device, out):
                               must_match=("hidden", "T", "image_channels"))
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
-          f"epochs {training.start + 1}..{args.epochs}")
+          f"{training.plan()}")
     x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])
     for epoch in run_epochs(training, ddpm_loss, {"x0": x}, sched=sched):
         if epoch in args.sample_epochs:

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .utils import write_bytes  # noqa: E402
@@ -78,6 +79,7 @@ def save_loss_curves(batch_losses, epoch_losses, path, ylabel="loss", title=None
     ax1.set(xlabel="training step (batch)", ylabel=ylabel, title="batch loss", yscale="log")
     ax2.plot(np.arange(1, len(epoch_losses) + 1), epoch_losses, marker="o")
     ax2.set(xlabel="epoch", ylabel=f"mean {ylabel}", title="epoch loss", yscale="log")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     if title:

@@ -95,6 +95,12 @@ class Training:
     start: int = 0               # epochs already finished (a resumed run continues after them)
     history: dict = field(default_factory=lambda: {"batch": [], "epoch": [], "seconds": []})
 
+    def plan(self):
+        """What this run will train, for the first progress line."""
+        if self.start >= self.args.epochs:
+            return f"all {self.args.epochs} epochs already trained (sampling and figures only)"
+        return f"epochs {self.start + 1}..{self.args.epochs}"
+
 
 def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):
     """Everything --resume needs, in one dict, written atomically."""
