@@ -217,7 +217,7 @@ def save_merge_outputs(args, out, x1, x2, merged, pairs):
     """merged.npz and the 4×15 collage: per pair, face 1 | face 2 | merged; rows = t."""
     a, b, m = to_uint8(x1), to_uint8(x2), np.stack([to_uint8(row) for row in merged])   # m: (R, P, H, W[, 3])
     save_npz(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts),
-                        pair_indices=pairs.numpy())
+             pair_indices=pairs.numpy())
     grid = np.stack([np.stack([img for p in range(N_PAIRS) for img in (a[p], b[p], m[r, p])])
                      for r in range(len(args.merge_ts))])                               # (R, 3P, H, W[, 3])
     headers = [h for p in range(N_PAIRS) for h in (f"pair {p + 1}\nface 1", f"pair {p + 1}\nface 2", "merged")]
@@ -242,7 +242,7 @@ def save_age_outputs(args, out, images, y, predicted):
     R, K = len(args.target_ages), args.per_age
     u8 = to_uint8(images)
     save_npz(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(),
-                        predicted_ages=predicted.cpu().numpy(), guidance_scale=args.guidance_scale)
+             predicted_ages=predicted.cpu().numpy(), guidance_scale=args.guidance_scale)
     rows = [f"target {a:g}\nf = {predicted[i * K:(i + 1) * K].mean():.0f}" for i, a in enumerate(args.target_ages)]
     save_labelled_grid(u8.reshape(R, K, *u8.shape[1:]), out / "age_guided.png", row_labels=rows,
                        suptitle=f"Problem 3: age guidance, scale {args.guidance_scale:g}\n"

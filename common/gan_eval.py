@@ -5,7 +5,6 @@ FD-judge (common/judge.py: Fréchet distance over judge-classifier features, NOT
 always computed; FID only when the FID Inception weights are on this machine
 (common/inception.py), else the tables say FID_NA.
 """
-
 import numpy as np
 import torch
 

@@ -64,17 +64,17 @@ def test_write_csv_round_trips_byte_for_byte_and_leaves_only_the_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
-def _half_then_ctrl_c(real_write_bytes):
-    def write(self, data):
-        real_write_bytes(self, data[:2])
-        raise KeyboardInterrupt
-    return write
+def _write_half_then_ctrl_c(self, data):
+    """Stands in for Path.write_bytes: two bytes reach the disk, then Ctrl-C."""
+    with open(self, "wb") as f:
+        f.write(data[:2])
+    raise KeyboardInterrupt
 
 
 def test_an_interrupted_write_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "table.md"
     write_text("old γ\n", path)
-    monkeypatch.setattr(Path, "write_bytes", _half_then_ctrl_c(Path.write_bytes))
+    monkeypatch.setattr(Path, "write_bytes", _write_half_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         write_text("new and longer\n", path)
     assert path.read_text(encoding="utf-8") == "old γ\n"
@@ -86,7 +86,7 @@ def test_an_interrupted_figure_or_npz_keeps_the_previous_file(tmp_path, monkeypa
     save_npz(tmp_path / "samples.npz", images=np.zeros((2, 28, 28), np.uint8))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert before["grid.png"][:8] == b"\x89PNG\r\n\x1a\n"
-    monkeypatch.setattr(Path, "write_bytes", _half_then_ctrl_c(Path.write_bytes))
+    monkeypatch.setattr(Path, "write_bytes", _write_half_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         save_grid(np.full((4, 28, 28), 255, np.uint8), tmp_path / "grid.png", ncols=2)
     with pytest.raises(KeyboardInterrupt):
