@@ -25,10 +25,11 @@ Writes to results/03_classifier_guidance/ (or --out-dir):
     losses.csv, loss_curve.png (p_φ's cross-entropy), classifier_accuracy_vs_t.png,
     samples_s<s>.png (one per s; rows = digits, same noise in every file), guidance_sweep.png
     (rows = s, columns = digits), accuracy_vs_scale.png, diversity_vs_scale.png,
-    samples.npz (`images` uint8 N×28×28, `labels`, `scale`), metrics.json, guidance_table.md.
+    samples.npz (`images` uint8 N×28×28, `labels`, `scale`), metrics.json, guidance_table.md,
+    sweep_parts/s_*.pt (each s's samples as it finishes: the same command rerun after an interruption
+    starts at the s it was drawing).
 """
 import argparse
-import hashlib
 import importlib.util
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from common.frechet import fd_from_features, mean_pairwise_distance
 from common.guidance import classifier_guided_sample
 from common.judge import get_judge
 from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
+from common.parts import reuse_or_compute, state_hash
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
@@ -154,15 +156,6 @@ def load_frozen_unet(path, device):
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"], device), info
 
 
-def state_hash(model):
-    """SHA-256 over every parameter and buffer: equal hashes = bit-identical weights."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def frozen_check(unet, hash_before):
     """(a): the frozen DDPM's hash now against the one taken right after loading."""
     hash_after = state_hash(unet)
@@ -232,27 +225,38 @@ def accuracy_by_t(clf, x, y, sched, batch, n_bins=10):
 
 # --- (c) guided sampling ---
 
-def guided_sweep(args, unet, clf, sched, device):
+def guided_sweep(args, unet, clf, sched, device, out):
     """Every digit at every s; digit d's k-th sample starts from the same x_T and sees the same z at every s.
+    Each s is saved to out/sweep_parts/ as it finishes (reused by a rerun with the same weights and settings).
 
-    Returns samples (S·D·per, 1, 28, 28), labels and scales (CPU, s-major order), seconds per s.
+    Returns samples (S·D·per, 1, 28, 28) on the device, labels and scales (CPU, s-major order), seconds per s.
     """
     digits, per = torch.tensor(args.digits), args.per_class
     y = digits.repeat_interleave(per).to(device)                  # d d d ... per digit
     x_T = fixed_noise(len(y), args.seed + 1, device)             # (D·per, 1, 28, 28)
+    key = {"unet": state_hash(unet), "classifier": state_hash(clf), "device": device.type,
+           **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "per_class", "eval_batch", "seed")}}
     n_batches = len(args.scales) * -(-len(y) // args.eval_batch)
     progress, samples, seconds = Progress(n_batches, prefix="guided sampling", every=0), [], []
     for s in args.scales:
-        generator = torch.Generator(device=device).manual_seed(args.seed + 2)   # the same z's at every s
-        t0 = time.time()
-        for i in range(0, len(y), args.eval_batch):
-            b = slice(i, i + args.eval_batch)
-            samples.append(classifier_guided_sample(unet, clf, x_T[b], y[b], s, sched, generator=generator,
-                                                    scale_by_variance=True))
-            progress.update(len(samples), len(x_T[b]), extra=f"s = {s:g}")
-        seconds.append(time.time() - t0)
+        part = reuse_or_compute(out / "sweep_parts" / f"s_{s:g}.pt", dict(key, scale=s),
+                                lambda: draw_at_scale(args, unet, clf, sched, x_T, y, s, progress))
+        samples.append(part["samples"].to(device))
+        seconds.append(part["seconds"])
     scale = torch.tensor(args.scales, dtype=torch.float32).repeat_interleave(len(y))
     return torch.cat(samples), y.cpu().repeat(len(args.scales)), scale, seconds
+
+
+def draw_at_scale(args, unet, clf, sched, x_T, y, s, progress):
+    """One s of the sweep, in batches: {"samples": (D·per, 1, 28, 28) on the CPU, "seconds": its time}."""
+    generator = torch.Generator(device=x_T.device).manual_seed(args.seed + 2)   # the same z's at every s
+    t0, samples = time.time(), []
+    for i in range(0, len(y), args.eval_batch):
+        b = slice(i, i + args.eval_batch)
+        samples.append(classifier_guided_sample(unet, clf, x_T[b], y[b], s, sched, generator=generator,
+                                                scale_by_variance=True))
+        progress.update(progress.step + 1, len(x_T[b]), extra=f"s = {s:g}")
+    return {"samples": torch.cat(samples).cpu(), "seconds": time.time() - t0}
 
 
 # --- (d) fidelity and diversity per s, judged by an independent classifier ---
@@ -386,7 +390,7 @@ def main(argv=None):
     print(f"p_φ: {clf_info['parameters']:,} parameters, trained {clf_info['train_seconds']:.0f} s, test accuracy "
           + ", ".join(f"t∈[{r['t_from']},{r['t_to']}] {100 * r['accuracy']:.0f}%" for r in acc_t if r["n"]))
     # --- (c) guided sampling (Handout A 2(c)) ---
-    samples, y, scale, seconds_per_s = guided_sweep(args, unet, clf, sched, device)
+    samples, y, scale, seconds_per_s = guided_sweep(args, unet, clf, sched, device, out)
     # --- (d) fidelity and diversity per s ---
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
     images = to_uint8(samples)            # judge what samples.npz holds (clamped to [-1, 1], 8 bits), as for 02
@@ -413,5 +417,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with interruptible("files written so far are complete; the same command reuses the saved p_φ"):
+    with interruptible("files written so far are complete; the same command reuses the saved p_φ "
+                       "and every finished s of the sweep"):
         main()

@@ -33,7 +33,7 @@ from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
 from .cli import positive_int
 from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch,
-                    make_grad_scaler, resolve_device, to_device, write_text)
+                    interruptible, make_grad_scaler, resolve_device, to_device, write_text)
 
 # The handouts' default configurations; n = training images per epoch (for seconds per epoch).
 FAMILIES = {
@@ -209,4 +209,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("no rows were written; run the command again"):
+        main()

@@ -23,7 +23,7 @@ from .frechet import frechet_distance
 from .inception import FID_WEIGHTS_FILE, InceptionFeatures, find_weights, real_stats, where_to_put_weights
 from .judge import DATASETS, get_judge
 from .cli import positive_int
-from .utils import fail, resolve_device
+from .utils import fail, interruptible, resolve_device
 
 DATASET_SIDES = [f"{name}-{split}" for name in DATASETS for split in ("test", "train")]
 MIN_UNBIASED = 2048  # fewer samples than feature dimensions: the FID estimate is biased upwards
@@ -135,4 +135,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("finished real-data statistics stay cached in results/fid_stats/; run the command again"):
+        main()

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from .cli import positive_int
 from .data import batches, load_dataset, synthetic_dataset
 from .judge_net import Judge, JudgeNet, load_judge, save_judge
-from .utils import Progress, autocast, fail, make_grad_scaler, make_out_dir, resolve_device, seed_everything
+from .utils import (Progress, autocast, fail, interruptible, make_grad_scaler, make_out_dir, resolve_device,
+                    seed_everything)
 
 DATASETS = ("mnist", "fashion")
 # per dataset: epochs, max random shift in pixels, random horizontal flips. Fashion in 8 epochs (test acc.):
@@ -165,4 +166,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with interruptible("the judge is saved only when its training finishes; run the command again"):
+        main()

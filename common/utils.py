@@ -199,10 +199,10 @@ class Progress:
     def __init__(self, total_steps, prefix="", every=10.0, stream=None):
         self.total, self.prefix, self.every, self.stream = total_steps, prefix, every, stream
         self.start = self.last = time.time()
-        self.images = 0
+        self.images = self.step = 0
 
     def update(self, step, n_images, extra=""):
-        self.images += n_images
+        self.images, self.step = self.images + n_images, step
         now = time.time()
         if now - self.last < self.every and step < self.total:
             return

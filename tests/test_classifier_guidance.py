@@ -146,7 +146,7 @@ def test_bad_inputs_are_one_line_errors(script, tmp_path):
         assert e.value.code == 2
 
 
-def test_dry_run_writes_every_file(script, tmp_path):
+def test_dry_run_writes_every_file(script, tmp_path, capsys):
     # a stand-in for 02_cfg_mnist.py's samples.npz: 2 values of γ, 3 samples of each digit
     images = np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "cfg.npz", images=images, labels=np.tile(np.repeat(np.arange(10), 3), 2),
@@ -177,3 +177,10 @@ def test_dry_run_writes_every_file(script, tmp_path):
     x, y = cg.load_data(args, torch.device("cpu"))
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
     assert cg.get_classifier(args, x, y, sched, tmp_path, torch.device("cpu"))[1]["reused"] is True
+    # ... and every s of the sweep from sweep_parts/, the same samples as before
+    assert sorted(p.name for p in (tmp_path / "sweep_parts").iterdir()) == [f"s_{s}.pt" for s in (0, 1, 10, 5)]
+    images, _ = data["images"], capsys.readouterr()
+    again = script("03_classifier_guidance.py").main(["--dry-run", "--out-dir", str(tmp_path)])
+    assert capsys.readouterr().out.count("reusing " + str(tmp_path / "sweep_parts")) == 4
+    assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], images)
+    assert [r["judge_accuracy"] for r in again["per_scale"]] == [r["judge_accuracy"] for r in saved["per_scale"]]

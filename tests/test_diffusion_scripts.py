@@ -51,6 +51,33 @@ def test_02_dry_run_writes_every_file(dry_run_02):
     assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
 
 
+def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, dry_run_02, tmp_path, capsys):
+    """Ctrl-C while γ = 5 is drawn keeps γ = 0 and 1 (sweep_parts/); --resume draws only the rest,
+    and samples.npz is the same as from the uninterrupted run (every γ has its own z generator)."""
+    m = script("02_cfg_mnist.py")
+    draw, sweep_calls = m.draw_samples, []
+
+    def interrupted_at_the_third_gamma(*a, **k):
+        if len(a) > 6 and a[6] is not None:        # a sweep call (the epoch grids pass no generator)
+            sweep_calls.append(a[5][0].item())
+            if len(sweep_calls) == 3:
+                raise KeyboardInterrupt
+        return draw(*a, **k)
+
+    m.draw_samples = interrupted_at_the_third_gamma
+    with pytest.raises(KeyboardInterrupt):
+        m.main(["--dry-run", "--out-dir", str(tmp_path)])
+    assert sweep_calls == [0, 1, 5] and sorted(p.name for p in (tmp_path / "sweep_parts").iterdir()) == \
+        ["gamma_0.pt", "gamma_1.pt"]
+    capsys.readouterr()
+    script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
+    printed = capsys.readouterr().out
+    assert "gamma_0.pt" in printed and "gamma_1.pt" in printed and "gamma_5.pt" not in printed
+    assert len(list((tmp_path / "sweep_parts").iterdir())) == 6
+    resumed, uninterrupted = np.load(tmp_path / "samples.npz"), np.load(dry_run_02[0] / "samples.npz")
+    assert np.array_equal(resumed["images"], uninterrupted["images"])
+
+
 def test_02_resume_continues_from_the_checkpoint(script, dry_run_02, capsys):
     out = dry_run_02[0]
     before = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
@@ -65,6 +92,7 @@ def test_02_resume_continues_from_the_checkpoint(script, dry_run_02, capsys):
     (["--digits", "12"], "--digits"),
     (["--p-uncond", "1.5"], "--p-uncond"),
     (["--beta-1", "0.5", "--beta-T", "0.1"], "--beta-1"),
+    (["--sampler", "ddim", "--eta", "-1"], "--eta"),
 ])
 def test_02_bad_arguments_are_one_line_errors(script, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

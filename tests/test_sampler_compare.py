@@ -1,21 +1,27 @@
 """`python -m common.sampler_compare` (issue 8): DDIM against DDPM on one 02 model, rows that make sense."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
 from common import sampler_compare
-from common.unet import ConditionalDenoisingUNet
+from common.data import synthetic_dataset
+from common.judge import get_judge
+from common.schedules import ddpm_schedule
+from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 
 
 def test_dry_run_compares_ddim_with_ddpm(tmp_path):
     rows = sampler_compare.main(["--dry-run", "--device", "cpu", "--eta", "0", "1",
-                                 "--json", str(tmp_path / "rows.json")])
+                                 "--json", str(tmp_path / "rows.json"), "--grid", str(tmp_path / "grid.png")])
     assert [(r["sampler"], r["steps"]) for r in rows] == [("ddpm", 10), ("ddim η=0", 5), ("ddim η=1", 5)]
     assert rows[0]["speedup"] == 1 and rows[0]["accuracy_gap_points"] == 0 and rows[0]["fd_ratio"] == 1
     for r in rows:
         assert 0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["seconds"] > 0
     assert json.loads((tmp_path / "rows.json").read_text())["rows"][1]["steps"] == 5
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "grid.png").stat().st_size > 5000
 
 
 def test_loads_a_02_checkpoint_and_rejects_others(tmp_path):
@@ -26,5 +32,42 @@ def test_loads_a_02_checkpoint_and_rejects_others(tmp_path):
     assert sched.T == 20 and torch.isclose(sched.beta[20], torch.tensor(0.02))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     torch.save({"model": {}, "args": {"hidden": 4}}, tmp_path / "foreign.pt")   # e.g. 01's checkpoint
-    with pytest.raises(SystemExit, match="not a checkpoint of 02_cfg_mnist.py"):
+    with pytest.raises(SystemExit, match="not a checkpoint of 02_cfg_mnist.py or"):
         sampler_compare.load_model(tmp_path / "foreign.pt", torch.device("cpu"))
+
+
+def test_loads_an_01_checkpoint_as_unconditional(tmp_path):
+    model = DenoisingUNet(hidden=4)
+    args = {"hidden": 4, "T": 20, "beta_1": 1e-4, "beta_T": 0.02, "epochs": 3, "n_samples": 1000}
+    torch.save({"model": model.state_dict(), "args": args, "epoch": 2}, tmp_path / "01.pt")
+    loaded, sched, trained = sampler_compare.load_model(tmp_path / "01.pt", torch.device("cpu"))
+    assert type(loaded) is DenoisingUNet and trained["epochs_done"] == 2 and sched.T == 20
+    torch.save({"model": ConditionalDenoisingUNet(hidden=8).state_dict(), "args": {**args, "p_uncond": 0.1}},
+               tmp_path / "wrong_width.pt")                      # the weights do not fit the named model
+    with pytest.raises(SystemExit, match="not a checkpoint of 02_cfg_mnist.py or 01_ddpm_mnist.py"):
+        sampler_compare.load_model(tmp_path / "wrong_width.pt", torch.device("cpu"))
+
+
+def test_unconditional_rows_have_fd_and_histogram_but_no_accuracy():
+    torch.manual_seed(0)
+    args = sampler_compare.parse_args(["--per-digit", "2", "--ddim-steps", "5", "--eta", "0", "--batch", "8"])
+    judge = get_judge("mnist", "unused", torch.device("cpu"), dry_run=True)
+    x_test = synthetic_dataset(64, torch.device("cpu"), seed=1)[0]
+    model = DenoisingUNet(hidden=4).eval()
+    with torch.no_grad():
+        rows, firsts = sampler_compare.compare(args, model, ddpm_schedule(10), judge, x_test, torch.device("cpu"),
+                                               conditional=False)
+    assert [r["sampler"] for r in rows] == ["ddpm", "ddim η=0"]
+    assert firsts.shape == (2, 10, 28, 28) and firsts.dtype == np.uint8        # the grid: a row per sampler
+    for r in rows:
+        assert r["judge_accuracy"] is None and r["accuracy_gap_points"] is None and r["fd_judge"] >= 0
+        assert sum(r["judge_digit_histogram"]) == 20 and len(r["judge_digit_histogram"]) == 10
+    text = sampler_compare.table(rows, 20, 5.0, "cpu", conditional=False)
+    assert "unconditional" in text and "| — | — |" in text
+
+
+@pytest.mark.parametrize("argv", [["--eta", "0", "1.5"], ["--per-digit", "0"], ["--ddim-steps", "-5"]])
+def test_bad_arguments_are_one_line_errors(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        sampler_compare.parse_args(argv)
+    assert stop.value.code == 2 and argv[0] in capsys.readouterr().err

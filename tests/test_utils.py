@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -94,3 +95,24 @@ def test_an_interrupted_figure_or_npz_keeps_the_previous_file(tmp_path, monkeypa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     with np.load(tmp_path / "samples.npz") as saved:
         assert saved["images"].shape == (2, 28, 28)
+
+
+@pytest.mark.parametrize("module, argv", [("common.judge", ["--dataset", "mnist", "--dry-run"]),
+                                          ("common.fid", ["mnist-test", "mnist-train"]),
+                                          ("common.sampler_compare", ["--dry-run"]),
+                                          ("common.bench", ["--dry-run"])])
+def test_command_line_tools_end_ctrl_c_with_one_line(module, argv, monkeypatch, capsys):
+    """`python -m common.<tool>`: Ctrl-C is one line and status 130, like the numbered scripts."""
+    import runpy
+    import common.utils
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common.utils, "resolve_device", ctrl_c)   # the first thing each main() does after parsing
+    monkeypatch.setattr(sys, "argv", [module] + argv)
+    monkeypatch.delitem(sys.modules, module, raising=False)       # run it afresh, as `python -m` does
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module(module, run_name="__main__")
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and err.strip().startswith("interrupted: ") and "\n" not in err.strip()
