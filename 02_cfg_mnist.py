@@ -22,16 +22,18 @@ Writes to results/02_cfg_mnist/ (or --out-dir):
 import torch
 import torch.nn.functional as F
 
+from common import blocks, samplers, unet
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int, probability
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
-from common.parts import reuse_or_compute, state_hash
+from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet
-from common.utils import Progress, count_parameters, interruptible, save_json, save_npz, start_run, to_device
+from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_json, save_npz,
+                          start_run, to_device)
 
 # --quick on 2 idle CPU cores: 7:43-9:41 end to end (three runs: 9:41, 7:43, 8:12); the judge gave 90-95% of the γ = 5
 # samples the asked-for digit (1 epoch at D = 32: 82%; 2 epochs at D = 32: 96-99% but 17 min). See README.
@@ -76,23 +78,36 @@ def draw_samples(args, model, sched, x_T, y, w, generator=None):
     return torch.cat(out)
 
 
+def sweep_key(args, model, device):
+    """Everything a γ's samples depend on; a part saved under another key is drawn again."""
+    ddim = {"sample_steps": args.sample_steps, "eta": args.eta} if args.sampler == "ddim" else {}
+    return {"weights": state_hash(model), "code": source_hash(samplers, unet, blocks, draw_samples),
+            "device": device.type, "precision": f"{amp_dtype(device)} {memory_format(device)}",
+            **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "eval_per_class", "eval_batch",
+                                             "seed", "sampler")}, **ddim}
+
+
 def guidance_sweep(args, model, sched, device, out):
     """Every digit at every γ, `eval_per_class` each; digit d's k-th sample starts from the same x_T
-    and sees the same per-step z at every γ. Each γ is saved to out/sweep_parts/ as it finishes."""
+    and sees the same per-step z at every γ. Each γ is saved to out/sweep_parts/ as it finishes, and
+    a rerun reuses it (common/parts.py), so an interrupted sweep resumes at the γ it was drawing."""
     digits, per = torch.tensor(args.digits), args.eval_per_class
     x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
     y = digits.repeat_interleave(per).to(device)                                # d d d ... per digit
-    # everything a γ's samples depend on: a part saved under another key is drawn again
-    key = {"weights": state_hash(model), "device": device.type, "T": args.T, "beta_1": args.beta_1,
-           "beta_T": args.beta_T, **{k: getattr(args, k) for k in ("digits", "eval_per_class", "eval_batch",
-                                                                    "seed", "sampler", "sample_steps", "eta")}}
-    progress, samples = Progress(len(args.sweep), prefix="guidance sweep"), []
-    for i, g in enumerate(args.sweep, start=1):                                 # γ-major order
-        z_generator = torch.Generator(device=device).manual_seed(args.seed + 2)  # the same z's at every γ
-        w = torch.full((len(y),), g, device=device)
-        samples.append(reuse_or_compute(out / "sweep_parts" / f"gamma_{g:g}.pt", dict(key, guidance=g),
-                                        lambda: draw_samples(args, model, sched, x_T, y, w, z_generator).cpu()))
-        progress.update(i, len(y), extra=f"γ = {g:g} done")
+    key, samples = sweep_key(args, model, device), []
+    progress, drawn = Progress(len(args.sweep), prefix="guidance sweep"), 0
+    for g in args.sweep:                                                        # γ-major order
+        path, part_key = out / "sweep_parts" / f"gamma_{g:g}.pt", dict(key, guidance=g)
+        part = load_part(path, part_key)
+        if part is None:
+            z_generator = torch.Generator(device=device).manual_seed(args.seed + 2)   # the same z's at every γ
+            w = torch.full((len(y),), g, device=device)
+            part = save_part(path, part_key, draw_samples(args, model, sched, x_T, y, w, z_generator).cpu())
+            drawn += 1
+            progress.update(drawn, len(y), extra=f"γ = {g:g} done")
+        else:
+            progress.total -= 1                                                 # count only what is drawn
+        samples.append(part)
     w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))
     return torch.cat(samples).to(device), y.cpu().repeat(len(args.sweep)), w
 

@@ -31,27 +31,29 @@ Writes to results/03_classifier_guidance/ (or --out-dir):
 """
 import argparse
 import importlib.util
+import inspect
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import blocks, guidance, samplers
 from common.cli import non_negative_float, parse_with_presets, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features, mean_pairwise_distance
 from common.guidance import classifier_guided_sample
 from common.judge import get_judge
 from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
-from common.parts import reuse_or_compute, state_hash
+from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
-from common.utils import (Progress, autocast, count_parameters, default_eval_batch, fail, interruptible,
-                          load_checkpoint, make_out_dir, resolve_device, save_json, save_npz, seed_everything,
-                          to_device, write_text)
+from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
+                          load_checkpoint, make_out_dir, memory_format, resolve_device, save_json, save_npz,
+                          seed_everything, to_device, write_text)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
@@ -225,26 +227,40 @@ def accuracy_by_t(clf, x, y, sched, batch, n_bins=10):
 
 # --- (c) guided sampling ---
 
-def guided_sweep(args, unet, clf, sched, device, out):
-    """Every digit at every s; digit d's k-th sample starts from the same x_T and sees the same z at every s.
-    Each s is saved to out/sweep_parts/ as it finishes (reused by a rerun with the same weights and settings).
+def sweep_key(args, unet, unet_hash, clf, device):
+    """Everything an s's samples depend on; a part saved under another key is drawn again."""
+    code = source_hash(guidance, samplers, blocks, inspect.getmodule(type(unet)), inspect.getmodule(type(clf)),
+                       draw_at_scale)
+    return {"unet": unet_hash, "classifier": state_hash(clf), "code": code,
+            "device": device.type, "precision": f"{amp_dtype(device)} {memory_format(device)}",
+            **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "per_class", "eval_batch", "seed")}}
 
-    Returns samples (S·D·per, 1, 28, 28) on the device, labels and scales (CPU, s-major order), seconds per s.
+
+def guided_sweep(args, unet, unet_hash, clf, sched, device, out):
+    """Every digit at every s; digit d's k-th sample starts from the same x_T and sees the same z at every s.
+    Each s is saved to out/sweep_parts/ as it finishes, and a rerun reuses it (common/parts.py).
+
+    Returns samples (S·D·per, 1, 28, 28) on the device, labels and scales (CPU, s-major order), and per s
+    the seconds it took to draw and whether it was reused from an earlier run.
     """
     digits, per = torch.tensor(args.digits), args.per_class
     y = digits.repeat_interleave(per).to(device)                  # d d d ... per digit
     x_T = fixed_noise(len(y), args.seed + 1, device)             # (D·per, 1, 28, 28)
-    key = {"unet": state_hash(unet), "classifier": state_hash(clf), "device": device.type,
-           **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "per_class", "eval_batch", "seed")}}
-    n_batches = len(args.scales) * -(-len(y) // args.eval_batch)
-    progress, samples, seconds = Progress(n_batches, prefix="guided sampling", every=0), [], []
+    key, batches_per_s = sweep_key(args, unet, unet_hash, clf, device), -(-len(y) // args.eval_batch)
+    progress = Progress(len(args.scales) * batches_per_s, prefix="guided sampling", every=0)
+    samples, seconds, reused = [], [], []
     for s in args.scales:
-        part = reuse_or_compute(out / "sweep_parts" / f"s_{s:g}.pt", dict(key, scale=s),
-                                lambda: draw_at_scale(args, unet, clf, sched, x_T, y, s, progress))
+        path, part_key = out / "sweep_parts" / f"s_{s:g}.pt", dict(key, scale=s)
+        part = load_part(path, part_key)
+        reused.append(part is not None)
+        if part is None:
+            part = save_part(path, part_key, draw_at_scale(args, unet, clf, sched, x_T, y, s, progress))
+        else:
+            progress.total -= batches_per_s                       # count only what is drawn
         samples.append(part["samples"].to(device))
         seconds.append(part["seconds"])
     scale = torch.tensor(args.scales, dtype=torch.float32).repeat_interleave(len(y))
-    return torch.cat(samples), y.cpu().repeat(len(args.scales)), scale, seconds
+    return torch.cat(samples), y.cpu().repeat(len(args.scales)), scale, seconds, reused
 
 
 def draw_at_scale(args, unet, clf, sched, x_T, y, s, progress):
@@ -288,16 +304,18 @@ def judged_metrics(x, ys, digits, judge, real):
 
 
 @torch.no_grad()
-def evaluate(args, samples, y, scale, seconds_per_s, clf, sched, judge, real):
-    """Per s: the judged numbers, plus p_φ's own verdict at t = 1 (for contrast, not as a fidelity measure)."""
+def evaluate(args, samples, y, scale, seconds_per_s, reused, clf, sched, judge, real):
+    """Per s: the judged numbers, plus p_φ's own verdict at t = 1 (for contrast, not as a fidelity measure).
+    A reused part's sampling_seconds are those of the run that drew it."""
     rows = []
-    for s, seconds in zip(args.scales, seconds_per_s):
+    for s, seconds, was_reused in zip(args.scales, seconds_per_s, reused):
         pick = scale == s
         x, ys = samples[pick.to(samples.device)], y[pick]
         t1 = torch.full((len(x),), 1 / sched.T, device=x.device)
         guide_accuracy = (clf(x, t1).argmax(1).cpu() == ys).float().mean().item()
         rows.append({"s": s, **judged_metrics(x, ys, args.digits, judge, real),
-                     "p_phi_accuracy_t1": guide_accuracy, "sampling_seconds": round(seconds, 1)})
+                     "p_phi_accuracy_t1": guide_accuracy, "sampling_seconds": round(seconds, 1),
+                     "sampling_reused": was_reused})
     return rows
 
 
@@ -324,7 +342,7 @@ def guidance_table(rows, reference, per_class, cfg=None):
     for r in rows:
         lines.append(f"| {r['s']:g} | {100 * r['judge_accuracy']:.1f}% | {r['fd_judge_per_digit_mean']:.2f} "
                      f"| {r['diversity_per_digit_mean']:.2f} | {100 * r['p_phi_accuracy_t1']:.1f}% "
-                     f"| {r['sampling_seconds']:.0f} |")
+                     f"| {r['sampling_seconds']:.0f}{' (reused)' * r['sampling_reused']} |")
     lines.append(f"\n{per_class} samples per digit and s. Real MNIST test images: judge accuracy "
                  f"{100 * reference['judge_accuracy']:.1f}%, "
                  f"diversity per digit {reference['diversity_per_digit_mean']:.2f}. "
@@ -390,12 +408,12 @@ def main(argv=None):
     print(f"p_φ: {clf_info['parameters']:,} parameters, trained {clf_info['train_seconds']:.0f} s, test accuracy "
           + ", ".join(f"t∈[{r['t_from']},{r['t_to']}] {100 * r['accuracy']:.0f}%" for r in acc_t if r["n"]))
     # --- (c) guided sampling (Handout A 2(c)) ---
-    samples, y, scale, seconds_per_s = guided_sweep(args, unet, clf, sched, device, out)
+    samples, y, scale, seconds_per_s, reused = guided_sweep(args, unet, unet_hash, clf, sched, device, out)
     # --- (d) fidelity and diversity per s ---
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
     images = to_uint8(samples)            # judge what samples.npz holds (clamped to [-1, 1], 8 bits), as for 02
     real, reference = real_reference(args, judge, x_train, y_train, x_test, y_test)
-    rows = evaluate(args, from_uint8(images, device), y, scale, seconds_per_s, clf, sched, judge, real)
+    rows = evaluate(args, from_uint8(images, device), y, scale, seconds_per_s, reused, clf, sched, judge, real)
     cfg = cfg_rows(args.cfg_samples, args, judge, real, device) if args.cfg_samples else None
     # --- outputs, and the frozen DDPM's bit-identity check ---
     save_npz(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from .data import from_uint8
-from .utils import atomic_save, fail
+from .parts import load_part, save_part
+from .utils import fail
 
 CLASSES = ("cat", "dog", "wild")
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
@@ -55,16 +56,12 @@ def load_afhq(data_dir, data_class="cat", image_size=32, device="cpu", cache_dir
     paths = list_images(folder)
     key = [str(folder.resolve())] + [p.name for p in paths]   # the cache is valid for this file list
     cache = Path(cache_dir) / f"afhq_{data_class}_{image_size}.pt" if cache_dir else None
-    if cache is not None and cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-        except Exception:  # a corrupt cache is simply rebuilt
-            saved = {}
-        if saved.get("key") == key:
-            return from_uint8(saved["images"], device)
+    saved = load_part(cache, key) if cache is not None else None     # a stale or corrupt cache is rebuilt
+    if saved is not None:
+        return from_uint8(saved, device)
     images = np.stack([decode(p, image_size) for p in paths])   # (N, S, S, 3) uint8
     if cache is not None:
-        atomic_save({"key": key, "images": torch.from_numpy(images)}, cache)
+        save_part(cache, key, torch.from_numpy(images))
     return from_uint8(images, device)
 
 

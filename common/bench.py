@@ -12,8 +12,9 @@ family runs twice in the same process, 'plain' (fp32, NCHW) and 'optimised' (cha
 autocast, the two switches of common/utils.py, which cuda_speedups(False) turns off for 'plain'),
 so their ratio is measured. The training FLOPs per image are counted (torch's FlopCounterMode), so
 the achieved GFLOP/s can be read against a compute roof: the GFLOP/s of one large matmul on the
-same device. Last, the data path: one on-device tensor sliced by index vs a torchvision DataLoader
-with per-item transforms (these two measurements live in common/bench_device.py).
+same device. Then what an FID of 10k vs 10k images costs (the FID Inception's images/s and one
+Fréchet distance), and last the data path: one on-device tensor sliced by index vs a torchvision
+DataLoader with per-item transforms (these measurements live in common/bench_device.py).
 Warm-up steps are never timed; CUDA timings are bracketed by torch.cuda.synchronize.
 """
 import argparse
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import gan_eval, gan_train
-from .bench_device import clock, data_rates, device_name, matmul_roof
+from .bench_device import clock, data_rates, device_name, fid_cost, matmul_roof
 from .samplers import generate
 from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
@@ -199,6 +200,12 @@ def main(argv=None):
     dtypes = [torch.float32] + ([amp_dtype(device)] if device.type == "cuda" else [])   # plain, autocast's
     lines += ["", f"| {n}×{n} matmul (the compute roof) | GFLOP/s |", "|---|---|"]
     lines += [f"| {str(dtype)[6:]} | {fmt(matmul_roof(device, dtype, n, seconds))} |" for dtype in dtypes]
+    fid_kw = dict(batches=1, batch_size=2, dim=64) if args.dry_run else dict(batches=3, dim=2048)
+    fid = fid_cost(device, **fid_kw)
+    lines += ["", "| FID (FID Inception v3, untrained weights: the same arithmetic) | value |", "|---|---|",
+              f"| Inception features, images/s (fp32, 299×299, batch {fid['batch']}) | {fmt(fid['rate'])} |",
+              f"| Fréchet distance of two {fid_kw['dim']}-d statistics, s | {fmt(fid['fd_seconds'])} |",
+              f"| FID of 10k vs 10k images (20,000 images + one distance), s | {fmt(fid['fid_seconds'])} |"]
     lines += ["", "| data path (batch 128) | images/s |", "|---|---|"]
     lines += [f"| {what} | {fmt(rate)} |" for what, rate in data_rates(args, device)]
     text = "\n".join(lines) + "\n"

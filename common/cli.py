@@ -36,6 +36,14 @@ def probability(text):
 probability.__name__ = "probability in [0, 1]"
 
 
+def unit_interval(text):
+    """argparse type: a number in [0, 1] that is not a probability (DDIM's η)."""
+    return probability(text)
+
+
+unit_interval.__name__ = "number in [0, 1]"
+
+
 def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300):
     """Parser with the shared training flags; defaults are Handout D §2.3's."""
     p = argparse.ArgumentParser(description=description,
@@ -54,8 +62,8 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
                    help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
-    p.add_argument("--eta", type=probability, default=0.0,
-                   help="DDIM η: 0 deterministic, 1 ancestral-like (samples better at T = 300: BENCHMARKS.md)")
+    p.add_argument("--eta", type=unit_interval, default=0.0,
+                   help="DDIM η: 0 deterministic, 1 ancestral-like (1 samples better with T = 300: BENCHMARKS.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")

@@ -1,11 +1,18 @@
-"""Long sampling loops, saved part by part, so that Ctrl-C (or a closed laptop) loses one part, not all.
+"""Long loops saved part by part, so that Ctrl-C (or a closed laptop) loses one part, not all
+(also 07's decoded AFHQ cache, keyed by its file list).
 
 02's guidance sweep draws 1,000 samples at each of six γ; on a 2-core CPU one γ of the handout's
 UNet takes about 40 minutes. Each finished part is saved with a key that names everything its
-samples depend on (the weights, by hash, and the sampling settings); a later run with the same key
-loads the part instead of drawing it again, and any other key draws it afresh.
+samples depend on: the weights (by hash), the sampling settings, the device's precision, and the
+source code that draws them (by hash, so editing common/samplers.py redraws). A later run with the
+same key loads the part instead of drawing it again; any other key draws it afresh.
+
+    part = load_part(path, key)
+    if part is None:
+        part = save_part(path, key, draw())
 """
 import hashlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -22,26 +29,33 @@ def state_hash(model):
     return h.hexdigest()
 
 
-def saved_part(path, key):
-    """The value saved at path under exactly this key, else None (missing, other key, unreadable)."""
+def source_hash(*code):
+    """SHA-256 of the source of these modules, classes or functions: changes when any of them is edited."""
+    h = hashlib.sha256()
+    for obj in code:
+        h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()
+
+
+def load_part(path, key):
+    """The value saved at path under exactly this key, else None; says which, in one line."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a foreign or damaged file is drawn again, never trusted
+        print(f"{path} is unreadable: making it again", flush=True)
         return None
-    return saved["value"] if isinstance(saved, dict) and saved.get("key") == key else None
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        print(f"{path} was saved from other inputs (weights, settings, code or files): making it again", flush=True)
+        return None
+    print(f"reusing {path} (saved by an earlier run from the same inputs)", flush=True)
+    return saved["value"]
 
 
-def reuse_or_compute(path, key, compute):
-    """compute()'s value (tensors, numbers, dicts of them), saved atomically to path under key;
-    if path already holds a value for this key, that value, without calling compute()."""
-    value = saved_part(path, key)
-    if value is not None:
-        print(f"reusing {path} (same weights and settings)", flush=True)
-        return value
-    value = compute()
+def save_part(path, key, value):
+    """Save value (tensors, numbers, strings, lists and dicts of them) atomically under key; return it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"key": key, "value": value}, path)
     return value

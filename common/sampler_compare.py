@@ -26,7 +26,7 @@ from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
-from .cli import positive_int, probability
+from .cli import positive_int, unit_interval
 from .utils import (Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, save_json,
                     to_device)
 
@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--per-digit", type=positive_int, default=100,
                    help="samples per digit and per sampler (an 01 model: 10 × this many samples per sampler)")
     p.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
-    p.add_argument("--eta", type=probability, nargs="+", default=[0.0],
+    p.add_argument("--eta", type=unit_interval, nargs="+", default=[0.0],
                    help="DDIM η values (0: deterministic; 1: fresh noise each step, like the ancestral sampler)")
     p.add_argument("--batch", type=positive_int, default=None,
                    help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU, where big batches are slower)")

@@ -41,6 +41,8 @@ def test_dry_run_writes_a_row_per_family(tmp_path):
     assert number(roof[1]) > 0
     data_rows = table_rows(text, "one ") + table_rows(text, "DataLoader")
     assert len(data_rows) == 2 and all(number(row[1]) > 0 for row in data_rows)
+    fid_rows = table_rows(text, "Inception features") + table_rows(text, "Fréchet distance") + table_rows(text, "FID of 10k")
+    assert len(fid_rows) == 3 and all(number(row[1]) > 0 for row in fid_rows)
 
 
 def test_counted_training_flops_are_forward_plus_backward():
@@ -64,3 +66,10 @@ def test_plain_mode_switches_off_autocast_and_channels_last():
         assert utils.amp_dtype(cuda) is None
         assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.contiguous_format
     assert utils.memory_format(cuda) == samplers.memory_format(cuda) == torch.channels_last
+
+
+def test_fid_cost_adds_up():
+    """FID of n vs n = 2n images at the measured Inception rate + one Fréchet distance."""
+    fid = bench.fid_cost(torch.device("cpu"), n=500, batches=1, batch_size=2, dim=32)
+    assert fid["rate"] > 0 and fid["fd_seconds"] > 0 and fid["batch"] == 2
+    assert abs(fid["fid_seconds"] - (1000 / fid["rate"] + fid["fd_seconds"])) < 1e-6 * fid["fid_seconds"]

@@ -51,9 +51,9 @@ def test_02_dry_run_writes_every_file(dry_run_02):
     assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
 
 
-def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, dry_run_02, tmp_path, capsys):
-    """Ctrl-C while γ = 5 is drawn keeps γ = 0 and 1 (sweep_parts/); --resume draws only the rest,
-    and samples.npz is the same as from the uninterrupted run (every γ has its own z generator)."""
+def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, tmp_path, capsys):
+    """Ctrl-C while γ = 5 is drawn keeps γ = 0 and 1 (sweep_parts/); --resume draws only the rest, and
+    samples.npz equals a sweep drawn whole from the same checkpoint (every γ has its own z generator)."""
     m = script("02_cfg_mnist.py")
     draw, sweep_calls = m.draw_samples, []
 
@@ -65,17 +65,22 @@ def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, dry_ru
         return draw(*a, **k)
 
     m.draw_samples = interrupted_at_the_third_gamma
+    argv = ["--dry-run", "--device", "cpu", "--out-dir", str(tmp_path)]
     with pytest.raises(KeyboardInterrupt):
-        m.main(["--dry-run", "--out-dir", str(tmp_path)])
-    assert sweep_calls == [0, 1, 5] and sorted(p.name for p in (tmp_path / "sweep_parts").iterdir()) == \
-        ["gamma_0.pt", "gamma_1.pt"]
+        m.main(argv)
+    parts = tmp_path / "sweep_parts"
+    assert sweep_calls == [0, 1, 5] and sorted(p.name for p in parts.iterdir()) == ["gamma_0.pt", "gamma_1.pt"]
     capsys.readouterr()
-    script("02_cfg_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
+    script("02_cfg_mnist.py").main(argv + ["--resume"])
     printed = capsys.readouterr().out
     assert "gamma_0.pt" in printed and "gamma_1.pt" in printed and "gamma_5.pt" not in printed
-    assert len(list((tmp_path / "sweep_parts").iterdir())) == 6
-    resumed, uninterrupted = np.load(tmp_path / "samples.npz"), np.load(dry_run_02[0] / "samples.npz")
-    assert np.array_equal(resumed["images"], uninterrupted["images"])
+    assert len(list(parts.iterdir())) == 6
+    resumed = np.load(tmp_path / "samples.npz")["images"]
+    for part in parts.iterdir():                  # the same checkpoint, the whole sweep drawn afresh
+        part.unlink()
+    script("02_cfg_mnist.py").main(argv + ["--resume"])
+    assert "reusing" not in capsys.readouterr().out
+    assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], resumed)
 
 
 def test_02_resume_continues_from_the_checkpoint(script, dry_run_02, capsys):

@@ -1,31 +1,28 @@
-"""common/parts.py: long sampling loops saved part by part, reused only under exactly the same key."""
+"""common/parts.py: long loops saved part by part, reused only under exactly the same key."""
+import importlib.util
+
 import torch
 
-from common.parts import reuse_or_compute, saved_part, state_hash
+from common.parts import load_part, save_part, source_hash, state_hash
 from common.unet import DenoisingUNet
 
 
-def test_a_part_is_computed_once_per_key(tmp_path, capsys):
-    path, calls = tmp_path / "parts" / "gamma_5.pt", []
-
-    def compute():
-        calls.append(1)
-        return torch.arange(len(calls) * 3.0)          # a different value on every call
-
-    first = reuse_or_compute(path, {"weights": "abc", "guidance": 5.0}, compute)
-    again = reuse_or_compute(path, {"weights": "abc", "guidance": 5.0}, compute)
-    assert len(calls) == 1 and torch.equal(first, again) and "reusing" in capsys.readouterr().out
-    other = reuse_or_compute(path, {"weights": "xyz", "guidance": 5.0}, compute)   # other weights: drawn again
-    assert len(calls) == 2 and len(other) == 6
-    assert saved_part(path, {"weights": "abc", "guidance": 5.0}) is None          # ... and it replaced the part
+def test_a_part_is_reused_only_under_the_same_key(tmp_path, capsys):
+    path = tmp_path / "parts" / "gamma_5.pt"
+    assert load_part(path, {"weights": "abc"}) is None                       # nothing saved yet
+    saved = save_part(path, {"weights": "abc", "guidance": 5.0}, torch.arange(3.0))
+    assert torch.equal(load_part(path, {"weights": "abc", "guidance": 5.0}), saved)
+    assert "reusing" in capsys.readouterr().out
+    assert load_part(path, {"weights": "xyz", "guidance": 5.0}) is None      # other weights: made again
+    assert "other inputs" in capsys.readouterr().out
 
 
-def test_a_damaged_part_is_drawn_again_not_trusted(tmp_path):
+def test_a_damaged_part_is_made_again_not_trusted(tmp_path, capsys):
     path = tmp_path / "s_1.pt"
     path.write_bytes(b"half a file")
-    assert saved_part(path, {"k": 1}) is None
-    assert reuse_or_compute(path, {"k": 1}, lambda: {"samples": torch.ones(2), "seconds": 3.5})["seconds"] == 3.5
-    assert saved_part(path, {"k": 1})["seconds"] == 3.5
+    assert load_part(path, {"k": 1}) is None and "unreadable" in capsys.readouterr().out
+    save_part(path, {"k": 1}, {"samples": torch.ones(2), "seconds": 3.5})
+    assert load_part(path, {"k": 1})["seconds"] == 3.5
 
 
 def test_state_hash_names_the_weights_bit_for_bit():
@@ -37,3 +34,18 @@ def test_state_hash_names_the_weights_bit_for_bit():
     with torch.no_grad():
         next(b.parameters()).view(-1)[0] += 1e-6
     assert state_hash(a) != state_hash(b)
+
+
+def test_source_hash_changes_when_the_code_is_edited(tmp_path):
+    def module_with(body, name):
+        path = tmp_path / f"{name}.py"
+        path.write_text(f"def step(x):\n    return {body}\n")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    original, same, edited = module_with("x - 1", "a"), module_with("x - 1", "b"), module_with("x - 2", "c")
+    assert source_hash(original) == source_hash(same) == source_hash(same.step)
+    assert source_hash(original) != source_hash(edited)
+    assert source_hash(state_hash, source_hash) != source_hash(source_hash, state_hash)
