@@ -22,7 +22,7 @@ Writes to results/02_cfg_mnist/ (or --out-dir):
 import torch
 import torch.nn.functional as F
 
-from common import blocks, samplers, unet
+from common import blocks, samplers, schedules, unet
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int, probability
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
@@ -35,6 +35,8 @@ from common.unet import ConditionalDenoisingUNet
 from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_json, save_npz,
                           start_run, to_device)
 
+# the code that draws the guidance sweep, hashed now (when it is loaded) for the keys of its saved parts
+SWEEP_CODE = source_hash(__file__, blocks, samplers, schedules, unet)
 # --quick on 2 idle CPU cores: 7:43-9:41 end to end (three runs: 9:41, 7:43, 8:12); the judge gave 90-95% of the γ = 5
 # samples the asked-for digit (1 epoch at D = 32: 82%; 2 epochs at D = 32: 96-99% but 17 min). See README.
 QUICK = dict(hidden=24, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
@@ -81,7 +83,7 @@ def draw_samples(args, model, sched, x_T, y, w, generator=None):
 def sweep_key(args, model, device):
     """Everything a γ's samples depend on; a part saved under another key is drawn again."""
     ddim = {"sample_steps": args.sample_steps, "eta": args.eta} if args.sampler == "ddim" else {}
-    return {"weights": state_hash(model), "code": source_hash(samplers, unet, blocks, draw_samples),
+    return {"weights": state_hash(model), "code": SWEEP_CODE, "torch": str(torch.__version__),
             "device": device.type, "precision": f"{amp_dtype(device)} {memory_format(device)}",
             **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "eval_per_class", "eval_batch",
                                              "seed", "sampler")}, **ddim}
@@ -94,22 +96,19 @@ def guidance_sweep(args, model, sched, device, out):
     digits, per = torch.tensor(args.digits), args.eval_per_class
     x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
     y = digits.repeat_interleave(per).to(device)                                # d d d ... per digit
-    key, samples = sweep_key(args, model, device), []
-    progress, drawn = Progress(len(args.sweep), prefix="guidance sweep"), 0
+    key = sweep_key(args, model, device)
+    paths = {g: out / "sweep_parts" / f"gamma_{g:g}.pt" for g in args.sweep}
+    parts = {g: load_part(paths[g], dict(key, guidance=g)) for g in args.sweep}    # None: still to draw
+    progress = Progress(sum(part is None for part in parts.values()), prefix="guidance sweep")
     for g in args.sweep:                                                        # γ-major order
-        path, part_key = out / "sweep_parts" / f"gamma_{g:g}.pt", dict(key, guidance=g)
-        part = load_part(path, part_key)
-        if part is None:
+        if parts[g] is None:
             z_generator = torch.Generator(device=device).manual_seed(args.seed + 2)   # the same z's at every γ
             w = torch.full((len(y),), g, device=device)
-            part = save_part(path, part_key, draw_samples(args, model, sched, x_T, y, w, z_generator).cpu())
-            drawn += 1
-            progress.update(drawn, len(y), extra=f"γ = {g:g} done")
-        else:
-            progress.total -= 1                                                 # count only what is drawn
-        samples.append(part)
+            parts[g] = save_part(paths[g], dict(key, guidance=g),
+                                 draw_samples(args, model, sched, x_T, y, w, z_generator).cpu())
+            progress.update(progress.step + 1, len(y), extra=f"γ = {g:g} done")
     w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))
-    return torch.cat(samples).to(device), y.cpu().repeat(len(args.sweep)), w
+    return torch.cat([parts[g] for g in args.sweep]).to(device), y.cpu().repeat(len(args.sweep)), w
 
 
 def evaluate(args, samples, y, w, device):

@@ -31,14 +31,13 @@ Writes to results/03_classifier_guidance/ (or --out-dir):
 """
 import argparse
 import importlib.util
-import inspect
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import blocks, guidance, samplers
+from common import blocks, guidance, noisy_classifier, samplers, schedules
 from common.cli import non_negative_float, parse_with_presets, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features, mean_pairwise_distance
@@ -56,6 +55,8 @@ from common.utils import (Progress, amp_dtype, autocast, count_parameters, defau
                           seed_everything, to_device, write_text)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
+# the code that draws the guided sweep, hashed now (when it is loaded) for the keys of its saved parts
+SWEEP_CODE = source_hash(__file__, blocks, guidance, noisy_classifier, samplers, schedules, DenoisingUNet)
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
 # a D = 16, 1-epoch p_φ reached only 74% judge accuracy at s = 10 against 91% for this one (same frozen DDPM)
 QUICK = dict(per_class=10)
@@ -227,11 +228,9 @@ def accuracy_by_t(clf, x, y, sched, batch, n_bins=10):
 
 # --- (c) guided sampling ---
 
-def sweep_key(args, unet, unet_hash, clf, device):
+def sweep_key(args, unet_hash, clf, device):
     """Everything an s's samples depend on; a part saved under another key is drawn again."""
-    code = source_hash(guidance, samplers, blocks, inspect.getmodule(type(unet)), inspect.getmodule(type(clf)),
-                       draw_at_scale)
-    return {"unet": unet_hash, "classifier": state_hash(clf), "code": code,
+    return {"unet": unet_hash, "classifier": state_hash(clf), "code": SWEEP_CODE, "torch": str(torch.__version__),
             "device": device.type, "precision": f"{amp_dtype(device)} {memory_format(device)}",
             **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "per_class", "eval_batch", "seed")}}
 
@@ -246,21 +245,19 @@ def guided_sweep(args, unet, unet_hash, clf, sched, device, out):
     digits, per = torch.tensor(args.digits), args.per_class
     y = digits.repeat_interleave(per).to(device)                  # d d d ... per digit
     x_T = fixed_noise(len(y), args.seed + 1, device)             # (D·per, 1, 28, 28)
-    key, batches_per_s = sweep_key(args, unet, unet_hash, clf, device), -(-len(y) // args.eval_batch)
-    progress = Progress(len(args.scales) * batches_per_s, prefix="guided sampling", every=0)
-    samples, seconds, reused = [], [], []
+    key = sweep_key(args, unet_hash, clf, device)
+    paths = {s: out / "sweep_parts" / f"s_{s:g}.pt" for s in args.scales}
+    parts = {s: load_part(paths[s], dict(key, scale=s)) for s in args.scales}     # None: still to draw
+    reused = [parts[s] is not None for s in args.scales]
+    n_batches = reused.count(False) * -(-len(y) // args.eval_batch)
+    progress = Progress(n_batches, prefix="guided sampling", every=0)
     for s in args.scales:
-        path, part_key = out / "sweep_parts" / f"s_{s:g}.pt", dict(key, scale=s)
-        part = load_part(path, part_key)
-        reused.append(part is not None)
-        if part is None:
-            part = save_part(path, part_key, draw_at_scale(args, unet, clf, sched, x_T, y, s, progress))
-        else:
-            progress.total -= batches_per_s                       # count only what is drawn
-        samples.append(part["samples"].to(device))
-        seconds.append(part["seconds"])
+        if parts[s] is None:
+            parts[s] = save_part(paths[s], dict(key, scale=s),
+                                 draw_at_scale(args, unet, clf, sched, x_T, y, s, progress))
+    samples = torch.cat([parts[s]["samples"] for s in args.scales]).to(device)
     scale = torch.tensor(args.scales, dtype=torch.float32).repeat_interleave(len(y))
-    return torch.cat(samples), y.cpu().repeat(len(args.scales)), scale, seconds, reused
+    return samples, y.cpu().repeat(len(args.scales)), scale, [parts[s]["seconds"] for s in args.scales], reused
 
 
 def draw_at_scale(args, unet, clf, sched, x_T, y, s, progress):

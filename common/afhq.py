@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .data import from_uint8
-from .parts import load_part, save_part
+from .parts import load_part, save_part, source_hash
 from .utils import fail
 
 CLASSES = ("cat", "dog", "wild")
@@ -50,11 +50,16 @@ def decode(path, size):
         fail(f"cannot read image {path} ({type(e).__name__}: {e})")
 
 
+DECODE_CODE = source_hash(decode)   # hashed when loaded: the key of the decoded-image cache
+
+
 def load_afhq(data_dir, data_class="cat", image_size=32, device="cpu", cache_dir=None):
     """All images of one class as (N, 3, S, S) float32 in [-1, 1] on `device`."""
     folder = image_folder(data_dir, data_class)
     paths = list_images(folder)
-    key = [str(folder.resolve())] + [p.name for p in paths]   # the cache is valid for this file list
+    # the cache is valid for these files (name, size, modification time), decoded by this code
+    files = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+    key = [str(folder.resolve()), image_size, DECODE_CODE, files]
     cache = Path(cache_dir) / f"afhq_{data_class}_{image_size}.pt" if cache_dir else None
     saved = load_part(cache, key) if cache is not None else None     # a stale or corrupt cache is rebuilt
     if saved is not None:

@@ -4,7 +4,6 @@ the cost of FID (the FID Inception's images/s and one Fréchet distance).
 """
 import time
 from pathlib import Path
-from unittest import mock
 
 import torch
 from torchvision import datasets, transforms
@@ -12,7 +11,7 @@ from torchvision import datasets, transforms
 from .data import batches, load_dataset, synthetic_dataset
 from .frechet import frechet_distance
 from .inception import FIDInceptionV3, InceptionFeatures
-from .utils import Progress, to_device
+from .utils import to_device
 
 DATA_BATCHES = 100
 MNIST_TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
@@ -77,17 +76,17 @@ def fid_cost(device, n=10_000, batches=3, batch_size=None, dim=2048):
     The FID Inception (common/inception.py) runs with untrained weights: the same arithmetic as the
     real ones, which this machine may not have. Its images/s is timed over `batches` batches after one
     warm-up batch; the Fréchet distance (our float64 eigendecomposition square roots) over two random
-    dim × dim covariances (2048: the Inception features). An FID of n vs n images is 2n images through the network and one distance
-    (half the images when the real side's statistics are cached, as common/fid.py does).
+    dim × dim covariances (2048: the Inception features). An FID of n vs n images is 2n images through
+    the network and one distance (half the images when the real side's statistics are cached, as
+    common/fid.py does).
     """
     net = to_device(FIDInceptionV3(), device).eval().requires_grad_(False)
-    extractor = InceptionFeatures(device, net=net, batch_size=batch_size)
+    extractor = InceptionFeatures(device, net=net, batch_size=batch_size, quiet=True)
     x = torch.rand(extractor.batch_size * (batches + 1), 1, 28, 28, device=device) * 2 - 1
-    with mock.patch.object(Progress, "update"):                     # silence the CPU progress lines
-        extractor.stats(x[:extractor.batch_size])                   # warm-up
-        t0 = clock(device)
-        extractor.stats(x[extractor.batch_size:])
-        rate = (len(x) - extractor.batch_size) / (clock(device) - t0)
+    extractor.stats(x[:extractor.batch_size])                       # warm-up
+    t0 = clock(device)
+    extractor.stats(x[extractor.batch_size:])
+    rate = (len(x) - extractor.batch_size) / (clock(device) - t0)
     A, B = torch.randn(2, dim, 2 * dim, dtype=torch.float64)
     t0 = time.perf_counter()
     frechet_distance(torch.zeros(dim), A @ A.T / (2 * dim), torch.ones(dim), B @ B.T / (2 * dim))

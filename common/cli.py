@@ -37,7 +37,7 @@ probability.__name__ = "probability in [0, 1]"
 
 
 def unit_interval(text):
-    """argparse type: a number in [0, 1] that is not a probability (DDIM's η)."""
+    """argparse type: DDIM's η, a number in [0, 1]."""
     return probability(text)
 
 

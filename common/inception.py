@@ -174,8 +174,8 @@ class InceptionFeatures:
 
     name = "inception"
 
-    def __init__(self, device="cpu", weights=None, batch_size=None, net=None):
-        self.device = torch.device(device)
+    def __init__(self, device="cpu", weights=None, batch_size=None, net=None, quiet=False):
+        self.device, self.quiet = torch.device(device), quiet
         self.net = net if net is not None else load_fid_inception(weights, self.device)
         # on CPU small batches run faster (16: 1.1-1.2x the images/s of 50, BENCHMARKS.md)
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 16)
@@ -184,7 +184,8 @@ class InceptionFeatures:
     def batch_features(self, x):
         """Yield (B, 2048) float32 features batch by batch, with a progress line on CPU."""
         total = -(-len(x) // self.batch_size)
-        progress = Progress(total, prefix="inception features") if self.device.type == "cpu" else None
+        show = self.device.type == "cpu" and not self.quiet                  # a GPU is done in seconds
+        progress = Progress(total, prefix="inception features") if show else None
         for step, start in enumerate(range(0, len(x), self.batch_size), 1):
             xb = to_inception_input(x[start:start + self.batch_size].to(self.device))
             yield self.net(xb.contiguous(memory_format=memory_format(self.device))).float()

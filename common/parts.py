@@ -2,10 +2,11 @@
 (also 07's decoded AFHQ cache, keyed by its file list).
 
 02's guidance sweep draws 1,000 samples at each of six γ; on a 2-core CPU one γ of the handout's
-UNet takes about 40 minutes. Each finished part is saved with a key that names everything its
-samples depend on: the weights (by hash), the sampling settings, the device's precision, and the
-source code that draws them (by hash, so editing common/samplers.py redraws). A later run with the
-same key loads the part instead of drawing it again; any other key draws it afresh.
+UNet takes about 40 minutes. Each finished part is saved with a key that names what its samples
+depend on: the weights (by hash), the sampling settings, the device's precision, the torch version,
+and the source files that draw them (by hash, taken when the script is imported, so the hash is of
+the code that runs even if a file is edited mid-run). A later run with the same key loads the part
+instead of drawing it again; any other key draws it afresh.
 
     part = load_part(path, key)
     if part is None:
@@ -30,10 +31,11 @@ def state_hash(model):
 
 
 def source_hash(*code):
-    """SHA-256 of the source of these modules, classes or functions: changes when any of them is edited."""
+    """SHA-256 of the source of these modules, classes, functions or file paths: changes when any of
+    them is edited. Call it at import time (a module constant) to hash the code that is running."""
     h = hashlib.sha256()
     for obj in code:
-        h.update(inspect.getsource(obj).encode())
+        h.update(Path(obj).read_bytes() if isinstance(obj, (str, Path)) else inspect.getsource(obj).encode())
     return h.hexdigest()
 
 
@@ -47,7 +49,7 @@ def load_part(path, key):
     except Exception:  # a foreign or damaged file is drawn again, never trusted
         print(f"{path} is unreadable: making it again", flush=True)
         return None
-    if not isinstance(saved, dict) or saved.get("key") != key:
+    if not isinstance(saved, dict) or saved.get("key") != key or "value" not in saved:
         print(f"{path} was saved from other inputs (weights, settings, code or files): making it again", flush=True)
         return None
     print(f"reusing {path} (saved by an earlier run from the same inputs)", flush=True)

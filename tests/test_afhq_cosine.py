@@ -171,7 +171,15 @@ def test_load_afhq_from_a_folder_of_jpegs(tmp_path, monkeypatch):
     reference = nn.functional.avg_pool2d(reference, 2)
     assert (x - reference).abs().mean() < 0.1
     # the second load reads the cache, no decoding
-    monkeypatch.setattr("common.afhq.decode", lambda *a: pytest.fail("decoded again"))
+    with monkeypatch.context() as m:
+        m.setattr("common.afhq.decode", lambda *a: pytest.fail("decoded again"))
+        torch.testing.assert_close(load_afhq(tmp_path / "afhq", "cat", 24, cache_dir=tmp_path), x)
+    # a changed image file, or a cache in the old format ({"key": file names, "images"}), is decoded again
+    first = sorted((tmp_path / "afhq" / "train" / "cat").iterdir())[0]
+    first.write_bytes(first.read_bytes() + b"\0")                 # same name, other size
+    torch.testing.assert_close(load_afhq(tmp_path / "afhq", "cat", 24, cache_dir=tmp_path), x)
+    cache = tmp_path / "afhq_cat_24.pt"
+    torch.save({"key": torch.load(cache)["key"], "images": torch.zeros(6, 24, 24, 3, dtype=torch.uint8)}, cache)
     torch.testing.assert_close(load_afhq(tmp_path / "afhq", "cat", 24, cache_dir=tmp_path), x)
 
 

@@ -73,7 +73,8 @@ def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, tmp_pa
     capsys.readouterr()
     script("02_cfg_mnist.py").main(argv + ["--resume"])
     printed = capsys.readouterr().out
-    assert "gamma_0.pt" in printed and "gamma_1.pt" in printed and "gamma_5.pt" not in printed
+    assert f"reusing {parts / 'gamma_0.pt'}" in printed and f"reusing {parts / 'gamma_1.pt'}" in printed
+    assert "gamma_5.pt" not in printed and "making it again" not in printed
     assert len(list(parts.iterdir())) == 6
     resumed = np.load(tmp_path / "samples.npz")["images"]
     for part in parts.iterdir():                  # the same checkpoint, the whole sweep drawn afresh

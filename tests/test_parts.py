@@ -1,7 +1,10 @@
 """common/parts.py: long loops saved part by part, reused only under exactly the same key."""
 import importlib.util
+from pathlib import Path
 
 import torch
+
+from common import blocks, samplers, schedules, unet
 
 from common.parts import load_part, save_part, source_hash, state_hash
 from common.unet import DenoisingUNet
@@ -23,6 +26,13 @@ def test_a_damaged_part_is_made_again_not_trusted(tmp_path, capsys):
     assert load_part(path, {"k": 1}) is None and "unreadable" in capsys.readouterr().out
     save_part(path, {"k": 1}, {"samples": torch.ones(2), "seconds": 3.5})
     assert load_part(path, {"k": 1})["seconds"] == 3.5
+
+
+def test_a_file_without_a_value_is_made_again(tmp_path):
+    """An older layout with the right key but no "value" (e.g. 07's first AFHQ caches) is not trusted."""
+    path = tmp_path / "old.pt"
+    torch.save({"key": [1, 2], "images": torch.ones(1)}, path)
+    assert load_part(path, [1, 2]) is None
 
 
 def test_state_hash_names_the_weights_bit_for_bit():
@@ -49,3 +59,12 @@ def test_source_hash_changes_when_the_code_is_edited(tmp_path):
     assert source_hash(original) == source_hash(same) == source_hash(same.step)
     assert source_hash(original) != source_hash(edited)
     assert source_hash(state_hash, source_hash) != source_hash(source_hash, state_hash)
+    assert source_hash(tmp_path / "a.py") == source_hash(original)              # a path: the file's bytes
+
+
+def test_the_scripts_hash_their_code_when_loaded(script, tmp_path):
+    """The key's code hash is a module constant, taken at import (the code that runs, even if a file
+    changes later), over the script itself and the common/ modules that draw its samples."""
+    m = script("02_cfg_mnist.py")
+    assert m.SWEEP_CODE == source_hash(Path(m.__file__), blocks, samplers, schedules, unet)
+    assert script("03_classifier_guidance.py").SWEEP_CODE != m.SWEEP_CODE
