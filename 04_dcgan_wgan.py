@@ -1,6 +1,7 @@
 """Handout A Problem 3 (worked in Handout B Problem 1): DCGAN and WGAN with weight clipping on Fashion-MNIST.
 
-    python 04_dcgan_wgan.py                               # the handout configuration, both models, 30 epochs
+    python 04_dcgan_wgan.py                               # both models, 30 epochs (Handout B ran 100;
+                                                          # its best DCGAN epoch was 3)
     python 04_dcgan_wgan.py --models wgan --clip-sweep 0.1 0.01 0.001   # 3(b): one WGAN per clipping value
     python 04_dcgan_wgan.py --g-loss minimax              # the literal minimax generator loss
     python 04_dcgan_wgan.py --small                       # the footnote's one-conv-layer networks

@@ -1,13 +1,14 @@
 """Handout C Problems 1–3: a 48×48 faces DDPM (10×10 collage), half-and-half merging, age guidance.
 
     python 06_faces.py --from-utkface UTKFace/   # once, if the course files are missing: convert UTKFace crops
-    python 06_faces.py                           # the handout's setting: T = 1000, linear β 1e-4 -> 0.02 (GPU)
+    python 06_faces.py                           # GPU: T = 1000, linear β 1e-4 -> 0.02 (Ho et al.; Handout C
+                                                 # takes its schedule from a starter file that is not here)
     python 06_faces.py --quick                   # CPU: 3,000 faces, D = 16, T = 100 (6.5 CPU-minutes)
     python 06_faces.py --dry-run                 # seconds, synthetic faces (what the tests run)
 
 Runtime: --quick took 6.5 min of CPU time (one thread; 16 min wall on a heavily shared 2-core
-machine) on 4,000 synthetic faces; --dry-run ≈ 8 CPU-seconds. The full setting is for a GPU
-(not measured here). No course data was available: every run so far used synthetic faces.
+machine) on 3,000 faces of a 4,000-face synthetic file; --dry-run ≈ 8 CPU-seconds. The full
+setting is for a GPU (not measured here). No course data was available: every run so far used synthetic faces.
 
 Data: --faces (default data/faces23k_48x48.npy.gz, or a plain .npy) and --ages (data/ages23k.npy);
 the accepted shapes, types and value ranges are in common/faces.py. The course checkpoint

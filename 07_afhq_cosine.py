@@ -12,7 +12,7 @@ Training: Algorithm 1 with the L1 loss, for --train-steps steps. Sampling: Algor
 to [-1, 1], posterior mean and variance of Eq. 18). Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
 training images (needs the FID Inception weights, see common/inception.py; the training images'
-statistics are computed once, before training: seconds on a GPU, ~0.5 s per image on a 2-core CPU).
+statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
 Runtime: README.md.
 
 Writes to results/07_afhq_cosine/ (or --out-dir):

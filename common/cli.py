@@ -45,7 +45,8 @@ unit_interval.__name__ = "number in [0, 1]"
 
 
 def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300):
-    """Parser with the shared training flags; defaults are Handout D §2.3's."""
+    """Parser with the shared training flags. T, β_1, β_T and the epochs are Handout D §2.2–2.3's; width,
+    batch and learning rate stand in for its starter notebook's "default hyperparameters" (not included)."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")

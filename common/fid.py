@@ -8,8 +8,8 @@ never compare an FD-judge value with a published FID.
 Command:  python -m common.fid REAL FAKE [--inception-weights PATH] [--judge-dataset mnist|fashion]
           Each side is an .npz written by our scripts (key 'images', uint8 N x 28 x 28) or one of
           mnist-test, mnist-train, fashion-test, fashion-train; at most --n images (10,000) per side.
-Runtime:  FD-judge: seconds on a CPU. FID: seconds on a GPU, but ~0.5 s per image on a 2-core CPU
-          (hours for 10k vs 10k); real-data Inception statistics are cached in results/fid_stats/.
+Runtime:  FD-judge: seconds on a CPU. FID: seconds on a GPU, but about 8 images/s on a 2-core CPU
+          (10k vs 10k ≈ 41 min, BENCHMARKS.md); real-data Inception statistics are cached in results/fid_stats/.
 Prints:   sample counts, FID (or why it was skipped), FD-judge.
 """
 import argparse

@@ -21,8 +21,8 @@ def gan_parser(description, epochs=30, batch_size=64):
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs of every model")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="real images per D step")
     p.add_argument("--lr", type=positive_float, default=None,
-                   help="learning rate of every model (default: each model's handout value: "
-                        "DCGAN/cGAN 2e-4, WGAN 5e-5, WGAN-GP 1e-4)")
+                   help="learning rate of every model (default: each model's own: DCGAN/cGAN 2e-4 (Handout B), "
+                        "WGAN 5e-5 (Arjovsky et al. 2017), WGAN-GP 1e-4 (Gulrajani et al. 2017))")
     p.add_argument("--z-dim", type=positive_int, default=100, help="noise dimension (handout: 50..200)")
     p.add_argument("--width", type=positive_int, default=128, help="channels of G's 7×7 map and D's last conv")
     p.add_argument("--small", action="store_true", help="one conv layer in G and D (the handout footnote)")

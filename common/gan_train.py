@@ -22,7 +22,9 @@ from .gan_nets import Discriminator, Generator
 from .utils import (Progress, atomic_save, autocast, fail, interruptible, load_checkpoint, make_grad_scaler,
                     to_device)
 
-# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step
+# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step.
+# Learning rates: 2e-4 and betas (0.5, 0.999) are Handout B's; the handouts give none for WGAN (RMSProp) or
+# WGAN-GP (Adam, betas (0.5, 0.9) from Handout A 4(b)), so those are the papers' 5e-5 and 1e-4
 RECIPES = {
     "dcgan": dict(loss="bce", conditional=False, norm="batch", use_dropout=True, optimizer="adam",
                   lr=2e-4, betas=(0.5, 0.999), n_critic=1),

@@ -12,9 +12,9 @@ Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 2
 (align_corners=False, no antialias), values in [-1, 1].
 
 Weights are looked up in order: an explicit path (--inception-weights), $FID_INCEPTION_WEIGHTS,
-the torch hub cache, then one download attempt. Cost: ~6 GFLOPs per image, so 10,000 images
-take tens of minutes on a laptop CPU and seconds on a GPU; real-data statistics are therefore
-cached in results/fid_stats/.
+the torch hub cache, then one download attempt. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
+10,000 images take about 20 minutes on a 2-core CPU (8 images/s, BENCHMARKS.md) and seconds on a GPU;
+real-data statistics are therefore cached in results/fid_stats/.
 """
 import os
 from pathlib import Path
