@@ -27,8 +27,7 @@ def load_dataset(name, data_dir, train=True, device="cpu"):
         ds = cls(str(data_dir), train=train, download=True)
     except Exception as e:  # offline without files: URLError, RuntimeError, ...
         fail(f"could not load {cls.__name__} ({type(e).__name__}): put the four files "
-             f"{', '.join(RAW_FILES)} in {raw}/ (../shared/stage-data {data_dir} does it), "
-             f"or run once with internet access")
+             f"{', '.join(RAW_FILES)} in {raw}/, or run once with internet access")
     x = ds.data.to(device=device, dtype=torch.float32).unsqueeze(1) / 127.5 - 1.0
     y = ds.targets.to(device=device, dtype=torch.long)
     return x, y

@@ -91,3 +91,42 @@ def test_unet_time_input_matters():
     model = DenoisingUNet(hidden=8).eval()
     x = torch.randn(2, 1, 28, 28)
     assert not torch.allclose(model(x, torch.full((2,), 0.1)), model(x, torch.full((2,), 0.9)))
+
+
+def test_two_level_blocks_compose_the_ops():
+    # ConvBlock = Conv, Conv; DownBlock = DownConv, ConvBlock; UpBlock = UpConv, ConvBlock (Handout D §1)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 14, 14)
+    block = ConvBlock(4, 6)
+    torch.testing.assert_close(block(x), block.net[1](block.net[0](x)))
+    assert [type(m) for m in block.net] == [Conv, Conv]
+    assert [type(m) for m in DownBlock(4, 6).net] == [DownConv, ConvBlock]
+    assert [type(m) for m in UpBlock(4, 6).net] == [UpConv, ConvBlock]
+    down = DownBlock(4, 6)
+    torch.testing.assert_close(down(x), down.net[1].net[1](down.net[1].net[0](down.net[0](x))))
+
+
+def _capture(module, store, key, inputs=False):
+    """A forward hook that keeps module's input (first argument) or output under store[key]."""
+    if inputs:
+        return module.register_forward_pre_hook(lambda m, args: store.__setitem__(key, args[0]))
+    return module.register_forward_hook(lambda m, args, out: store.__setitem__(key, out))
+
+
+def test_conditional_unet_follows_handout_d_3_1_update_rules():
+    # unflatten = c1 * unflatten + t1, then up1 = c2 * up1 + t2: c multiplies, t adds
+    torch.manual_seed(0)
+    model = ConditionalDenoisingUNet(hidden=8).train()
+    seen = {}
+    hooks = [_capture(model.fc1_c, seen, "c1"), _capture(model.fc1_t, seen, "t1"),
+             _capture(model.fc2_c, seen, "c2"), _capture(model.fc2_t, seen, "t2"),
+             _capture(model.unflatten, seen, "U"), _capture(model.up1, seen, "up1_in", inputs=True),
+             _capture(model.up1, seen, "O"), _capture(model.up2, seen, "up2_in", inputs=True)]
+    x, t, c = torch.randn(3, 1, 28, 28), torch.rand(3), F.one_hot(torch.tensor([1, 5, 9]), 10)
+    model(x, t, c, torch.ones(3))
+    for h in hooks:
+        h.remove()
+    c1, t1, c2, t2 = (seen[k][:, :, None, None] for k in ("c1", "t1", "c2", "t2"))
+    D2 = seen["U"].shape[1]
+    torch.testing.assert_close(seen["up1_in"][:, :D2], c1 * seen["U"] + t1)
+    torch.testing.assert_close(seen["up2_in"][:, :seen["O"].shape[1]], c2 * seen["O"] + t2)

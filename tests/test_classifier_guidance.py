@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.guidance import classifier_guided_sample, grad_log_prob
-from common.noisy_classifier import NoisyClassifier
+from common.noisy_classifier import NoisyClassifier, noisy_classifier_loss
 from common.samplers import ddpm_sample, posterior_mean
 from common.schedules import ddpm_schedule, schedule_from_beta
 from common.unet import DenoisingUNet
@@ -45,6 +45,35 @@ class ShrinkDenoiser(nn.Module):
 
     def forward(self, xt, t_frac):
         return 0.5 * xt
+
+
+def test_grad_log_prob_refuses_a_guide_in_train_mode():
+    guide = LinearGuide(4).train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        grad_log_prob(guide, torch.randn(2, 1, 2, 2), torch.full((2,), 0.5), torch.tensor([1, 2]))
+
+
+def test_noisy_classifier_loss_feeds_x_t_at_t_over_T_and_is_the_cross_entropy():
+    # Handout A 2(b): p_φ sees the forward process's x_t and t/T, never x_0 or the raw t
+    seen = {}
+
+    class Spy(nn.Module):
+        def forward(self, xt, t_frac):
+            seen["xt"], seen["t_frac"] = xt, t_frac
+            return xt.flatten(1)[:, :10] * 3.0                      # (B, 10) logits that depend on x_t
+    torch.manual_seed(0)
+    sched, n = ddpm_schedule(300), 4000
+    x0, y = torch.full((n, 1, 4, 4), 0.8), torch.arange(n) % 10
+    t = torch.full((n,), 200)
+    loss, logits = noisy_classifier_loss(Spy(), x0, y, sched, t=t)
+    torch.testing.assert_close(seen["t_frac"], torch.full((n,), 200 / 300))
+    ab = float(sched.alpha_bar[200])
+    assert abs(seen["xt"].mean().item() - ab ** 0.5 * 0.8) < 0.01             # E[x_t] = √ᾱ_t x_0
+    assert abs(seen["xt"].var().item() - (1 - ab)) < 0.02                     # Var[x_t] = 1 − ᾱ_t
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y))
+    _, _ = noisy_classifier_loss(Spy(), x0, y, sched)                          # t ~ U{1..T} when not given
+    steps = seen["t_frac"] * 300
+    assert torch.allclose(steps, steps.round()) and steps.min() >= 1 and steps.max() <= 300
 
 
 def test_s_zero_is_bit_identical_to_the_unguided_sampler():

@@ -21,6 +21,7 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     _check_pngs(tmp_path)
     images = np.load(tmp_path / "samples.npz")["images"]
     assert images.dtype == np.uint8 and images.shape == (16, 28, 28)
+    assert len(np.unique(images.reshape(16, -1), axis=0)) == 16       # 16 different samples, not one blank
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
     assert sum(metrics["judge_digit_histogram"]) == 16 and metrics["fd_judge_vs_mnist_test"] >= 0
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
@@ -44,6 +45,9 @@ def test_02_dry_run_writes_every_file(dry_run_02):
     npz = np.load(tmp_path / "samples.npz")
     n = 6 * 10 * 2   # γ values × digits × --eval-per-class
     assert npz["images"].shape == (n, 28, 28) and npz["images"].dtype == np.uint8
+    for w in (0, 15):   # within a γ every sample is its own (across γ they share x_T, and may coincide here)
+        drawn = npz["images"][npz["guidance"] == w]
+        assert len(np.unique(drawn.reshape(len(drawn), -1), axis=0)) == len(drawn) == 20
     assert sorted(set(npz["guidance"].tolist())) == [0, 1, 5, 7, 10, 15]
     assert np.bincount(npz["labels"]).tolist() == [12] * 10
     rows = metrics["per_guidance"]

@@ -95,6 +95,19 @@ def test_to_inception_input():
     assert torch.equal(y[1, 0], y[1, 2]) and y.min() >= -1 and y.max() <= 0.25
 
 
+def test_resize_is_bilinear_with_half_pixel_centres():
+    # pytorch-fid's resize (align_corners=False): output column i samples input x = (i + 0.5)·28/299 − 0.5,
+    # clamped to [0, 27], linearly between its two neighbours; a ramp makes every column count
+    ramp = torch.linspace(-1, 1, 28).reshape(1, 1, 1, 28).expand(1, 1, 28, 28)
+    got = to_inception_input(ramp)[0, 0, 0].double()
+    x = ((torch.arange(299, dtype=torch.float64) + 0.5) * 28 / 299 - 0.5).clamp(0, 27)
+    left = x.floor().long()
+    right = (left + 1).clamp(max=27)
+    values = torch.linspace(-1, 1, 28, dtype=torch.float64)
+    expected = values[left] + (x - left) * (values[right] - values[left])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
 def test_random_network_maps_mnist_sized_images_to_2048_features_deterministically(net):
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     f1 = InceptionFeatures(net=net, batch_size=1)(x)  # two batches of one

@@ -1,10 +1,11 @@
 """Samplers: Algorithm 2's step against the DDPM paper's ε-form, z = 0 on the last step,
-convergence to a known target, and classifier-free guidance's two limits."""
+convergence to a known target (a point, and a Gaussian spread), classifier-free guidance's limits
+and its extrapolation, and DDIM against the ancestral sampler and the closed-form posterior."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.samplers import (cfg_eps, ddim_sample, ddim_step, ddim_timesteps, ddpm_cfg_sample, ddpm_sample,
+from common.samplers import (cfg_eps, ddim_sample, ddim_step, ddim_timesteps, ddpm_cfg_sample, ddpm_sample, generate,
                              ddpm_sigma, posterior_mean)
 from common.schedules import Schedule, ddpm_schedule
 from common.unet import ConditionalDenoisingUNet
@@ -134,3 +135,59 @@ def test_samplers_driven_by_the_exact_eps_draw_the_data_distribution():
     for x0 in (ddpm_sample(GaussianDenoiser(sd, s), x_T, s), ddim_sample(GaussianDenoiser(sd, s), x_T, s, steps=50)):
         assert abs(x0.mean().item()) < 0.01
         assert abs(x0.std().item() / sd - 1) < 0.03, x0.std().item()
+
+
+class ConditionalPointMass(nn.Module):
+    """Exact ε-predictor of a conditional model whose class-k images all equal targets[k] and whose
+    unconditional images (dropped label: mask 0) all equal `u`."""
+
+    def __init__(self, targets, u, sched):
+        super().__init__()
+        self.targets, self.u, self.sched = targets, u, sched
+
+    def forward(self, xt, t_frac, c, mask):
+        t = (t_frac * self.sched.T).round().long()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        x0 = torch.where(mask.reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
+        return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
+def test_cfg_samplers_land_on_the_guided_extrapolation():
+    # ε̂ = ε_u + γ(ε_c − ε_u) is the exact ε of the point u + γ(target_y − u), so every guided sampler
+    # must end there (Algorithm 4, DDIM with c, and the scripts' generate())
+    torch.manual_seed(0)
+    s = ddpm_schedule(50)
+    targets = torch.linspace(-0.5, 0.5, 10).reshape(10, 1, 1, 1).expand(10, 1, 4, 4).contiguous()
+    u = torch.zeros(1, 1, 4, 4)
+    model = ConditionalPointMass(targets, u, s)
+    y = torch.tensor([0, 3, 9])
+    c, x_T = F.one_hot(y, 10), torch.randn(3, 1, 4, 4)
+    for w in (1.0, 3.0):
+        expected = (u + w * (targets[y] - u)).expand(3, 1, 4, 4)
+        for sampler in ("ddpm", "ddim"):
+            x0 = generate(model, x_T, s, sampler, steps=10, c=c, w=w)
+            torch.testing.assert_close(x0, expected, atol=1e-3, rtol=0)
+
+
+def test_ddim_eta_1_with_all_steps_is_the_ancestral_sampler():
+    # the whole chain, not one step: same x_T, same z stream, σ² = β̃_t
+    s = ddpm_schedule(30)
+    model, x_T = GaussianDenoiser(0.5, s), torch.randn(64, 1, 4, 4)
+    a = ddim_sample(model, x_T, s, steps=30, eta=1.0, generator=torch.Generator().manual_seed(3))
+    b = ddpm_sample(model, x_T, s, sigma="posterior", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, atol=2e-3, rtol=0)   # float32: the two forms of the step differ by ~3e-4
+
+
+def test_ddim_jump_is_the_posterior_of_the_skipped_steps():
+    # η = 1 over a jump t -> t_prev is q(x_prev | x_t, x̂0) of the DDPM itself, in closed form
+    s = ddpm_schedule(300)
+    ab = s.alpha_bar.double()
+    xt, eps, z = (torch.randn(3, 1, 4, 4, dtype=torch.float64) for _ in range(3))
+    for t, t_prev in ((300, 294), (7, 1), (50, 0)):
+        a_t, a_p = ab[t], ab[t_prev]
+        x0_hat = (xt - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        a_jump = a_t / a_p                                     # ᾱ_t / ᾱ_prev: the skipped steps' α product
+        mean = (a_p.sqrt() * (1 - a_jump) * x0_hat + a_jump.sqrt() * (1 - a_p) * xt) / (1 - a_t)
+        std = ((1 - a_p) / (1 - a_t) * (1 - a_jump)).sqrt()
+        sched64 = Schedule(s.beta.double(), s.alpha.double(), ab)
+        torch.testing.assert_close(ddim_step(xt, t, t_prev, eps, sched64, eta=1.0, z=z), mean + std * z)

@@ -36,3 +36,15 @@ def test_forward_process_mean_and_variance():
 def test_sampled_timesteps_cover_1_to_T():
     t = sample_timesteps(20_000, 5, "cpu")
     assert t.min() == 1 and t.max() == 5 and len(t.unique()) == 5
+
+
+def test_forward_process_is_exact_per_sample():
+    # Handout D Algorithm 1 line 6 with a different t in every row: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε
+    s = ddpm_schedule(300)
+    x0, eps = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
+    t = torch.tensor([1, 2, 150, 300])
+    xt = ddpm_forward(x0, t, s.alpha_bar, eps)
+    for i, ti in enumerate(t.tolist()):
+        ab = s.alpha_bar[ti]
+        torch.testing.assert_close(xt[i], ab.sqrt() * x0[i] + (1 - ab).sqrt() * eps[i])
+    torch.testing.assert_close(ddpm_forward(x0, torch.zeros(4, dtype=torch.long), s.alpha_bar, eps), x0)

@@ -94,6 +94,29 @@ def test_ddpm_loss_is_the_noise_prediction_error():
     assert ddpm_loss(Zero(), x0, sched, loss="l1").item() == pytest.approx((2 / torch.pi) ** 0.5, abs=0.01)
 
 
+class ExactEps(torch.nn.Module):
+    """The true ε when every training image is x0 = `target`: ε = (x_t − √ᾱ_t·target)/√(1 − ᾱ_t)."""
+
+    def __init__(self, target, sched):
+        super().__init__()
+        self.target, self.sched = target, sched
+
+    def forward(self, xt, t_frac, *cond):
+        t = (t_frac * self.sched.T).round().long()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
+
+
+def test_ddpm_loss_of_the_exact_noise_predictor_is_zero():
+    # the loss must pair x_t with the t it was noised at (and feed the network t/T): only then is the
+    # exact ε̂ exactly right; an off-by-one in ᾱ or a t/T mix-up leaves a loss far above zero
+    torch.manual_seed(0)
+    sched, target = ddpm_schedule(300), torch.linspace(-1, 1, 28 * 28).reshape(1, 1, 28, 28)
+    x0, y = target.expand(64, 1, 28, 28), torch.arange(64) % 10
+    assert ddpm_loss(ExactEps(target, sched), x0, sched).item() < 1e-8
+    assert ddpm_loss(ExactEps(target, sched), x0, sched, y=y, p_uncond=0.5).item() < 1e-8
+
+
 def test_label_dropout_rate_matches_p_uncond():
     seen = []
 
@@ -143,3 +166,14 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     args = _args()
     with pytest.raises(SystemExit, match="corrupt"):
         load_state(tmp_path / "checkpoint.pt", *_setup(args), "cpu")
+
+
+def test_resume_with_another_schedule_length_is_a_one_line_error(tmp_path):
+    # the weights do not depend on T, so only this check stops a resume on a different schedule
+    args = _args(T=20)
+    training = _training(args, tmp_path)
+    list(_ddpm_epochs(training, *synthetic_dataset(32), ddpm_schedule(20)))
+    with pytest.raises(SystemExit, match="trained with --T 20, not 10"):
+        _training(_args(T=10), tmp_path, resume=True)
+    with pytest.raises(SystemExit, match="trained with --hidden 8, not 16"):
+        _training(_args(hidden=16), tmp_path, resume=True)
