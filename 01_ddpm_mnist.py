@@ -36,6 +36,8 @@ def parse_args(argv):
     p.add_argument("--eval-batch", type=positive_int, default=None,
                    help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
+    if args.n_samples < 2:
+        p.error("--n-samples must be at least 2 (FD-judge needs a covariance)")
     return args
 
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from common import blocks, samplers, schedules, unet
-from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int, probability
+from common.cli import (check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int,
+                        probability)
 from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.judge import get_judge
 from common.parts import load_part, save_part, source_hash, state_hash
@@ -49,8 +50,8 @@ def parse_args(argv):
     p = diffusion_parser(__doc__.split("\n")[0])
     p.add_argument("--p-uncond", type=probability, default=0.1,
                    help="Algorithm 3 line 5: probability of dropping the label (0 = Handout A 1(a))")
-    p.add_argument("--guidance", type=float, default=5.0, help="γ of the per-epoch evaluation grids")
-    p.add_argument("--sweep", type=float, nargs="+", default=[0, 1, 5, 7, 10, 15],
+    p.add_argument("--guidance", type=finite_float, default=5.0, help="γ of the per-epoch evaluation grids")
+    p.add_argument("--sweep", type=finite_float, nargs="+", default=[0, 1, 5, 7, 10, 15],
                    help="guidance scales γ of the final sweep (Handout D §3.4)")
     p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10),
                    metavar="DIGIT", help="digits of the sweep")
@@ -60,6 +61,10 @@ def parse_args(argv):
     p.add_argument("--eval-batch", type=positive_int, default=None,
                    help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
+    if len(set(args.sweep)) < len(args.sweep):
+        p.error(f"--sweep lists a γ twice: {args.sweep}")
+    if len(args.digits) * args.eval_per_class < 2:
+        p.error("--digits × --eval-per-class must be at least 2 samples per γ (FD-judge needs a covariance)")
     return args
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from common import blocks, guidance, noisy_classifier, samplers, schedules
-from common.cli import non_negative_float, parse_with_presets, positive_int
+from common.cli import non_negative_float, parse_with_presets, positive_float, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.frechet import fd_from_features, mean_pairwise_distance
 from common.guidance import classifier_guided_sample
@@ -75,7 +75,7 @@ def parse_args(argv):
     p.add_argument("--retrain-classifier", action="store_true", help="ignore a saved classifier.pt")
     p.add_argument("--epochs", type=positive_int, default=3, help="p_φ training epochs")
     p.add_argument("--batch-size", type=positive_int, default=128, help="p_φ images per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="p_φ Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="p_φ Adam learning rate")
     p.add_argument("--lr-decay-to", type=float, default=0.1,
                    help="exponential LR decay, once per epoch: epoch e+1 runs at lr × this^(e/epochs)")
     p.add_argument("--hidden", type=positive_int, default=32, help="p_φ width D (the UNet's down half)")
@@ -106,6 +106,10 @@ def parse_args(argv):
         p.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")
     if args.cfg_samples and not Path(args.cfg_samples).is_file():
         p.error(f"--cfg-samples {args.cfg_samples} does not exist (02_cfg_mnist.py writes samples.npz)")
+    trains_if_missing = args.train_unet or args.quick or args.dry_run
+    if args.unet_checkpoint and not trains_if_missing and not Path(args.unet_checkpoint).is_file():
+        p.error(f"--unet-checkpoint {args.unet_checkpoint} does not exist (01_ddpm_mnist.py writes "
+                f"<out-dir>/checkpoint.pt; with --train-unet, 03 trains one at such a path)")
     return args
 
 

@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
+from common.cli import check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int
 from common.data import from_uint8, to_uint8
 from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
                           predict_age, synthetic_faces, valid_age)
@@ -80,9 +80,9 @@ def parse_args(argv):
                    help="Problem 2: the timesteps t the pairs are diffused to")
     p.add_argument("--regressor-epochs", type=positive_int, default=10, help="Problem 3: age regressor epochs")
     p.add_argument("--n-val", type=positive_int, default=500, help="faces held out to evaluate the regressor")
-    p.add_argument("--target-ages", type=float, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
+    p.add_argument("--target-ages", type=finite_float, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
     p.add_argument("--per-age", type=positive_int, default=10, help="Problem 3: faces per target age")
-    p.add_argument("--guidance-scale", type=float, default=0.2, help="multiplies ∇_{z_t} log P(y | z_t)")
+    p.add_argument("--guidance-scale", type=finite_float, default=0.2, help="multiplies ∇_{z_t} log P(y | z_t)")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     if not all(1 <= t <= args.T for t in args.merge_ts):
         p.error(f"--merge-ts must lie in 1..T = 1..{args.T}, got {args.merge_ts}")

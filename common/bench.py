@@ -32,7 +32,7 @@ from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .cli import positive_int
+from .cli import existing_parent, non_negative_int, positive_int
 from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch,
                     interruptible, make_grad_scaler, resolve_device, to_device, write_text)
 
@@ -62,11 +62,11 @@ def parse_args(argv):
                    help="default: the scripts' --eval-batch default, 1000 on CUDA, 100 on CPU")
     p.add_argument("--sample-timed-steps", type=positive_int, default=None, metavar="K",
                    help="time only K reverse steps and extrapolate to T (slow CPUs; default: all T)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes in the data-path row")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes in the data-path row")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (MNIST for the data path)")
     p.add_argument("--dry-run", action="store_true", help="seconds: tiny widths, T = 10, 2 steps, synthetic data")
-    p.add_argument("--out", default=None, help="also write the markdown to this file")
+    p.add_argument("--out", type=existing_parent, default=None, help="also write the markdown to this file")
     args = p.parse_args(argv)
     if args.dry_run:
         args.steps, args.sample_batch, args.sample_timed_steps = 2, 8, None

@@ -16,6 +16,49 @@ def positive_int(text):
 positive_int.__name__ = "positive integer"
 
 
+def positive_float(text):
+    """argparse type: a finite number > 0 (learning rates, clipping values)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError
+    return value
+
+
+positive_float.__name__ = "positive number"
+
+
+def finite_float(text):
+    """argparse type: any finite number (guidance scales may be negative; nan and inf are typos)."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError
+    return value
+
+
+finite_float.__name__ = "finite number"
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+non_negative_int.__name__ = "non-negative integer"
+
+
+def existing_parent(text):
+    """argparse type: an output file whose folder exists (checked before hours of work, not after)."""
+    from pathlib import Path
+    if not Path(text).parent.is_dir():
+        raise ValueError
+    return text
+
+
+existing_parent.__name__ = "file path in an existing folder"
+
+
 def non_negative_float(text):
     value = float(text)
     if not value >= 0:
@@ -51,7 +94,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=lr, help="Adam learning rate")
     p.add_argument("--lr-decay-to", type=float, default=0.1,
                    help="exponential LR decay, once per epoch: epoch e+1 runs at lr × this^(e/epochs)")
     p.add_argument("--hidden", type=positive_int, default=hidden, help="UNet width D")

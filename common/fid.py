@@ -52,12 +52,17 @@ def load_side(spec, data_dir, n):
     path = Path(spec)
     if path.suffix != ".npz" or not path.is_file():
         fail(f"{spec} is neither an existing .npz file nor one of {', '.join(DATASET_SIDES)}")
-    with np.load(path) as data:
-        if "images" not in data:
-            fail(f"{path} has no 'images' array (it has: {', '.join(data.files)})")
-        images = data["images"][:n]
+    try:
+        with np.load(path) as data:
+            if "images" not in data:
+                fail(f"{path} has no 'images' array (it has: {', '.join(data.files)})")
+            images = data["images"][:n]
+    except (OSError, ValueError) as e:   # not a zip of arrays, or pickled objects
+        fail(f"{path} is not a readable .npz of arrays ({type(e).__name__}: {e})")
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         fail(f"{path}: 'images' must be uint8 of shape (N, H, W) or (N, H, W, C), got {images.dtype} {images.shape}")
+    if len(images) < 2:
+        fail(f"{path}: {len(images)} image(s); a Fréchet distance needs at least 2 (a mean and a covariance)")
     return from_uint8(images)
 
 
@@ -84,8 +89,10 @@ def fid_skip_reason(args):
     try:
         if find_weights(args.inception_weights) is None:
             return f"Inception weights {FID_WEIGHTS_FILE} not found: {where_to_put_weights()}"
-    except SystemExit as e:  # a named path that does not exist
-        return str(e).removeprefix("error: ")
+    except SystemExit:
+        if args.inception_weights:   # a path the user named and that does not exist: say so, do not skip
+            raise
+        return "the Inception weights could not be found"
     return None
 
 
@@ -109,8 +116,12 @@ def judge_dataset_for(args):
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
+    judge_dataset = judge_dataset_for(args)
     # --- data ---
     x_real, x_fake = load_side(args.real, args.data_dir, args.n), load_side(args.fake, args.data_dir, args.n)
+    for spec, x in ((args.real, x_real), (args.fake, x_fake)):
+        if tuple(x.shape[1:]) != (1, 28, 28):
+            fail(f"{spec}: the judges take 28×28 grayscale images, got (C, H, W) = {tuple(x.shape[1:])}")
     print(f"REAL: {args.real} ({len(x_real):,} images)   FAKE: {args.fake} ({len(x_fake):,} images)")
     if min(len(x_real), len(x_fake)) < MIN_UNBIASED:
         print(f"warning: fewer than {MIN_UNBIASED:,} samples on a side: the values below are biased "
@@ -125,7 +136,6 @@ def main(argv=None):
                                *side_inception_stats(args.fake, x_fake, extractor, args.data_dir))
         print(f"FID: {fid:.3f}")
     # --- FD-judge (judge features; not comparable with FID) ---
-    judge_dataset = judge_dataset_for(args)
     judge = get_judge(judge_dataset, args.data_dir, device)
     start, cpu_start = time.time(), time.process_time()
     fd = judge.fd(x_real, x_fake)

@@ -2,17 +2,7 @@
 import argparse
 
 from .data import load_dataset, synthetic_dataset
-from .cli import positive_int
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise ValueError
-    return value
-
-
-positive_float.__name__ = "positive number"
+from .cli import positive_float, positive_int
 
 
 def gan_parser(description, epochs=30, batch_size=64):

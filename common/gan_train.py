@@ -204,10 +204,14 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
     fixed noise z_fixed (a cGAN draws one row per class), so the grids are comparable across epochs.
     """
     path = out / f"checkpoint_{name}.pt"
+    if len(x) < cfg["batch_size"]:
+        fail(f"--batch-size {cfg['batch_size']} is more than the {len(x):,} training images: no full batch to train on")
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
     if resume and path.is_file():
         gan, start, history = load_gan_state(path, device, cfg)
+    elif resume:
+        print(f"--resume: no {path} yet, so {name} starts from scratch", flush=True)
     with interruptible(f"the last finished epoch of {name} is saved in {path}; continue with --resume"):
         for epoch in range(start + 1, cfg["epochs"] + 1):
             torch.manual_seed(cfg["seed"] + 1000 * epoch)  # reseed from (seed, epoch): --resume continues exactly

@@ -26,7 +26,7 @@ from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
-from .cli import positive_int, unit_interval
+from .cli import existing_parent, finite_float, positive_int, unit_interval
 from .utils import (Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, save_json,
                     to_device)
 
@@ -38,7 +38,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT,
                    help="checkpoint.pt of 02_cfg_mnist.py (or of 01_ddpm_mnist.py: unconditional)")
-    p.add_argument("--guidance", type=float, default=5.0, help="γ of Algorithm 4, the same for every sampler")
+    p.add_argument("--guidance", type=finite_float, default=5.0, help="γ of Algorithm 4, the same for every sampler")
     p.add_argument("--per-digit", type=positive_int, default=100,
                    help="samples per digit and per sampler (an 01 model: 10 × this many samples per sampler)")
     p.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (for the MNIST test set)")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--json", type=existing_parent, default=None, help="also write the rows to this JSON file")
     p.add_argument("--grid", default=None,
                    help="also save a PNG: a row per sampler, the first sample of each digit (one x_T per column)")
     p.add_argument("--dry-run", action="store_true", help="seconds: an untrained tiny model, synthetic data")
@@ -59,7 +59,7 @@ def parse_args(argv=None):
 def load_model(path, device):
     """(model, schedule, training args) from a checkpoint of 02_cfg_mnist.py (conditional: its args
     have p_uncond) or of 01_ddpm_mnist.py (unconditional)."""
-    ckpt = load_checkpoint(path, device)
+    ckpt = load_checkpoint(path, device, missing_hint="give the checkpoint.pt of a 01 or 02 run")
     a = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
     model = None
     if {"hidden", "T", "beta_1", "beta_T"} <= set(a) and "model" in ckpt:
@@ -145,6 +145,8 @@ def main(argv=None):
     else:
         model, sched, trained = load_model(args.checkpoint, device)
         x_test = load_dataset("mnist", args.data_dir, train=False, device=device)[0]
+        if max(args.ddim_steps) > sched.T:
+            fail(f"--ddim-steps {max(args.ddim_steps)} is more than this model's T = {sched.T}")
         print(f"{args.checkpoint}: D={trained['hidden']}, T={sched.T}, "
               f"trained {trained['epochs_done']} of {trained['epochs']} epochs")
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)

@@ -119,10 +119,16 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
         fail(f"{path} is not a training checkpoint of this script")
     for name, value in must_match:
         saved = state["args"].get(name)
+        if saved is None and value is not None:
+            fail(f"{path} was written by another script (it has no '{name}' setting); use another --out-dir")
         if saved != value:
             fail(f"{path} was trained with --{name.replace('_', '-')} {saved}, not {value}; "
                  f"pass the same value or use another --out-dir")
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:   # other layer names or shapes: another script's model
+        fail(f"{path} holds another kind of model than {type(model).__name__} (another script's "
+             f"checkpoint?); use another --out-dir")
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     scaler.load_state_dict(state["scaler"])

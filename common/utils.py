@@ -31,7 +31,10 @@ def resolve_device(name="auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {name} asked for, but this machine has no CUDA GPU (use --device cpu)")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        fail(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N")
 
 
 def seed_everything(seed):
@@ -109,6 +112,8 @@ def start_run(args, script):
 def make_out_dir(out_dir, script_file):
     """results/<script stem>/ unless --out-dir says otherwise; created on demand."""
     path = Path(out_dir) if out_dir else Path("results") / Path(script_file).stem
+    if path.exists() and not path.is_dir():
+        fail(f"--out-dir {path} is a file, not a folder: name a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -154,11 +159,11 @@ def atomic_save(obj, path):
     write_bytes(buffer.getvalue(), path)
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path, device="cpu", missing_hint="train first, or drop --resume"):
     """Load a checkpoint written by atomic_save, with a one-line error if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        fail(f"checkpoint {path} does not exist (train first, or drop --resume)")
+        fail(f"checkpoint {path} does not exist ({missing_hint})")
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # torch raises several types for a truncated or foreign file

@@ -163,13 +163,15 @@ def test_a_partly_trained_unet_is_used_but_named(script, tmp_path, capsys):
 
 def test_bad_inputs_are_one_line_errors(script, tmp_path):
     cg = script("03_classifier_guidance.py")
-    with pytest.raises(SystemExit, match="no DDPM checkpoint .* --train-unet"):
-        cg.main(["--unet-checkpoint", str(tmp_path / "missing.pt"), "--out-dir", str(tmp_path)])
+    args = cg.parse_args(["--unet-checkpoint", str(tmp_path / "checkpoint.pt"), "--train-unet"])
+    args.train_unet = False
+    with pytest.raises(SystemExit, match="no DDPM checkpoint .* --train-unet"):   # how to train one there
+        cg.train_unet_if_missing(args, tmp_path / "checkpoint.pt")
     torch.save({"model": {}, "args": {"hidden": 4}}, tmp_path / "foreign.pt")
     with pytest.raises(SystemExit, match="not a checkpoint of 01_ddpm_mnist.py"):
         cg.main(["--unet-checkpoint", str(tmp_path / "foreign.pt"), "--out-dir", str(tmp_path)])
     for bad in (["--scales", "-1"], ["--per-class", "1"], ["--scales", "1", "1"], ["--digits", "10"],
-                ["--cfg-samples", str(tmp_path / "missing.npz")]):
+                ["--cfg-samples", str(tmp_path / "missing.npz")], ["--unet-checkpoint", str(tmp_path / "missing.pt")]):
         with pytest.raises(SystemExit) as e:
             cg.parse_args(bad)
         assert e.value.code == 2

@@ -91,8 +91,8 @@ def test_fid_cli_with_npz_files_skips_fid_without_weights(judge, tmp_path, monke
     assert "FID: skipped" in out and "FD-judge (mnist judge)" in out and "warning" in out
     assert result["fid"] is None and result["n_real"] == 100 and result["n_fake"] == 120
     assert result["fd_judge"] >= 0
-    with pytest.raises(SystemExit, match="neither"):
-        fid.main([str(tmp_path / "a.npz"), str(tmp_path / "nope.npz")])
+    with pytest.raises(SystemExit, match="is neither an existing .npz file"):
+        fid.main([str(tmp_path / "a.npz"), str(tmp_path / "nope.npz"), "--judge-dataset", "mnist"])
     with pytest.raises(SystemExit, match="--judge-dataset"):
         fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
 
