@@ -68,6 +68,15 @@ def parse_args(argv):
     return args
 
 
+def check_reusable(args):
+    """Load 04's checkpoints that are already there once, now: a damaged one stops the run before hours of
+    training, not after (one that 04 writes later is checked when it is reused)."""
+    for name in ("dcgan", "wgan"):
+        path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
+        if path is not None and path.is_file():
+            load_gan_state(path, torch.device("cpu"))
+
+
 def reuse_or_train(name, args, x, y, out, device, z_fixed):
     """(gan, history, source): 04's run of `name` from --gan-dir if it is there, else trained here."""
     path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
@@ -171,6 +180,7 @@ def main(argv=None):
     x_train, y_train = load_data(args, device)
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
+    check_reusable(args)
     runs = {name: reuse_or_train(name, args, x_train, y_train, out, device, z_fixed) for name in TRAIN_ORDER}
     runs = {name: runs[name] for name in MODELS}
     write_losses_csv(out / "losses.csv", {n: h for n, (_, h, source) in runs.items() if source == "trained here"})

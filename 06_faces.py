@@ -295,6 +295,7 @@ def main(argv=None):
     seed_everything(args.seed)
     # --- data (loaded first: a bad file stops the run before anything is written) ---
     x, ages = load_data(args, device)
+    train_idx, val_idx = split_for_regressor(args, x, ages)   # Problem 3's faces, checked before any training
     args.image_channels = x.shape[1]
     out = make_out_dir(args.out_dir, __file__)
     save_json(vars(args), out / "config.json")
@@ -302,7 +303,6 @@ def main(argv=None):
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     model, history = train_ddpm(args, x, sched, device, out)
     # --- Problem 3, training: the age regressor on noised faces ---
-    train_idx, val_idx = split_for_regressor(args, x, ages)
     regressor, reg_history = train_age_regressor(args, x, ages, sched, device, out, train_idx)
     # --- Problem 1: 100 faces, a 10×10 collage ---
     torch.manual_seed(args.seed + 1)

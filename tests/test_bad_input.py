@@ -106,3 +106,24 @@ def test_fd_tool_named_weights_that_do_not_exist(tmp_path):
     good = _npz(tmp_path / "good.npz", to_uint8(synthetic_dataset(20)[0]))
     with pytest.raises(SystemExit, match="nonexistent"):
         fid.main([good, good, "--judge-dataset", "mnist", "--inception-weights", str(tmp_path / "nonexistent.pth")])
+
+
+def test_faces_without_usable_ages_stop_before_training(tmp_path):
+    from common.faces import save_array, synthetic_faces
+    faces, ages = synthetic_faces(20)
+    save_array(faces, tmp_path / "f.npy")
+    save_array(np.full_like(ages, 150), tmp_path / "a.npy")          # no age in [0, 100]
+    with pytest.raises(SystemExit, match="age in \\[0, 100\\]"):
+        __import__("conftest").load_script("06_faces.py").main(
+            ["--faces", str(tmp_path / "f.npy"), "--ages", str(tmp_path / "a.npy"), "--out-dir", str(tmp_path / "o"),
+             "--epochs", "1", "--hidden", "8", "--T", "10", "--merge-ts", "5", "--batch-size", "8"])   # tiny
+    assert not (tmp_path / "o").exists()                                # nothing trained, nothing written
+
+
+def test_a_damaged_04_checkpoint_stops_05_before_training(tmp_path):
+    (tmp_path / "gan").mkdir()
+    (tmp_path / "gan" / "checkpoint_dcgan.pt").write_bytes(b"\x00damaged")
+    with pytest.raises(SystemExit, match="corrupt"):
+        __import__("conftest").load_script("05_cgan_wgangp_fid.py").main(
+            ["--dry-run", "--gan-dir", str(tmp_path / "gan"), "--out-dir", str(tmp_path / "o")])
+    assert not list((tmp_path / "o").glob("checkpoint_*.pt"))          # WGAN-GP and the cGAN never started
