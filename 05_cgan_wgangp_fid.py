@@ -68,19 +68,24 @@ def parse_args(argv):
     return args
 
 
+def reusable_checkpoint(name, args):
+    """04's checkpoint of `name` in --gan-dir if it is there now (DCGAN and WGAN only), else None."""
+    path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
+    return path if name in ("dcgan", "wgan") and path is not None and path.is_file() else None
+
+
 def check_reusable(args):
     """Load 04's checkpoints that are already there once, now: a damaged one stops the run before hours of
     training, not after (one that 04 writes later is checked when it is reused)."""
     for name in ("dcgan", "wgan"):
-        path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
-        if path is not None and path.is_file():
-            load_gan_state(path, torch.device("cpu"))
+        if reusable_checkpoint(name, args):
+            load_gan_state(reusable_checkpoint(name, args), torch.device("cpu"))
 
 
 def reuse_or_train(name, args, x, y, out, device, z_fixed):
     """(gan, history, source): 04's run of `name` from --gan-dir if it is there, else trained here."""
-    path = Path(args.gan_dir) / f"checkpoint_{name}.pt" if args.gan_dir else None
-    if name in ("dcgan", "wgan") and path is not None and path.is_file():
+    path = reusable_checkpoint(name, args)
+    if path is not None:
         gan, epoch, history = load_gan_state(path, device)
         print(f"--- {name}: reusing {path} ({epoch} epochs, width {gan.cfg['width']}) ---", flush=True)
         return gan, history, str(path)

@@ -8,7 +8,8 @@
 
 Runtime: --quick took 6.5 min of CPU time (one thread; 16 min wall on a heavily shared 2-core
 machine) on 3,000 faces of a 4,000-face synthetic file; --dry-run ≈ 8 CPU-seconds. The full
-setting is for a GPU (not measured here). No course data was available: every run so far used synthetic faces.
+setting is for a GPU (not measured here). No course data was available: every run so far used
+synthetic faces.
 
 Data: --faces (default data/faces23k_48x48.npy.gz, or a plain .npy) and --ages (data/ages23k.npy);
 the accepted shapes, types and value ranges are in common/faces.py. The course checkpoint

@@ -62,7 +62,8 @@ def parse_args(argv):
                    help="default: the scripts' --eval-batch default, 1000 on CUDA, 100 on CPU")
     p.add_argument("--sample-timed-steps", type=positive_int, default=None, metavar="K",
                    help="time only K reverse steps and extrapolate to T (slow CPUs; default: all T)")
-    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes in the data-path row")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="DataLoader worker processes in the data-path row")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (MNIST for the data path)")
     p.add_argument("--dry-run", action="store_true", help="seconds: tiny widths, T = 10, 2 steps, synthetic data")

@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out-dir", default="results/judge")
     p.add_argument("--epochs", type=positive_int, default=None, help="default: 6 (mnist), 8 (fashion)")
-    p.add_argument("--shift", type=non_negative_int, default=None, help="max random shift in pixels (default: per dataset)")
+    p.add_argument("--shift", type=non_negative_int, default=None,
+                   help="max random shift in pixels (default: per dataset)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: per dataset)")
     p.add_argument("--batch-size", type=positive_int, default=128)

@@ -144,9 +144,9 @@ def main(argv=None):
         x_test, args.per_digit, args.ddim_steps = synthetic_dataset(128, device, seed=1)[0], 2, [5]
     else:
         model, sched, trained = load_model(args.checkpoint, device)
-        x_test = load_dataset("mnist", args.data_dir, train=False, device=device)[0]
         if max(args.ddim_steps) > sched.T:
             fail(f"--ddim-steps {max(args.ddim_steps)} is more than this model's T = {sched.T}")
+        x_test = load_dataset("mnist", args.data_dir, train=False, device=device)[0]
         print(f"{args.checkpoint}: D={trained['hidden']}, T={sched.T}, "
               f"trained {trained['epochs_done']} of {trained['epochs']} epochs")
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -18,6 +19,20 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class PointMassDenoiser(nn.Module):
+    """The exact ε-predictor when every training image equals `target`: ε = (x_t − √ᾱ_t·target)/√(1 − ᾱ_t)
+    (Handout D Algorithm 1, line 6, solved for ε)."""
+
+    def __init__(self, target, sched):
+        super().__init__()
+        self.target, self.sched = target, sched
+
+    def forward(self, xt, t_frac, *cond):
+        t = (t_frac * self.sched.T).round().long()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
 
 
 @pytest.fixture

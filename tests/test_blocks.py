@@ -98,7 +98,10 @@ def test_two_level_blocks_compose_the_ops():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 14, 14)
     block = ConvBlock(4, 6)
-    torch.testing.assert_close(block(x), block.net[1](block.net[0](x)))
+    conv1, bn1, conv2, bn2 = nn.Conv2d(4, 6, 3, 1, 1), nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3, 1, 1), nn.BatchNorm2d(6)
+    _copy_conv_bn(block.net[0], conv1, bn1)
+    _copy_conv_bn(block.net[1], conv2, bn2)
+    torch.testing.assert_close(block(x), F.gelu(bn2(conv2(F.gelu(bn1(conv1(x)))))))   # Conv, then Conv
     assert [type(m) for m in block.net] == [Conv, Conv]
     assert [type(m) for m in DownBlock(4, 6).net] == [DownConv, ConvBlock]
     assert [type(m) for m in UpBlock(4, 6).net] == [UpConv, ConvBlock]

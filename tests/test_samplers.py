@@ -8,25 +8,14 @@ import torch.nn.functional as F
 from common.samplers import (cfg_eps, ddim_sample, ddim_step, ddim_timesteps, ddpm_cfg_sample, ddpm_sample, generate,
                              ddpm_sigma, posterior_mean)
 from common.schedules import Schedule, ddpm_schedule
+from conftest import PointMassDenoiser
 from common.unet import ConditionalDenoisingUNet
-
-
-class PointMassDenoiser(nn.Module):
-    """The exact ε-predictor when every training image equals `target`: ε = (x_t − √ᾱ_t·target)/√(1 − ᾱ_t)."""
-
-    def __init__(self, target, sched):
-        super().__init__()
-        self.target, self.sched = target, sched
-
-    def forward(self, xt, t_frac, *cond):
-        t = (t_frac * self.sched.T).round().long()
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
-        return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
 
 
 class GaussianDenoiser(nn.Module):
     """The exact ε-predictor when every pixel of x_0 is drawn from N(0, sd²):
-    E[ε | x_t] = √(1 − ᾱ_t)·x_t / (ᾱ_t·sd² + 1 − ᾱ_t). A sampler driven by it must draw N(0, sd²) again."""
+    E[ε | x_t] = √(1 − ᾱ_t)·x_t / (ᾱ_t·sd² + 1 − ᾱ_t).
+    A sampler driven by it must draw N(0, sd²) again."""
 
     def __init__(self, sd, sched):
         super().__init__()

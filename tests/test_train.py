@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.data import synthetic_dataset
+from conftest import PointMassDenoiser
 from common.schedules import ddpm_schedule
 from common import train
 from common.train import (Training, ddpm_loss, fit_epoch, load_state, make_optimizer, run_epochs,
@@ -94,27 +95,14 @@ def test_ddpm_loss_is_the_noise_prediction_error():
     assert ddpm_loss(Zero(), x0, sched, loss="l1").item() == pytest.approx((2 / torch.pi) ** 0.5, abs=0.01)
 
 
-class ExactEps(torch.nn.Module):
-    """The true ε when every training image is x0 = `target`: ε = (x_t − √ᾱ_t·target)/√(1 − ᾱ_t)."""
-
-    def __init__(self, target, sched):
-        super().__init__()
-        self.target, self.sched = target, sched
-
-    def forward(self, xt, t_frac, *cond):
-        t = (t_frac * self.sched.T).round().long()
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
-        return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
-
-
 def test_ddpm_loss_of_the_exact_noise_predictor_is_zero():
     # the loss must pair x_t with the t it was noised at (and feed the network t/T): only then is the
     # exact ε̂ exactly right; an off-by-one in ᾱ or a t/T mix-up leaves a loss far above zero
     torch.manual_seed(0)
     sched, target = ddpm_schedule(300), torch.linspace(-1, 1, 28 * 28).reshape(1, 1, 28, 28)
     x0, y = target.expand(64, 1, 28, 28), torch.arange(64) % 10
-    assert ddpm_loss(ExactEps(target, sched), x0, sched).item() < 1e-8
-    assert ddpm_loss(ExactEps(target, sched), x0, sched, y=y, p_uncond=0.5).item() < 1e-8
+    assert ddpm_loss(PointMassDenoiser(target, sched), x0, sched).item() < 1e-8
+    assert ddpm_loss(PointMassDenoiser(target, sched), x0, sched, y=y, p_uncond=0.5).item() < 1e-8
 
 
 def test_label_dropout_rate_matches_p_uncond():
