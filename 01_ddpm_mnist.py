@@ -16,13 +16,14 @@ import torch
 
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
 from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.plotting import save_grid
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
-from common.utils import count_parameters, interruptible, save_json, save_npz, start_run, to_device
+from common.utils import count_parameters, interruptible, start_run, to_device
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,

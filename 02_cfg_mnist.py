@@ -26,6 +26,7 @@ from common import blocks, samplers, schedules, unet
 from common.cli import (check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int,
                         probability)
 from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
@@ -33,8 +34,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet
-from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_json, save_npz,
-                          start_run, to_device)
+from common.utils import Progress, amp_dtype, count_parameters, interruptible, memory_format, start_run, to_device
 
 # the code that draws the guidance sweep, hashed now (when it is loaded) for the keys of its saved parts
 SWEEP_CODE = source_hash(__file__, blocks, samplers, schedules, unet)

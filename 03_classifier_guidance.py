@@ -40,6 +40,7 @@ import torch
 from common import blocks, guidance, noisy_classifier, samplers, schedules
 from common.cli import non_negative_float, parse_with_presets, positive_float, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
+from common.files import save_json, save_npz, write_text
 from common.frechet import fd_from_features, mean_pairwise_distance
 from common.guidance import classifier_guided_sample
 from common.judge import get_judge
@@ -51,8 +52,7 @@ from common.schedules import ddpm_schedule
 from common.train import start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
-                          load_checkpoint, make_out_dir, memory_format, resolve_device, save_json, save_npz,
-                          seed_everything, to_device, write_text)
+                          load_checkpoint, make_out_dir, memory_format, resolve_device, seed_everything, to_device)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # the code that draws the guided sweep, hashed now (when it is loaded) for the keys of its saved parts

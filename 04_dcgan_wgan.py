@@ -29,6 +29,7 @@ import numpy as np
 
 from common.cli import parse_with_presets
 from common.data import to_uint8
+from common.files import save_json
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
                              write_losses_csv)
@@ -36,7 +37,7 @@ from common.gan_train import gan_config, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise
-from common.utils import count_parameters, interruptible, save_json, start_run
+from common.utils import count_parameters, interruptible, start_run
 
 # --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's handout value) because WGAN at its
 # handout 5e-5 is still blobs after 3 epochs (560 G steps); weight-clipped WGAN converges slowly.

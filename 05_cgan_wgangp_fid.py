@@ -34,6 +34,7 @@ import torch
 
 from common.cli import parse_with_presets
 from common.data import FASHION_CLASSES, to_uint8
+from common.files import save_json, write_text
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
                              save_samples_npz, write_losses_csv)
@@ -42,7 +43,7 @@ from common.gan_train import gan_config, load_gan_state, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
-from common.utils import interruptible, save_json, start_run, write_text
+from common.utils import interruptible, start_run
 
 # --quick: narrower nets, 3 epochs, lr 2e-4 for every model (as 04 --quick): at its handout 1e-4, WGAN-GP
 # is still speckled noise after 2 epochs (375 G steps, 5 critic steps each).

@@ -43,14 +43,15 @@ from common.cli import check_schedule_args, diffusion_parser, finite_float, pars
 from common.data import from_uint8, to_uint8
 from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
                           predict_age, synthetic_faces, valid_age)
+from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
-from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device, save_json,
-                          save_npz, seed_everything, to_device)
+from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device,
+                          seed_everything, to_device)
 
 N_PAIRS = 5
 # --quick: T = 100 with β scaled by 1000/T, so ᾱ_T ≈ 4.5e-5 as in the handout's T = 1000 schedule;

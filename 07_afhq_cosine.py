@@ -31,6 +31,7 @@ import torch
 from common.afhq import CLASSES, load_afhq, synthetic_afhq
 from common.cli import parse_with_presets, positive_int
 from common.data import to_uint8
+from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import frechet_distance
 from common.inception import InceptionFeatures, inception_available, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
@@ -38,9 +39,8 @@ from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
-from common.utils import (Progress, atomic_save, autocast, count_parameters, fail, interruptible,
-                          load_checkpoint, make_grad_scaler, save_json, save_npz, start_run, to_device,
-                          write_csv)
+from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_checkpoint, make_grad_scaler,
+                          start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,

@@ -1,6 +1,7 @@
 """The argparse flags the diffusion scripts share, spelled the same everywhere (STYLE.md item 2),
 and the argparse types every script uses."""
 import argparse
+import sys
 
 
 # --- argparse types: a bad value is a one-line usage error, e.g. '--epochs -3' ---
@@ -102,7 +103,8 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--beta-1", type=float, default=1e-4, help="β_1 of the linear schedule")
     p.add_argument("--beta-T", type=float, default=0.02, help="β_T of the linear schedule")
     p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=[1, 5, 10, 15, 20],
-                   help="epochs after which a sample grid is drawn (same noise each time)")
+                   help="epochs after which a sample grid is drawn (same noise each time); "
+                        "default ones beyond --epochs are skipped")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
                    help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
@@ -131,7 +133,19 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
         args = parser.parse_args(argv)                            # explicit flags override the presets
     if check is not None:
         check(parser, args)
+    if "sample_epochs" in vars(args):
+        check_sample_epochs(parser, args, sys.argv[1:] if argv is None else argv)
     return args
+
+
+def check_sample_epochs(parser, args, argv):
+    """A grid asked for after an epoch that never comes is an error; the default or a preset's list is
+    cut to --epochs (so `--epochs 5` simply draws after epochs 1 and 5)."""
+    beyond = [epoch for epoch in args.sample_epochs if epoch > args.epochs]
+    if beyond and any(arg.startswith("--sample-epochs") for arg in argv):
+        parser.error(f"--sample-epochs {' '.join(map(str, beyond))} is beyond --epochs {args.epochs}: "
+                     f"no grid would be drawn; pass epochs up to {args.epochs}")
+    args.sample_epochs = [epoch for epoch in args.sample_epochs if epoch <= args.epochs]
 
 
 def check_schedule_args(parser, args):

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 
 from .data import from_uint8
+from .files import write_bytes
 from .samplers import ddpm_sigma, posterior_mean, step_noise, time_input
 from .unet import TimeConditionedEncoder
-from .utils import autocast, fail, memory_format, write_bytes
+from .utils import autocast, fail, memory_format
 
 SIZE = 48
 AGE_MIN, AGE_MAX = 0, 100

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .data import FASHION_CLASSES, to_uint8
+from .files import save_npz, write_csv
 from .plotting import save_curves, save_mosaic
-from .utils import autocast, save_npz, write_csv
+from .utils import autocast
 
 FID_NA = "n/a (no Inception weights)"
 MODEL_NAMES = {"dcgan": "DCGAN", "wgan": "WGAN (clipping)", "wgangp": "WGAN-GP", "cgan": "cGAN"}

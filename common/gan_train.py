@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from .data import batches
+from .files import atomic_save
 from .gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                          wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from .gan_eval import save_epoch_grid
 from .gan_nets import Discriminator, Generator
-from .utils import (Progress, atomic_save, autocast, fail, interruptible, load_checkpoint, make_grad_scaler,
-                    to_device)
+from .utils import Progress, autocast, fail, interruptible, load_checkpoint, make_grad_scaler, to_device
 
 # Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step.
 # Learning rates: 2e-4 and betas (0.5, 0.999) are Handout B's; the handouts give none for WGAN (RMSProp) or

@@ -26,8 +26,9 @@ from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, I
                                           InceptionB, InceptionC, InceptionD, InceptionE)
 
 from .data import load_dataset
+from .files import save_npz
 from .frechet import FeatureStats
-from .utils import Progress, fail, memory_format, save_npz, to_device
+from .utils import Progress, fail, memory_format, to_device
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE

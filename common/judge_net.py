@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .files import atomic_save
 from .frechet import FeatureStats, frechet_distance, mean_pairwise_distance
-from .utils import atomic_save, fail, load_checkpoint
+from .utils import fail, load_checkpoint
 
 
 def conv_bn_relu(c_in, c_out):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .utils import atomic_save
+from .files import atomic_save
 
 
 def state_hash(model):

@@ -13,11 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .utils import write_bytes  # noqa: E402
+from .files import write_bytes  # noqa: E402
 
 
 def _save(fig, path):
-    """The figure in the format its suffix names (.png), written atomically (utils.write_bytes)."""
+    """The figure in the format its suffix names (.png), written atomically (files.write_bytes)."""
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format=Path(path).suffix[1:] or "png", dpi=100)

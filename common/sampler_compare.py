@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from .data import load_dataset, synthetic_dataset, to_uint8
+from .files import save_json
 from .judge import get_judge
 from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .cli import existing_parent, finite_float, positive_int, unit_interval
-from .utils import (Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, save_json,
-                    to_device)
+from .utils import Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, to_device
 
 DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
 

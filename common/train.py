@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from .data import batches
+from .files import atomic_save, write_csv
 from .schedules import ddpm_forward, sample_timesteps
 from .plotting import save_loss_curves
-from .utils import (Progress, atomic_save, autocast, check_finite, fail, interruptible, load_checkpoint,
-                    make_grad_scaler, write_csv)
+from .utils import Progress, autocast, check_finite, fail, interruptible, load_checkpoint, make_grad_scaler
 
 
 def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2"):

@@ -1,15 +1,12 @@
-"""Small utilities every script uses: device, precision, seeding, errors, atomic files, progress.
+"""Small utilities every script uses: device, precision, seeding, errors, the run's setup, progress.
+(Files written atomically are in files.py.)
 
 Speed on CUDA comes from two switches only (the design card): channels_last memory
 format and autocast (bf16 where the GPU supports it, else fp16 with a grad scaler).
 On CPU everything runs in plain fp32.
 """
 import contextlib
-import csv
-import io
-import json
 import math
-import os
 import random
 import signal
 import sys
@@ -18,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import save_json
 
 
 def fail(message):
@@ -116,47 +115,6 @@ def make_out_dir(out_dir, script_file):
         fail(f"--out-dir {path} is a file, not a folder: name a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def write_bytes(data, path):
-    """Write to a temporary file, then rename: the file is either the old one or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: no two writers share it
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only still there if the write was interrupted
-
-
-def write_text(text, path):
-    """UTF-8 text (γ, φ in the tables), newlines as given, written atomically."""
-    write_bytes(text.encode("utf-8"), path)
-
-
-def write_csv(rows, path):
-    """rows[0] is the header; written atomically."""
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    write_text(text.getvalue(), path)
-
-
-def save_json(obj, path):
-    write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
-
-
-def save_npz(path, **arrays):
-    """np.savez_compressed, written atomically (samples.npz and friends)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes(buffer.getvalue(), path)
-
-
-def atomic_save(obj, path):
-    """torch.save, written atomically: a crash never leaves half a checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(buffer.getvalue(), path)
 
 
 def load_checkpoint(path, device="cpu", missing_hint="train first, or drop --resume"):

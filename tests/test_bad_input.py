@@ -22,6 +22,8 @@ from common.utils import make_out_dir, resolve_device
     ("02_cfg_mnist.py", ["--guidance", "nan"], "--guidance"),
     ("02_cfg_mnist.py", ["--sweep", "5", "5"], "--sweep"),
     ("02_cfg_mnist.py", ["--digits", "3", "--eval-per-class", "1"], "--eval-per-class"),
+    ("02_cfg_mnist.py", ["--epochs", "3", "--sample-epochs", "1", "5"], "--sample-epochs"),
+    ("06_faces.py", ["--quick", "--epochs", "2", "--sample-epochs", "3"], "--sample-epochs"),
     ("03_classifier_guidance.py", ["--lr", "inf"], "--lr"),
     ("03_classifier_guidance.py", ["--unet-checkpoint", "/nonexistent/ddpm.pt"], "--unet-checkpoint"),
     ("06_faces.py", ["--target-ages", "18", "nan"], "--target-ages"),
@@ -31,6 +33,15 @@ def test_script_flags(script, argv, flag, capsys):
     with pytest.raises(SystemExit) as stop:
         __import__("conftest").load_script(script).parse_args(argv)
     assert stop.value.code == 2 and flag in _error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, grids", [
+    (["--epochs", "5"], [1, 5]),                 # the default list, cut to the epochs that come
+    (["--quick", "--epochs", "1"], [1]),         # a preset's list too
+    (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),
+])
+def test_sample_epochs_that_never_come_are_cut_from_defaults_only(argv, grids):
+    assert __import__("conftest").load_script("01_ddpm_mnist.py").parse_args(argv).sample_epochs == grids
 
 
 def _error_line(capsys):

@@ -1,4 +1,4 @@
-"""common/utils.py: the setup every script shares."""
+"""common/utils.py and common/files.py: the setup every script shares, and files written atomically."""
 import csv
 import json
 import os
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.files import save_npz, write_csv, write_text
 from common.plotting import save_grid
-from common.utils import (default_eval_batch, format_rate, interruptible, save_npz, start_run, write_csv,
-                          write_text)
+from common.utils import default_eval_batch, format_rate, interruptible, start_run
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
