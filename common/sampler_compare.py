@@ -10,6 +10,9 @@ Every sampler starts from the same x_T for each (digit, k) and samples at one gu
 accuracy judged by the independent MNIST classifier (common/judge.py), FD-judge against the
 MNIST test set, and seconds of sampling, as BENCHMARKS.md-ready rows. Issue 8's target: DDIM
 with 50 steps within 1 point of accuracy and 10% of FD-judge of DDPM with all T steps, ≥ 5× faster.
+Because every sampler starts from the same x_T, the accuracy gap comes with a paired 95% interval
+(per-sample right/wrong against DDPM's on the same x_T), and the 1-point target is called "within",
+"outside" or "unresolved" (the interval straddles ±1 point: more --per-digit would decide it).
 A checkpoint of 01 (unconditional, Algorithm 2) has no asked-for digit, hence no accuracy:
 its rows give FD-judge and the judge's digit histogram of 10 × --per-digit samples.
 """
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cli import existing_parent, finite_float, positive_int, unit_interval
 from .data import load_dataset, synthetic_dataset, to_uint8
 from .files import save_json
 from .judge import get_judge
@@ -27,7 +31,6 @@ from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
-from .cli import existing_parent, finite_float, positive_int, unit_interval
 from .utils import Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, to_device
 
 DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
@@ -93,43 +96,61 @@ def draw(model, sched, x_T, y, w, sampler, steps, eta, batch, seed):
     return torch.cat(out), clock(x_T.device) - t0
 
 
+def paired_gap(correct, correct_ref, z=1.96):
+    """Accuracy gap in points, and the half-width of its paired 95% interval: the per-sample
+    differences d_i = correct_i − correct_ref_i (same x_T) have mean gap and standard error sd(d)/√n."""
+    d = correct.double() - correct_ref.double()
+    return 100 * d.mean().item(), 100 * z * (d.std() / len(d) ** 0.5).item()
+
+
+def verdict(gap, half_width, limit=1.0):
+    """Is |gap| ≤ limit points? 'within' / 'outside' only when the whole 95% interval says so."""
+    if abs(gap) + half_width <= limit:
+        return "within"
+    return "outside" if abs(gap) - half_width > limit else "unresolved"
+
+
 def compare(args, model, sched, judge, x_test, device, conditional=True):
     """One row per sampler: DDPM with all T steps first, then DDIM for each --eta and --ddim-steps."""
     y = torch.arange(10, device=device).repeat_interleave(args.per_digit)
     x_T, w = fixed_noise(len(y), args.seed + 1, device), torch.full((len(y),), args.guidance, device=device)
     y = y if conditional else None
     runs = [("ddpm", sched.T, 1.0)] + [("ddim", k, eta) for eta in args.eta for k in args.ddim_steps if k <= sched.T]
-    real, rows, firsts = judge.stats(x_test), [], []
+    real, rows, firsts, correct = judge.stats(x_test), [], [], []
     for sampler, steps, eta in runs:
         x, seconds = draw(model, sched, x_T, y, w, sampler, steps, eta, args.batch, args.seed)
         firsts.append(to_uint8(x[::args.per_digit]))                # (10, 28, 28): one per digit (block)
+        digits = judge.predict(x).cpu()
+        correct.append(None if y is None else digits == y.cpu())   # per sample: the asked-for digit?
         rows.append({"sampler": sampler if sampler == "ddpm" else f"ddim η={eta:g}", "steps": steps,
                      "seconds": seconds, "samples_per_s": len(x) / seconds,
-                     "judge_accuracy": None if y is None else judge.class_accuracy(x, y),
+                     "judge_accuracy": None if y is None else correct[-1].double().mean().item(),
                      "fd_judge": judge.fd(x, real),
-                     "judge_digit_histogram": torch.bincount(judge.predict(x).cpu(), minlength=10).tolist()})
+                     "judge_digit_histogram": torch.bincount(digits, minlength=10).tolist()})
         accuracy = "" if y is None else f", accuracy {rows[-1]['judge_accuracy']:.3f}"
         print(f"{rows[-1]['sampler']} {steps} steps: {seconds:.1f} s{accuracy}, FD-judge {rows[-1]['fd_judge']:.2f}",
               flush=True)
     ref = rows[0]
-    for r in rows:
-        gap = None if y is None else 100 * (r["judge_accuracy"] - ref["judge_accuracy"])
-        r.update(speedup=ref["seconds"] / r["seconds"], accuracy_gap_points=gap,
+    for r, c in zip(rows, correct):
+        gap, half = (None, None) if y is None else paired_gap(c, correct[0])
+        r.update(speedup=ref["seconds"] / r["seconds"], accuracy_gap_points=gap, accuracy_gap_ci95_points=half,
+                 within_1_point=None if y is None or r is ref else verdict(gap, half),
                  fd_ratio=r["fd_judge"] / ref["fd_judge"])
     return rows, np.stack(firsts)
 
 
 def table(rows, n, guidance, device, conditional=True):
     what = f"γ = {guidance:g}, every digit equally" if conditional else "unconditional, Algorithm 2"
-    lines = [f"{n:,} samples ({what}) on {device}; Δ against DDPM.",
-             "| sampler | model calls | seconds | × faster | judge accuracy | Δ (points) | FD-judge | FD ratio "
-             "| judge's digit histogram 0–9 |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+    lines = [f"{n:,} samples ({what}) on {device}; Δ against DDPM, ± its paired 95% interval.",
+             "| sampler | model calls | seconds | × faster | judge accuracy | Δ (points) | within 1 point? "
+             "| FD-judge | FD ratio | judge's digit histogram 0–9 |",
+             "|---|--:|--:|--:|--:|--:|---|--:|--:|---|"]
     for r in rows:
         accuracy = "—" if r["judge_accuracy"] is None else f"{100 * r['judge_accuracy']:.1f}%"
-        gap = "—" if r["accuracy_gap_points"] is None else f"{r['accuracy_gap_points']:+.1f}"
+        gap = "—" if r["accuracy_gap_points"] is None else \
+            f"{r['accuracy_gap_points']:+.1f} ± {r['accuracy_gap_ci95_points']:.1f}"
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.1f} | {r['speedup']:.1f}× | {accuracy} "
-                     f"| {gap} | {r['fd_judge']:.2f} | {r['fd_ratio']:.2f} "
+                     f"| {gap} | {r['within_1_point'] or '—'} | {r['fd_judge']:.2f} | {r['fd_ratio']:.2f} "
                      f"| {' '.join(map(str, r['judge_digit_histogram']))} |")
     return "\n".join(lines)
 

@@ -18,10 +18,41 @@ def test_dry_run_compares_ddim_with_ddpm(tmp_path):
                                  "--json", str(tmp_path / "rows.json"), "--grid", str(tmp_path / "grid.png")])
     assert [(r["sampler"], r["steps"]) for r in rows] == [("ddpm", 10), ("ddim η=0", 5), ("ddim η=1", 5)]
     assert rows[0]["speedup"] == 1 and rows[0]["accuracy_gap_points"] == 0 and rows[0]["fd_ratio"] == 1
+    assert rows[0]["accuracy_gap_ci95_points"] == 0 and rows[0]["within_1_point"] is None   # DDPM is the reference
+    assert all(r["within_1_point"] in ("within", "outside", "unresolved") for r in rows[1:])
     for r in rows:
         assert 0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["seconds"] > 0
     assert json.loads((tmp_path / "rows.json").read_text())["rows"][1]["steps"] == 5
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "grid.png").stat().st_size > 5000
+
+
+def test_paired_gap_against_the_hand_computed_interval():
+    ref = torch.ones(1000, dtype=torch.bool)
+    row = ref.clone()
+    row[:10] = False                                     # 10 of 1,000 lost: Δ = −1 point
+    gap, half = sampler_compare.paired_gap(row, ref)
+    p, n = 0.01, 1000                                    # d_i = −1 for 1% of samples, else 0
+    sd = (n * p * (1 - p) / (n - 1)) ** 0.5              # sample standard deviation of d
+    assert gap == pytest.approx(-1.0) and half == pytest.approx(100 * 1.96 * sd / n ** 0.5)
+    assert sampler_compare.paired_gap(ref, ref) == (0.0, 0.0)
+
+
+def test_pairing_narrows_the_interval_when_failures_are_shared():
+    """Both samplers fail on the same 50 x_T, DDIM on 2 more: Δ = −0.2 points, known to about ±0.3
+    (an unpaired comparison of 95% vs 94.8% over 1,000 samples each would give ±1.9)."""
+    ref = torch.ones(1000, dtype=torch.bool)
+    ref[:50] = False
+    row = ref.clone()
+    row[50:52] = False
+    gap, half = sampler_compare.paired_gap(row, ref)
+    assert gap == pytest.approx(-0.2) and half < 0.3
+    assert sampler_compare.verdict(gap, half) == "within"
+
+
+@pytest.mark.parametrize("gap, half, expected", [(0.2, 0.5, "within"), (-0.5, 0.5, "within"), (-2.0, 0.5, "outside"),
+                                                 (0.8, 0.5, "unresolved"), (-1.2, 1.6, "unresolved")])
+def test_verdict_needs_the_whole_interval_on_one_side(gap, half, expected):
+    assert sampler_compare.verdict(gap, half) == expected
 
 
 def test_loads_a_02_checkpoint_and_rejects_others(tmp_path):
