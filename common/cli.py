@@ -1,7 +1,6 @@
 """The argparse flags the diffusion scripts share, spelled the same everywhere (STYLE.md item 2),
 and the argparse types every script uses."""
 import argparse
-import sys
 
 
 # --- argparse types: a bad value is a one-line usage error, e.g. '--epochs -3' ---
@@ -134,15 +133,16 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
     if check is not None:
         check(parser, args)
     if "sample_epochs" in vars(args):
-        check_sample_epochs(parser, args, sys.argv[1:] if argv is None else argv)
+        check_sample_epochs(parser, args)
     return args
 
 
-def check_sample_epochs(parser, args, argv):
+def check_sample_epochs(parser, args):
     """A grid asked for after an epoch that never comes is an error; the default or a preset's list is
     cut to --epochs (so `--epochs 5` simply draws after epochs 1 and 5)."""
     beyond = [epoch for epoch in args.sample_epochs if epoch > args.epochs]
-    if beyond and any(arg.startswith("--sample-epochs") for arg in argv):
+    given = args.sample_epochs != parser.get_default("sample_epochs")    # the default after the presets
+    if beyond and given:
         parser.error(f"--sample-epochs {' '.join(map(str, beyond))} is beyond --epochs {args.epochs}: "
                      f"no grid would be drawn; pass epochs up to {args.epochs}")
     args.sample_epochs = [epoch for epoch in args.sample_epochs if epoch <= args.epochs]
