@@ -27,13 +27,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import gan_eval, gan_train
 from .bench_device import clock, data_rates, device_name, fid_cost, matmul_roof
+from .cli import existing_parent, non_negative_int, positive_int
 from .files import write_text
 from .samplers import generate
 from .schedules import Schedule, cosine_schedule, ddpm_schedule
 from .train import train_one_epoch
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .unet_multires import MultiResUNet
-from .cli import existing_parent, non_negative_int, positive_int
 from .utils import (Progress, amp_dtype, count_parameters, cuda_speedups, default_eval_batch, interruptible,
                     make_grad_scaler, resolve_device, to_device)
 

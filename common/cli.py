@@ -102,8 +102,8 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--beta-1", type=float, default=1e-4, help="β_1 of the linear schedule")
     p.add_argument("--beta-T", type=float, default=0.02, help="β_T of the linear schedule")
     p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=[1, 5, 10, 15, 20],
-                   help="epochs after which a sample grid is drawn (same noise each time); "
-                        "default ones beyond --epochs are skipped")
+                   help="epochs after which a sample grid is drawn (same noise each time); a default list "
+                        "is cut to --epochs, which is then added; a given epoch beyond --epochs is an error")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
                    help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
@@ -132,20 +132,21 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
         args = parser.parse_args(argv)                            # explicit flags override the presets
     if check is not None:
         check(parser, args)
-    if "sample_epochs" in vars(args):
-        check_sample_epochs(parser, args)
+    if "sample_epochs" in vars(args):   # given on the command line? argparse leaves a preset attribute alone
+        given = parser.parse_args(argv, argparse.Namespace(sample_epochs=None)).sample_epochs is not None
+        check_sample_epochs(parser, args, given)
     return args
 
 
-def check_sample_epochs(parser, args):
-    """A grid asked for after an epoch that never comes is an error; the default or a preset's list is
-    cut to --epochs (so `--epochs 5` simply draws after epochs 1 and 5)."""
+def check_sample_epochs(parser, args, given):
+    """A grid asked for after an epoch that never comes is an error. The default or a preset's list is cut
+    to --epochs and ends with it (`--epochs 7` draws after epochs 1, 5 and 7)."""
     beyond = [epoch for epoch in args.sample_epochs if epoch > args.epochs]
-    given = args.sample_epochs != parser.get_default("sample_epochs")    # the default after the presets
     if beyond and given:
         parser.error(f"--sample-epochs {' '.join(map(str, beyond))} is beyond --epochs {args.epochs}: "
                      f"no grid would be drawn; pass epochs up to {args.epochs}")
-    args.sample_epochs = [epoch for epoch in args.sample_epochs if epoch <= args.epochs]
+    if beyond:
+        args.sample_epochs = [epoch for epoch in args.sample_epochs if epoch < args.epochs] + [args.epochs]
 
 
 def check_schedule_args(parser, args):

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from .data import batches
 from .files import atomic_save, write_csv
-from .schedules import ddpm_forward, sample_timesteps
 from .plotting import save_loss_curves
+from .schedules import ddpm_forward, sample_timesteps
 from .utils import Progress, autocast, check_finite, fail, interruptible, load_checkpoint, make_grad_scaler
 
 

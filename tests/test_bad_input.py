@@ -24,6 +24,7 @@ from common.utils import make_out_dir, resolve_device
     ("02_cfg_mnist.py", ["--digits", "3", "--eval-per-class", "1"], "--eval-per-class"),
     ("02_cfg_mnist.py", ["--epochs", "3", "--sample-epochs", "1", "5"], "--sample-epochs"),
     ("06_faces.py", ["--quick", "--epochs", "2", "--sample-epochs", "3"], "--sample-epochs"),
+    ("01_ddpm_mnist.py", ["--epochs", "3", "--sample-ep", "1", "5", "10", "15", "20"], "--sample-epochs"),
     ("03_classifier_guidance.py", ["--lr", "inf"], "--lr"),
     ("03_classifier_guidance.py", ["--unet-checkpoint", "/nonexistent/ddpm.pt"], "--unet-checkpoint"),
     ("06_faces.py", ["--target-ages", "18", "nan"], "--target-ages"),
@@ -36,8 +37,10 @@ def test_script_flags(script, argv, flag, capsys):
 
 
 @pytest.mark.parametrize("argv, grids", [
-    (["--epochs", "5"], [1, 5]),                 # the default list, cut to the epochs that come
+    (["--epochs", "7"], [1, 5, 7]),              # the default list, cut to the epochs that come, and the last
+    (["--epochs", "20"], [1, 5, 10, 15, 20]),
     (["--quick", "--epochs", "1"], [1]),         # a preset's list too
+    (["--quick", "--epochs", "3"], [1, 2]),      # nothing cut: nothing added
     (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),
 ])
 def test_sample_epochs_that_never_come_are_cut_from_defaults_only(argv, grids):
