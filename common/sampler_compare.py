@@ -18,7 +18,6 @@ A checkpoint of 01 (unconditional, Algorithm 2) has no asked-for digit, hence no
 its rows give FD-judge and the judge's digit histogram of 10 × --per-digit samples.
 """
 import argparse
-import math
 import time
 
 import numpy as np
@@ -32,6 +31,7 @@ from .judge import get_judge
 from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
+from .stats import paired_gap, verdict
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .utils import Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, to_device
 
@@ -96,43 +96,6 @@ def draw(model, sched, x_T, y, w, sampler, steps, eta, batch, seed):
         out.append(generate(model, x_T[i:i + batch], sched, sampler, steps, eta, c, w[i:i + batch]))
         progress.update(k, len(out[-1]))
     return torch.cat(out), clock(x_T.device) - t0
-
-
-def paired_gap(correct, correct_ref, z=1.96):
-    """Accuracy gap in points and its paired 95% interval (lo, hi), from per-sample right/wrong of two
-    samplers started at the same x_T. Only the discordant pairs carry information: `lost` (the reference
-    right, this one wrong) and `gained`. The interval is Agresti & Min's (2005): a Wald interval for the
-    difference of paired proportions after adding 1/2 to each of the four cells (n + 2 pairs in all),
-    which keeps its width honest when few pairs disagree. Returns (gap, (lo, hi), lost + gained)."""
-    n = len(correct)
-    lost = (correct_ref & ~correct).sum().item()
-    gained = (~correct_ref & correct).sum().item()
-    p_lost, p_gained = (lost + 0.5) / (n + 2), (gained + 0.5) / (n + 2)
-    centre = p_gained - p_lost
-    half = z * ((p_lost + p_gained - centre ** 2) / (n + 2)) ** 0.5
-    return 100 * (gained - lost) / n, (100 * (centre - half), 100 * (centre + half)), lost + gained
-
-
-def poisson_upper(k, alpha=0.025):
-    """Exact one-sided upper bound on a Poisson mean after seeing k events: the λ with P(X ≤ k; λ) = alpha."""
-    lo, hi = 0.0, k + 10.0 * (k + 1) ** 0.5 + 10.0
-    for _ in range(60):                                   # bisection; P(X ≤ k; λ) falls as λ grows
-        lam = (lo + hi) / 2
-        cdf = sum(math.exp(-lam) * lam ** i / math.factorial(i) for i in range(k + 1))
-        lo, hi = (lam, hi) if cdf > alpha else (lo, lam)
-    return hi
-
-
-def verdict(interval, discordant, n, limit=1.0, min_discordant=10):
-    """Is the gap within ±limit points? 'within', 'worse' or 'better' only when the 95% interval says so.
-    With fewer than `min_discordant` disagreeing pairs the normal approximation is not trusted for
-    'within': |gap| ≤ the discordant rate, so an exact Poisson bound on that rate must be ≤ limit."""
-    lo, hi = interval
-    if hi < -limit or lo > limit:
-        return "worse" if hi < -limit else "better"
-    if discordant < min_discordant:
-        return "within" if 100 * poisson_upper(discordant) / n <= limit else "unresolved"
-    return "within" if -limit <= lo and hi <= limit else "unresolved"
 
 
 def compare(args, model, sched, judge, x_test, device, conditional=True):

@@ -1,4 +1,5 @@
-"""`python -m common.sampler_compare` (issue 8): DDIM against DDPM on one 02 model, rows that make sense."""
+"""`python -m common.sampler_compare` (issue 8): DDIM against DDPM on one 02 model, rows that make sense;
+and common/stats.py, the paired interval for the accuracy gap behind its verdict."""
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import sampler_compare
+from common import sampler_compare, stats
 from common.data import synthetic_dataset
 from common.judge import get_judge
 from common.schedules import ddpm_schedule
@@ -31,7 +32,7 @@ def test_paired_gap_counts_the_disagreeing_pairs():
     row = ref.clone()
     row[:10] = False                                     # 10 lost ...
     ref[990:] = False                                    # ... and 10 gained: Δ = 0, from 20 discordant pairs
-    gap, (lo, hi), discordant = sampler_compare.paired_gap(row, ref)
+    gap, (lo, hi), discordant = stats.paired_gap(row, ref)
     assert gap == 0 and discordant == 20 and lo == pytest.approx(-hi)
     # Agresti–Min by hand: 10.5 / 1002 each way, so the variance is (21 / 1002) / 1002
     assert hi == pytest.approx(100 * 1.96 * (21 / 1002 / 1002) ** 0.5)
@@ -44,7 +45,7 @@ def test_paired_interval_covers_the_true_gap_95_percent_of_the_time():
     for _ in range(2000):
         u = torch.rand(1000, generator=g)
         ref, row = u >= 0.01, (u < 0.01) | (u >= 0.03)     # u < .01: gained; .01 ≤ u < .03: lost
-        lo, hi = sampler_compare.paired_gap(row, ref)[1]
+        lo, hi = stats.paired_gap(row, ref)[1]
         covered += lo <= -1.0 <= hi
     assert 0.93 <= covered / 2000 <= 0.97
 
@@ -56,16 +57,16 @@ def test_pairing_narrows_the_interval_when_failures_are_shared():
     ref[:50] = False
     row = ref.clone()
     row[50:52] = False
-    gap, interval, discordant = sampler_compare.paired_gap(row, ref)
+    gap, interval, discordant = stats.paired_gap(row, ref)
     assert gap == pytest.approx(-0.2) and discordant == 2
-    assert sampler_compare.verdict(interval, discordant, 1000) == "within"
+    assert stats.verdict(interval, discordant, 1000) == "within"
 
 
 def test_ten_agreeing_samples_decide_nothing():
     same = torch.tensor([True] * 9 + [False])
-    gap, interval, discordant = sampler_compare.paired_gap(same, same)
+    gap, interval, discordant = stats.paired_gap(same, same)
     assert gap == 0 and discordant == 0 and interval[1] > 10         # Agresti–Min stays wide
-    assert sampler_compare.verdict(interval, discordant, 10) == "unresolved"
+    assert stats.verdict(interval, discordant, 10) == "unresolved"
 
 
 @pytest.mark.parametrize("interval, discordant, n, expected", [
@@ -77,12 +78,12 @@ def test_ten_agreeing_samples_decide_nothing():
     ((-0.1, 0.1), 5, 10000, "within"),         # ... but not 11.7 / 10,000
 ])
 def test_verdict_needs_the_whole_interval_on_one_side(interval, discordant, n, expected):
-    assert sampler_compare.verdict(interval, discordant, n) == expected
+    assert stats.verdict(interval, discordant, n) == expected
 
 
 def test_poisson_upper_bound_matches_the_exact_table():
     """97.5% one-sided upper limits of a Poisson mean after 0, 1, 5 events (standard tables)."""
-    assert [round(sampler_compare.poisson_upper(k), 2) for k in (0, 1, 5)] == [3.69, 5.57, 11.67]
+    assert [round(stats.poisson_upper(k), 2) for k in (0, 1, 5)] == [3.69, 5.57, 11.67]
 
 
 def test_loads_a_02_checkpoint_and_rejects_others(tmp_path):
