@@ -23,7 +23,7 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import DenoisingUNet
-from common.utils import count_parameters, interruptible, start_run, to_device
+from common.utils import count_parameters, interruptible, save_config, start_run, to_device
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
@@ -76,6 +76,7 @@ def main(argv=None):
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     training = start_training(model, args, device, out / "checkpoint.pt")
+    save_config(args, out)                           # after the checkpoint is accepted (a rejected --resume keeps it)
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x_train):,} images on {device}, {training.plan()}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---

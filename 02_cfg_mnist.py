@@ -34,7 +34,8 @@ from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet
-from common.utils import Progress, amp_dtype, count_parameters, interruptible, memory_format, start_run, to_device
+from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_config,
+                          start_run, to_device)
 
 # the code that draws the guidance sweep, hashed now (when it is loaded) for the keys of its saved parts
 SWEEP_CODE = source_hash(__file__, blocks, samplers, schedules, unet)
@@ -163,6 +164,7 @@ def main(argv=None):
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     training = start_training(model, args, device, out / "checkpoint.pt")
+    save_config(args, out)                           # after the checkpoint is accepted (a rejected --resume keeps it)
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, "
           f"{training.plan()}")

@@ -33,11 +33,11 @@ from common.files import save_json
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
                              write_losses_csv)
-from common.gan_train import gan_config, train_gan
+from common.gan_train import check_resumable, gan_config, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise
-from common.utils import count_parameters, interruptible, start_run
+from common.utils import count_parameters, interruptible, save_config, start_run
 
 # --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's handout value) because WGAN at its
 # handout 5e-5 is still blobs after 3 epochs (560 G steps); weight-clipped WGAN converges slowly.
@@ -124,6 +124,9 @@ def main(argv=None):
     x_test = load_data(args, device, train=False)[0]
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- train: (a) DCGAN, (b) WGAN, and the clipping sweep ---
+    if args.resume:                                  # every checkpoint is checked before config.json changes
+        check_resumable(out, planned_runs(args))
+        save_config(args, out)
     runs = {}
     for name, cfg in planned_runs(args).items():
         print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "

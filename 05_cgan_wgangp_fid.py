@@ -39,11 +39,11 @@ from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
                              save_samples_npz, write_losses_csv)
 from common.gan_nets import LABEL_INJECTIONS
-from common.gan_train import gan_config, load_gan_state, train_gan
+from common.gan_train import check_resumable, gan_config, load_gan_state, train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
-from common.utils import interruptible, start_run
+from common.utils import interruptible, save_config, start_run
 
 # --quick: narrower nets, 3 epochs, lr 2e-4 for every model (as 04 --quick): at its handout 1e-4, WGAN-GP
 # is still speckled noise after 2 epochs (375 G steps, 5 critic steps each).
@@ -187,6 +187,9 @@ def main(argv=None):
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
     check_reusable(args)
+    if args.resume:                                  # every checkpoint is checked before config.json changes
+        check_resumable(out, {n: gan_config(n, args) for n in TRAIN_ORDER if reusable_checkpoint(n, args) is None})
+        save_config(args, out)
     runs = {name: reuse_or_train(name, args, x_train, y_train, out, device, z_fixed) for name in TRAIN_ORDER}
     runs = {name: runs[name] for name in MODELS}
     write_losses_csv(out / "losses.csv", {n: h for n, (_, h, source) in runs.items() if source == "trained here"})

@@ -112,6 +112,7 @@ def train_ddpm(args, x, sched, device, out):
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
     training = start_training(model, args, device, out / "checkpoint.pt",
                               must_match=("hidden", "T", "image_channels"))
+    save_json(vars(args), out / "config.json")     # after the checkpoint is accepted (a rejected --resume keeps it)
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"{training.plan()}")
@@ -299,8 +300,7 @@ def main(argv=None):
     x, ages = load_data(args, device)
     train_idx, val_idx = split_for_regressor(args, x, ages)   # Problem 3's faces, checked before any training
     args.image_channels = x.shape[1]
-    out = make_out_dir(args.out_dir, __file__)
-    save_json(vars(args), out / "config.json")
+    out = make_out_dir(args.out_dir, __file__)      # config.json is written by train_ddpm
     # --- Problem 1, training: the DDPM (Handout D Algorithm 1), grids from fixed noise ---
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     model, history = train_ddpm(args, x, sched, device, out)

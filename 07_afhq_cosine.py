@@ -40,7 +40,7 @@ from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
 from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_checkpoint, make_grad_scaler,
-                          start_run, to_device)
+                          save_config, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -305,6 +305,7 @@ def main(argv=None):
     state = {"step": 0, "losses": [], "fid": []}
     if args.resume:
         state = resume(out / "checkpoint.pt", model, optimizer, scaler, data_gen, args, device)
+        save_config(args, out)                       # only now: a rejected --resume keeps the old config.json
     print(f"MultiResUNet dim={args.unet_dim} mults={args.dim_mults}: {count_parameters(model):,} parameters, "
           f"T={args.T}, {len(x_train):,} images from {source} on {device}, "
           f"steps {state['step'] + 1}..{args.train_steps}", flush=True)

@@ -184,6 +184,15 @@ def save_gan_state(path, gan, epoch, history):
 
 def load_gan_state(path, device, cfg=None):
     """-> (gan, last finished epoch, history). cfg=None rebuilds the run from the checkpoint's own cfg."""
+    state = checked_gan_state(path, device, cfg)
+    gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
+    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
+        getattr(gan, part).load_state_dict(state[part])
+    return gan, state["epoch"], state["history"]
+
+
+def checked_gan_state(path, device, cfg=None):
+    """The checkpoint at `path`, stopped with one line if it is no GAN checkpoint or (with cfg) another architecture."""
     state = load_checkpoint(path, device)
     if "G" not in state or "cfg" not in state:
         fail(f"{path} is not a GAN checkpoint of these scripts")
@@ -191,10 +200,14 @@ def load_gan_state(path, device, cfg=None):
         if state["cfg"][key] != cfg[key]:
             fail(f"{path} was trained with {key}={state['cfg'][key]}, not {cfg[key]}; "
                  f"pass the same flags or use another --out-dir")
-    gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
-    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
-        getattr(gan, part).load_state_dict(state[part])
-    return gan, state["epoch"], state["history"]
+    return state
+
+
+def check_resumable(out, cfgs):
+    """--resume: check every run's checkpoint in `out` before training any of them (cfgs: name -> cfg)."""
+    for name, cfg in cfgs.items():
+        if (out / f"checkpoint_{name}.pt").is_file():
+            checked_gan_state(out / f"checkpoint_{name}.pt", "cpu", cfg)
 
 
 def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):

@@ -98,14 +98,23 @@ def default_eval_batch(device):
 
 def start_run(args, script):
     """A script's setup: resolve the device (and --eval-batch's default for it), seed everything, make
-    the output folder, write config.json. Returns (device, out)."""
+    the output folder, write config.json. Returns (device, out).
+
+    With --resume, config.json is left alone here: the script calls save_config once the checkpoint has
+    been accepted, so a rejected --resume (another --hidden, say) keeps the config of the run it names."""
     device = resolve_device(args.device)
     if "eval_batch" in vars(args) and args.eval_batch is None:     # --eval-batch not given
         args.eval_batch = default_eval_batch(device)
     seed_everything(args.seed)
     out = make_out_dir(args.out_dir, script)
-    save_json(vars(args), out / "config.json")
+    if not getattr(args, "resume", False):
+        save_config(args, out)
     return device, out
+
+
+def save_config(args, out):
+    """config.json: every setting of this run, as parsed."""
+    save_json(vars(args), out / "config.json")
 
 
 def make_out_dir(out_dir, script_file):

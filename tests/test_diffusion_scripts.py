@@ -27,6 +27,11 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
+    # a --resume that the checkpoint rejects leaves config.json describing the run that wrote it
+    config = (tmp_path / "config.json").read_text()
+    with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):
+        script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--hidden", "12"])
+    assert (tmp_path / "config.json").read_text() == config and json.loads(config)["hidden"] == 8
 
 
 @pytest.fixture(scope="module")

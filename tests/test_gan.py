@@ -10,8 +10,8 @@ from common.data import synthetic_dataset
 from common.gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                                wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from common.gan_nets import Discriminator, Generator
-from common.gan_train import (D_WINS_CHECKS, build_gan, check_losses, gan_config, load_gan_state, train_gan,
-                              train_step)
+from common.gan_train import (D_WINS_CHECKS, build_gan, check_losses, check_resumable, gan_config, load_gan_state,
+                              train_gan, train_step)
 
 
 def count(model, *types):
@@ -214,3 +214,7 @@ def test_resume_continues_exactly(tmp_path):
     assert epoch_a == epoch_b == 2 and history_a["d"] == history_b["d"]
     for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values()):
         assert torch.equal(va, vb), k
+    # 04/05 check every checkpoint before config.json changes: same flags pass, another width stops, none is fine
+    check_resumable(resumed, {"wgan": cfg2, "dcgan": gan_config("dcgan", flags())})
+    with pytest.raises(SystemExit, match=f"trained with width={cfg2['width']}, not {2 * cfg2['width']}"):
+        check_resumable(resumed, {"wgan": dict(cfg2, width=2 * cfg2["width"])})
