@@ -33,7 +33,8 @@ from common.files import save_json
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
                              write_losses_csv)
-from common.gan_train import check_resumable, gan_config, train_gan
+from common.gan_runs import check_resumable, gan_config
+from common.gan_train import train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise

@@ -39,7 +39,8 @@ from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
                              save_samples_npz, write_losses_csv)
 from common.gan_nets import LABEL_INJECTIONS
-from common.gan_train import check_resumable, gan_config, load_gan_state, train_gan
+from common.gan_runs import check_resumable, gan_config, load_gan_state
+from common.gan_train import train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import gan_eval, gan_train
+from . import gan_eval, gan_runs, gan_train
 from .bench_device import clock, data_rates, device_name, fid_cost, matmul_roof
 from .cli import existing_parent, non_negative_int, positive_int
 from .files import write_text
@@ -80,7 +80,7 @@ def build(fam, device):
     if fam["model"] == "gan":  # 04_dcgan_wgan.py's DCGAN recipe (Handout A 3(a))
         args = argparse.Namespace(lr=None, z_dim=fam["z_dim"], width=fam["width"], small=False, dropout=0.3,
                                   epochs=1, batch_size=fam["batch"], seed=0)
-        return gan_train.build_gan(gan_train.gan_config("dcgan", args), device), None
+        return gan_runs.build_gan(gan_runs.gan_config("dcgan", args), device), None
     if fam["model"] == "multires":  # 07: Handout E's UNet, cosine schedule
         model, sched = MultiResUNet(fam["channels"], fam["hidden"]), cosine_schedule(fam["T"])
     else:  # 01, 02, 06: Handout D's UNet, linear schedule

@@ -10,8 +10,8 @@ from common.data import synthetic_dataset
 from common.gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                                wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from common.gan_nets import Discriminator, Generator
-from common.gan_train import (D_WINS_CHECKS, build_gan, check_losses, check_resumable, gan_config, load_gan_state,
-                              train_gan, train_step)
+from common.gan_runs import build_gan, check_resumable, gan_config, load_gan_state
+from common.gan_train import D_WINS_CHECKS, check_losses, train_gan, train_step
 
 
 def count(model, *types):

@@ -1,0 +1,106 @@
+"""A GAN run of Handout A Problems 3 and 4: its recipe, its settings, its networks and optimisers, its checkpoint.
+
+Each model follows one recipe (RECIPES, the handout's settings); a run's full settings are one JSON-able
+dict `cfg`, stored in its checkpoint so another script (05 reusing 04's runs) can rebuild the model.
+The training loop that uses them is common/gan_train.py.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .files import atomic_save
+from .gan_nets import Discriminator, Generator
+from .utils import fail, load_checkpoint, make_grad_scaler, to_device
+
+# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step.
+# Learning rates: 2e-4 and betas (0.5, 0.999) are Handout B's; the handouts give none for WGAN (RMSProp) or
+# WGAN-GP (Adam, betas (0.5, 0.9) from Handout A 4(b)), so those are the papers' 5e-5 and 1e-4
+RECIPES = {
+    "dcgan": dict(loss="bce", conditional=False, norm="batch", use_dropout=True, optimizer="adam",
+                  lr=2e-4, betas=(0.5, 0.999), n_critic=1),
+    "cgan": dict(loss="bce", conditional=True, norm="batch", use_dropout=True, optimizer="adam",
+                 lr=2e-4, betas=(0.5, 0.999), n_critic=1),
+    "wgan": dict(loss="wgan", conditional=False, norm="batch", use_dropout=True, optimizer="rmsprop",
+                 lr=5e-5, betas=None, n_critic=5),
+    "wgangp": dict(loss="wgangp", conditional=False, norm="layer", use_dropout=False, optimizer="adam",
+                   lr=1e-4, betas=(0.5, 0.9), n_critic=5),
+}
+ARCHITECTURE = ("kind", "z_dim", "width", "small", "norm", "conditional", "label_inject")
+
+
+@dataclass
+class GAN:
+    """The parts of one GAN run: networks, optimisers, AMP grad scalers, settings."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    scaler_G: torch.amp.GradScaler
+    scaler_D: torch.amp.GradScaler
+    cfg: dict
+
+
+def gan_config(kind, args):
+    """Recipe + flags -> every setting of one run (flags a script does not have keep the defaults)."""
+    recipe = RECIPES[kind]
+    n_critic = getattr(args, "n_critic", 5) if recipe["n_critic"] > 1 else 1
+    return dict(recipe, kind=kind, lr=args.lr or recipe["lr"], n_critic=n_critic,
+                norm=getattr(args, "critic_norm", recipe["norm"]) if kind == "wgangp" else recipe["norm"],
+                dropout=args.dropout if recipe["use_dropout"] else 0.0, z_dim=args.z_dim, width=args.width,
+                small=args.small, g_loss=getattr(args, "g_loss", "nonsaturating"),
+                clip=getattr(args, "clip", 0.01), gp_lambda=getattr(args, "gp_lambda", 10.0),
+                label_inject=getattr(args, "label_inject", "channels"), epochs=args.epochs,
+                batch_size=args.batch_size, seed=args.seed)
+
+
+def build_gan(cfg, device):
+    """Networks on the device (channels_last on CUDA) and the recipe's optimisers."""
+    G = to_device(Generator(cfg["z_dim"], cfg["width"], cfg["small"], cfg["conditional"]), device)
+    D = to_device(Discriminator(cfg["width"], cfg["small"], cfg["norm"], cfg["dropout"], cfg["conditional"],
+                                cfg["label_inject"]), device)
+    if cfg["optimizer"] == "rmsprop":  # Handout A 3(b): RMSProp for WGAN
+        opt_G, opt_D = (torch.optim.RMSprop(m.parameters(), lr=cfg["lr"]) for m in (G, D))
+    else:  # Handout A 3(a) / 4(b): Adam with the recipe's betas
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=cfg["lr"], betas=cfg["betas"]) for m in (G, D))
+    return GAN(G, D, opt_G, opt_D, make_grad_scaler(device), make_grad_scaler(device), cfg)
+
+
+# --- checkpoints: one dict per run, written atomically after every epoch ---
+
+def new_history(cfg):
+    return {"n_critic": cfg["n_critic"], "d": [], "g": [], "seconds": []}
+
+
+def save_gan_state(path, gan, epoch, history):
+    atomic_save({"G": gan.G.state_dict(), "D": gan.D.state_dict(), "opt_G": gan.opt_G.state_dict(),
+                 "opt_D": gan.opt_D.state_dict(), "scaler_G": gan.scaler_G.state_dict(),
+                 "scaler_D": gan.scaler_D.state_dict(), "epoch": epoch, "history": history, "cfg": gan.cfg},
+                path)
+
+
+def load_gan_state(path, device, cfg=None):
+    """-> (gan, last finished epoch, history). cfg=None rebuilds the run from the checkpoint's own cfg."""
+    state = checked_gan_state(path, device, cfg)
+    gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
+    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
+        getattr(gan, part).load_state_dict(state[part])
+    return gan, state["epoch"], state["history"]
+
+
+def checked_gan_state(path, device, cfg=None):
+    """The checkpoint at `path`, stopped with one line if it is no GAN checkpoint or (with cfg) another architecture."""
+    state = load_checkpoint(path, device)
+    if "G" not in state or "cfg" not in state:
+        fail(f"{path} is not a GAN checkpoint of these scripts")
+    for key in ARCHITECTURE if cfg is not None else ():
+        if state["cfg"][key] != cfg[key]:
+            fail(f"{path} was trained with {key}={state['cfg'][key]}, not {cfg[key]}; "
+                 f"pass the same flags or use another --out-dir")
+    return state
+
+
+def check_resumable(out, cfgs):
+    """--resume: check every run's checkpoint in `out` before training any of them (cfgs: name -> cfg)."""
+    for name, cfg in cfgs.items():
+        if (out / f"checkpoint_{name}.pt").is_file():
+            checked_gan_state(out / f"checkpoint_{name}.pt", "cpu", cfg)
