@@ -40,8 +40,10 @@ def test_script_flags(script, argv, flag, capsys):
     (["--epochs", "7"], [1, 5, 7]),              # the default list, cut to the epochs that come, and the last
     (["--epochs", "20"], [1, 5, 10, 15, 20]),
     (["--quick", "--epochs", "1"], [1]),         # a preset's list too
-    (["--quick", "--epochs", "3"], [1, 2]),      # nothing cut: nothing added
-    (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),
+    (["--quick", "--epochs", "3"], [1, 2, 3]),   # the last epoch always has its grid ...
+    (["--epochs", "25"], [1, 5, 10, 15, 20, 25]),
+    (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),   # ... unless the list is given
+    (["--epochs", "3", "--sample-epochs", "1"], [1]),
 ])
 def test_sample_epochs_that_never_come_are_cut_from_defaults_only(argv, grids):
     assert __import__("conftest").load_script("01_ddpm_mnist.py").parse_args(argv).sample_epochs == grids
