@@ -69,14 +69,15 @@ def evaluate(args, samples, device):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train = load_data(args, device)
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     training = start_training(model, args, device, out / "checkpoint.pt")
-    save_config(args, out)                           # after the checkpoint is accepted (a rejected --resume keeps it)
+    if args.resume:                                  # config.json only once the checkpoint is accepted
+        save_config(args, out)
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x_train):,} images on {device}, {training.plan()}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---

@@ -156,7 +156,7 @@ def save_sweep_outputs(args, out, samples, y, w, metrics):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train, y_train = load_data(args, device)
     y_grid = load_data(args, device, train=False)[1][:args.n_grid]   # labels drawn from the test set
@@ -164,7 +164,8 @@ def main(argv=None):
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     training = start_training(model, args, device, out / "checkpoint.pt")
-    save_config(args, out)                           # after the checkpoint is accepted (a rejected --resume keeps it)
+    if args.resume:                                  # config.json only once the checkpoint is accepted
+        save_config(args, out)
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
           f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, "
           f"{training.plan()}")

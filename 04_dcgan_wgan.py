@@ -33,7 +33,7 @@ from common.files import save_json
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
                              write_losses_csv)
-from common.gan_runs import check_resumable, gan_config
+from common.gan_runs import check_batch_size, check_resumable, gan_config
 from common.gan_train import train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
@@ -119,12 +119,13 @@ def print_table(metrics):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train, y_train = load_data(args, device)
     x_test = load_data(args, device, train=False)[0]
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- train: (a) DCGAN, (b) WGAN, and the clipping sweep ---
+    check_batch_size(len(x_train), args.batch_size)
     if args.resume:                                  # every checkpoint is checked before config.json changes
         check_resumable(out, planned_runs(args))
         save_config(args, out)

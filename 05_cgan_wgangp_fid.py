@@ -39,7 +39,7 @@ from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
 from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_class_grid, save_loss_curve,
                              save_samples_npz, write_losses_csv)
 from common.gan_nets import LABEL_INJECTIONS
-from common.gan_runs import check_resumable, gan_config, load_gan_state
+from common.gan_runs import check_batch_size, check_resumable, gan_config, load_gan_state
 from common.gan_train import train_gan
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic
@@ -182,12 +182,13 @@ def save_figures(runs, samples, metrics, z_fixed, out):
 def main(argv=None):
     args = parse_args(argv)
     # --- setup ---
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train, y_train = load_data(args, device)
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
     check_reusable(args)
+    check_batch_size(len(x_train), args.batch_size)
     if args.resume:                                  # every checkpoint is checked before config.json changes
         check_resumable(out, {n: gan_config(n, args) for n in TRAIN_ORDER if reusable_checkpoint(n, args) is None})
         save_config(args, out)

@@ -48,16 +48,17 @@ from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import ddpm_loss, run_epochs, start_training, train_epochs
+from common.train import checked_state, ddpm_loss, run_epochs, start_training, train_epochs
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device,
-                          seed_everything, to_device)
+                          save_config, seed_everything, to_device)
 
 N_PAIRS = 5
 # --quick: T = 100 with β scaled by 1000/T, so ᾱ_T ≈ 4.5e-5 as in the handout's T = 1000 schedule;
 # batch 32 at lr 2e-3 gives 4× more steps for the same compute (at batch 128 the samples stay noise)
 QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_1=1e-3, beta_T=0.2,
              batch_size=32, lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, merge_ts=[20, 50, 75, 99], n_val=200)
+FACES_MATCH = ("hidden", "T", "image_channels")   # settings a --resume must share with both checkpoints
 DRY_RUN = dict(n_train=None, hidden=8, epochs=2, regressor_epochs=2, T=10, batch_size=32, sample_epochs=[2],
                n_grid=8, n_samples=20, merge_ts=[2, 5, 8, 10], per_age=3, n_val=8, eval_batch=100)
 
@@ -108,11 +109,11 @@ def load_data(args, device):
 # --- Problem 1, training ---
 
 def train_ddpm(args, x, sched, device, out):
-    """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs."""
+    """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs.
+    Writes config.json once the model's checkpoint is accepted."""
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    training = start_training(model, args, device, out / "checkpoint.pt",
-                              must_match=("hidden", "T", "image_channels"))
-    save_json(vars(args), out / "config.json")     # after the checkpoint is accepted (a rejected --resume keeps it)
+    training = start_training(model, args, device, out / "checkpoint.pt", must_match=FACES_MATCH)
+    save_config(args, out)                         # after the checkpoint is accepted (a rejected --resume keeps it)
     print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"{training.plan()}")
@@ -152,7 +153,7 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
     regressor = to_device(AgeRegressor(x.shape[1], args.hidden, SIZE, y.mean(), y.std()), device)
     path = out / "regressor.pt"    # --resume continues it only if the interrupted run had started it
     reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs})
-    training = start_training(regressor, reg_args, device, path, must_match=("hidden", "T", "image_channels"),
+    training = start_training(regressor, reg_args, device, path, must_match=FACES_MATCH,
                               resume=args.resume and path.is_file())
     train_epochs(training, regressor_loss, {"x0": x[train_idx], "y": y}, name="regressor epoch",
                  metric="MSE {:.1f} years²", ylabel="MSE (years²)", file_prefix="regressor_", sched=sched)
@@ -301,6 +302,8 @@ def main(argv=None):
     train_idx, val_idx = split_for_regressor(args, x, ages)   # Problem 3's faces, checked before any training
     args.image_channels = x.shape[1]
     out = make_out_dir(args.out_dir, __file__)      # config.json is written by train_ddpm
+    if args.resume and (out / "regressor.pt").is_file():   # checked now, not after hours of DDPM training
+        checked_state(out / "regressor.pt", "cpu", [(name, getattr(args, name)) for name in FACES_MATCH])
     # --- Problem 1, training: the DDPM (Handout D Algorithm 1), grids from fixed noise ---
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
     model, history = train_ddpm(args, x, sched, device, out)

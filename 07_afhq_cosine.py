@@ -293,7 +293,7 @@ def main(argv=None):
     # --- setup (FID weights are checked before anything is trained) ---
     if args.fid and not inception_available(args.inception_weights):
         fail(f"--fid needs the FID Inception weights, which are not here: {where_to_put_weights()}")
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json
+    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train, source = load_data(args, device, out)
     fid_ref = fid_reference(x_train, args, device) if args.fid else None

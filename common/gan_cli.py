@@ -6,7 +6,7 @@ from .cli import positive_float, positive_int
 
 
 def gan_parser(description, epochs=30, batch_size=64):
-    """Shared training flags; defaults are Handout A Problem 3's (model-specific ones live in RECIPES)."""
+    """Shared training flags; defaults are Handout A Problem 3's (model-specific ones live in gan_runs.RECIPES)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs of every model")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="real images per D step")

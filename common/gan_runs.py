@@ -53,6 +53,12 @@ def gan_config(kind, args):
                 batch_size=args.batch_size, seed=args.seed)
 
 
+def check_batch_size(n_images, batch_size):
+    """Every step takes a full batch (BatchNorm), so a batch larger than the data would train nothing."""
+    if n_images < batch_size:
+        fail(f"--batch-size {batch_size} is more than the {n_images:,} training images: no full batch to train on")
+
+
 def build_gan(cfg, device):
     """Networks on the device (channels_last on CUDA) and the recipe's optimisers."""
     G = to_device(Generator(cfg["z_dim"], cfg["width"], cfg["small"], cfg["conditional"]), device)

@@ -15,7 +15,7 @@ from .data import batches
 from .gan_eval import save_epoch_grid
 from .gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                          wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
-from .gan_runs import build_gan, load_gan_state, new_history, save_gan_state
+from .gan_runs import build_gan, check_batch_size, load_gan_state, new_history, save_gan_state
 from .utils import Progress, autocast, fail, interruptible
 
 D_WINS_LOSS, D_WINS_CHECKS = 0.05, 4  # warn when D's BCE loss stays below this for this many checks
@@ -121,8 +121,7 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
     fixed noise z_fixed (a cGAN draws one row per class), so the grids are comparable across epochs.
     """
     path = out / f"checkpoint_{name}.pt"
-    if len(x) < cfg["batch_size"]:
-        fail(f"--batch-size {cfg['batch_size']} is more than the {len(x):,} training images: no full batch to train on")
+    check_batch_size(len(x), cfg["batch_size"])
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
     if resume and path.is_file():

@@ -114,16 +114,7 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
 
     `must_match` are (name, value) pairs of architecture settings that must equal the checkpoint's.
     """
-    state = load_checkpoint(path, device)
-    if "model" not in state or "epoch" not in state:
-        fail(f"{path} is not a training checkpoint of this script")
-    for name, value in must_match:
-        saved = state["args"].get(name)
-        if saved is None and value is not None:
-            fail(f"{path} was written by another script (it has no '{name}' setting); use another --out-dir")
-        if saved != value:
-            fail(f"{path} was trained with --{name.replace('_', '-')} {saved}, not {value}; "
-                 f"pass the same value or use another --out-dir")
+    state = checked_state(path, device, must_match)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:   # other layer names or shapes: another script's model
@@ -134,6 +125,22 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
     scaler.load_state_dict(state["scaler"])
     state["history"].setdefault("seconds", [])      # checkpoints written before it was recorded
     return state["epoch"], state["history"]
+
+
+def checked_state(path, device, must_match=()):
+    """The training checkpoint at `path`, stopped with one line unless its settings equal `must_match`'s
+    (name, value) pairs: a resume of another architecture is refused before anything is trained."""
+    state = load_checkpoint(path, device)
+    if "model" not in state or "epoch" not in state:
+        fail(f"{path} is not a training checkpoint of this script")
+    for name, value in must_match:
+        saved = state["args"].get(name)
+        if saved is None and value is not None:
+            fail(f"{path} was written by another script (it has no '{name}' setting); use another --out-dir")
+        if saved != value:
+            fail(f"{path} was trained with --{name.replace('_', '-')} {saved}, not {value}; "
+                 f"pass the same value or use another --out-dir")
+    return state
 
 
 def start_training(model, args, device, path, must_match=("hidden", "T"), resume=None):

@@ -249,10 +249,12 @@ def test_resume_continues_exactly_on_a_jpeg_folder(script, tmp_path):
         assert torch.equal(value, b["model"][name]), name
     with np.load(tmp_path / "straight" / "samples.npz") as fa, np.load(tmp_path / "resumed" / "samples.npz") as fb:
         assert np.array_equal(fa["images"], fb["images"])
-    # a checkpoint of another architecture is refused with a one-line error
+    # a checkpoint of another architecture is refused with a one-line error, and config.json is kept
+    config = (tmp_path / "resumed" / "config.json").read_text()
     with pytest.raises(SystemExit, match="--unet-dim"):
         m.main(data + ["--train-steps", "6", "--out-dir", str(tmp_path / "resumed"), "--resume",
                        "--unet-dim", "8"])
+    assert (tmp_path / "resumed" / "config.json").read_text() == config
 
 
 def test_bad_flags_are_errors(script, tmp_path):

@@ -9,7 +9,7 @@ from common import bench, judge, sampler_compare
 from common.data import synthetic_dataset, to_uint8
 from common.gan_train import train_gan
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, run_epochs, start_training
+from common.train import checked_state, ddpm_loss, run_epochs, start_training
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 from common.utils import make_out_dir, resolve_device
 
@@ -88,6 +88,10 @@ def test_resuming_another_scripts_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="another kind of model"):
         start_training(ConditionalDenoisingUNet(hidden=8), args, torch.device("cpu"), tmp_path / "checkpoint.pt",
                        resume=True)
+    # the settings check alone (06 runs it on regressor.pt before training its DDPM)
+    checked_state(tmp_path / "checkpoint.pt", "cpu", [("hidden", 8), ("T", 20)])
+    with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):
+        checked_state(tmp_path / "checkpoint.pt", "cpu", [("hidden", 12)])
 
 
 def test_a_gan_batch_larger_than_the_data(tmp_path):

@@ -32,6 +32,9 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):
         script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--hidden", "12"])
     assert (tmp_path / "config.json").read_text() == config and json.loads(config)["hidden"] == 8
+    # ... and an accepted one rewrites it with this run's settings
+    script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--epochs", "3"])
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
 
 
 @pytest.fixture(scope="module")

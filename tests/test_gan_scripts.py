@@ -47,6 +47,17 @@ def test_04_dry_run_writes_every_file(run04):
         assert {"G", "D", "opt_G", "opt_D", "epoch", "history", "cfg"} <= set(state) and state["epoch"] == 2
 
 
+@pytest.mark.parametrize("flags, message", [(["--width", "24"], "trained with width="),
+                                           (["--batch-size", "1000"], "--batch-size 1000 is more than")])
+def test_04_a_rejected_resume_keeps_config_json(run04, flags, message):
+    from conftest import load_script
+    out = run04[0]
+    config = (out / "config.json").read_text()
+    with pytest.raises(SystemExit, match=message):
+        load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume"] + flags)
+    assert (out / "config.json").read_text() == config
+
+
 def test_04_metrics_and_losses_are_sensible(run04):
     out, _ = run04
     metrics = json.loads((out / "metrics.json").read_text())
