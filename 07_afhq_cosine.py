@@ -39,8 +39,8 @@ from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.unet_multires import MultiResUNet
-from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_checkpoint, make_grad_scaler,
-                          save_config, start_run, to_device)
+from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_checkpoint, load_grad_scaler,
+                          make_grad_scaler, save_config, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -254,7 +254,7 @@ def resume(path, model, optimizer, scaler, data_gen, args, device):
                  f"{getattr(args, name)}; pass the same value or use another --out-dir")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
+    load_grad_scaler(scaler, ckpt["scaler"])
     torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     data_gen.set_state(ckpt["rng"]["data"].cpu())
     if ckpt["rng"]["cuda"] is not None:

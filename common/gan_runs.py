@@ -10,7 +10,7 @@ import torch
 
 from .files import atomic_save
 from .gan_nets import Discriminator, Generator
-from .utils import fail, load_checkpoint, make_grad_scaler, to_device
+from .utils import fail, load_checkpoint, load_grad_scaler, make_grad_scaler, to_device
 
 # Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step.
 # Learning rates: 2e-4 and betas (0.5, 0.999) are Handout B's; the handouts give none for WGAN (RMSProp) or
@@ -88,8 +88,10 @@ def load_gan_state(path, device, cfg=None):
     """-> (gan, last finished epoch, history). cfg=None rebuilds the run from the checkpoint's own cfg."""
     state = checked_gan_state(path, device, cfg)
     gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
-    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
+    for part in ("G", "D", "opt_G", "opt_D"):
         getattr(gan, part).load_state_dict(state[part])
+    load_grad_scaler(gan.scaler_G, state["scaler_G"])
+    load_grad_scaler(gan.scaler_D, state["scaler_D"])
     return gan, state["epoch"], state["history"]
 
 

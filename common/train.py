@@ -17,7 +17,8 @@ from .data import batches
 from .files import atomic_save, write_csv
 from .plotting import save_loss_curves
 from .schedules import ddpm_forward, sample_timesteps
-from .utils import Progress, autocast, check_finite, fail, interruptible, load_checkpoint, make_grad_scaler
+from .utils import (Progress, autocast, check_finite, fail, interruptible, load_checkpoint, load_grad_scaler,
+                    make_grad_scaler)
 
 
 def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2"):
@@ -122,7 +123,7 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
              f"checkpoint?); use another --out-dir")
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
-    scaler.load_state_dict(state["scaler"])
+    load_grad_scaler(scaler, state["scaler"])
     state["history"].setdefault("seconds", [])      # checkpoints written before it was recorded
     return state["epoch"], state["history"]
 

@@ -75,6 +75,13 @@ def make_grad_scaler(device):
     return torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
 
 
+def load_grad_scaler(scaler, state):
+    """Restore a grad scaler from a checkpoint. One saved where none was needed (CPU, or a bf16 GPU) is empty:
+    an fp16 GPU (a T4, say) resuming that run starts from a fresh scale instead of stopping."""
+    if state:
+        scaler.load_state_dict(state)
+
+
 def memory_format(device):
     return torch.channels_last if device.type == "cuda" and _cuda_speedups else torch.contiguous_format
 

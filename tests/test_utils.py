@@ -14,7 +14,7 @@ import torch
 
 from common.files import save_npz, write_csv, write_text
 from common.plotting import save_grid
-from common.utils import default_eval_batch, format_rate, interruptible, start_run
+from common.utils import default_eval_batch, format_rate, interruptible, load_grad_scaler, start_run
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
@@ -116,3 +116,15 @@ def test_command_line_tools_end_ctrl_c_with_one_line(module, argv, monkeypatch, 
         runpy.run_module(module, run_name="__main__")
     err = capsys.readouterr().err
     assert stop.value.code == 130 and err.strip().startswith("interrupted: ") and "\n" not in err.strip()
+
+
+def test_an_empty_grad_scaler_state_resumes_on_an_fp16_device():
+    """A checkpoint from the CPU or a bf16 GPU holds an empty scaler state; an fp16 run must still resume it."""
+    fp16 = torch.amp.GradScaler("cpu", enabled=True)     # stands in for a T4's enabled scaler
+    with pytest.raises(RuntimeError):
+        fp16.load_state_dict({})                          # what a plain load_state_dict does
+    load_grad_scaler(fp16, {})
+    assert fp16.get_scale() == 65536.0                    # a fresh scale
+    saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0).state_dict()
+    load_grad_scaler(fp16, saved)
+    assert fp16.get_scale() == 8.0                        # a real state is restored
