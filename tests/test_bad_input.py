@@ -45,7 +45,7 @@ def test_script_flags(script, argv, flag, capsys):
     (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),   # ... unless the list is given
     (["--epochs", "3", "--sample-epochs", "1"], [1]),
 ])
-def test_sample_epochs_that_never_come_are_cut_from_defaults_only(argv, grids):
+def test_default_sample_epochs_are_cut_to_epochs_and_end_with_it(argv, grids):
     assert __import__("conftest").load_script("01_ddpm_mnist.py").parse_args(argv).sample_epochs == grids
 
 

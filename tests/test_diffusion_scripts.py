@@ -27,14 +27,17 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
-    # a --resume that the checkpoint rejects leaves config.json describing the run that wrote it
+
+
+def test_01_config_json_changes_only_when_resume_is_accepted(script, tmp_path):
+    main = script("01_ddpm_mnist.py").main
+    main(["--dry-run", "--epochs", "1", "--out-dir", str(tmp_path)])
     config = (tmp_path / "config.json").read_text()
-    with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):
-        script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--hidden", "12"])
+    with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):       # rejected: the file is kept
+        main(["--dry-run", "--epochs", "2", "--out-dir", str(tmp_path), "--resume", "--hidden", "12"])
     assert (tmp_path / "config.json").read_text() == config and json.loads(config)["hidden"] == 8
-    # ... and an accepted one rewrites it with this run's settings
-    script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--epochs", "3"])
-    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
+    main(["--dry-run", "--epochs", "2", "--out-dir", str(tmp_path), "--resume"])      # accepted: this run's settings
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 2
 
 
 @pytest.fixture(scope="module")

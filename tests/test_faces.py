@@ -258,6 +258,14 @@ def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
     assert again["regressor_final_epoch_mse"] == metrics["regressor_final_epoch_mse"]
 
 
+def test_resume_checks_regressor_pt_before_training_the_ddpm(tmp_path, capsys):
+    """A regressor.pt of another width stops --resume at once, before the DDPM is built or config.json written."""
+    torch.save({"model": {}, "epoch": 1, "args": {"hidden": 99, "T": 10, "image_channels": 1}}, tmp_path / "regressor.pt")
+    with pytest.raises(SystemExit, match="regressor.pt was trained with --hidden 99, not 8"):
+        load_script("06_faces.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
+    assert "DenoisingUNet" not in capsys.readouterr().out and not (tmp_path / "config.json").exists()
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path):
     script = load_script("06_faces.py")
     with pytest.raises(SystemExit):

@@ -214,7 +214,13 @@ def test_resume_continues_exactly(tmp_path):
     assert epoch_a == epoch_b == 2 and history_a["d"] == history_b["d"]
     for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values()):
         assert torch.equal(va, vb), k
-    # 04/05 check every checkpoint before config.json changes: same flags pass, another width stops, none is fine
-    check_resumable(resumed, {"wgan": cfg2, "dcgan": gan_config("dcgan", flags())})
-    with pytest.raises(SystemExit, match=f"trained with width={cfg2['width']}, not {2 * cfg2['width']}"):
-        check_resumable(resumed, {"wgan": dict(cfg2, width=2 * cfg2["width"])})
+
+
+def test_check_resumable_refuses_another_architecture(tmp_path):
+    """04/05 check every checkpoint before config.json changes: the same flags pass, another width stops,
+    a run with no checkpoint yet is fine."""
+    cfg = gan_config("wgan", flags(epochs=1, n_critic=2))
+    train_gan("wgan", cfg, *synthetic_dataset(64), tmp_path, torch.device("cpu"), torch.randn(10, 16))
+    check_resumable(tmp_path, {"wgan": cfg, "dcgan": gan_config("dcgan", flags())})
+    with pytest.raises(SystemExit, match=f"trained with width={cfg['width']}, not {2 * cfg['width']}"):
+        check_resumable(tmp_path, {"wgan": dict(cfg, width=2 * cfg["width"])})
