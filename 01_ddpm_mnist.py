@@ -21,7 +21,8 @@ from common.judge import get_judge
 from common.plotting import save_grid
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, run_epochs, start_training
+from common.train import ddpm_loss, run_epochs
+from common.train_state import start_training
 from common.unet import DenoisingUNet
 from common.utils import count_parameters, interruptible, save_config, start_run, to_device
 

@@ -32,7 +32,8 @@ from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import fixed_noise, generate
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, run_epochs, start_training
+from common.train import ddpm_loss, run_epochs
+from common.train_state import start_training
 from common.unet import ConditionalDenoisingUNet
 from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_config,
                           start_run, to_device)

@@ -49,7 +49,8 @@ from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import start_training, train_epochs
+from common.train import train_epochs
+from common.train_state import start_training
 from common.unet import DenoisingUNet
 from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
                           load_checkpoint, make_out_dir, memory_format, resolve_device, seed_everything, to_device)

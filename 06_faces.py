@@ -48,7 +48,8 @@ from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
 from common.samplers import ddpm_sample, fixed_noise, generate
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import checked_state, ddpm_loss, run_epochs, start_training, train_epochs
+from common.train import ddpm_loss, run_epochs, train_epochs
+from common.train_state import checked_state, start_training
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device,
                           save_config, seed_everything, to_device)

@@ -1,24 +1,21 @@
-"""The DDPM training step (Handout D Algorithms 1 and 3), the epoch loop, and checkpoint state.
+"""The DDPM training step (Handout D Algorithms 1 and 3) and the epoch loop (its state: train_state.py).
 
 The loop keeps the whole dataset as one tensor on the device and slices batches out
 of it; losses stay on the device and are synchronised once every `check_every` steps
 (to print progress and stop on NaN), never once per step.
 """
-import argparse
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import batches
-from .files import atomic_save, write_csv
+from .files import write_csv
 from .plotting import save_loss_curves
 from .schedules import ddpm_forward, sample_timesteps
-from .utils import (Progress, autocast, check_finite, fail, interruptible, load_checkpoint, load_grad_scaler,
-                    make_grad_scaler)
+from .train_state import save_state
+from .utils import Progress, autocast, check_finite, interruptible
 
 
 def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2"):
@@ -84,78 +81,6 @@ def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size, p_
 DDPM_YLABEL = "loss ‖ε − ε̂‖²"
 
 
-@dataclass
-class Training:
-    """One model's training: what start_training builds (or restores) and run_epochs advances."""
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    args: argparse.Namespace     # epochs, batch_size, seed, ...; saved in the checkpoint
-    path: Path                   # the checkpoint, rewritten atomically after every epoch
-    start: int = 0               # epochs already finished (a resumed run continues after them)
-    history: dict = field(default_factory=lambda: {"batch": [], "epoch": [], "seconds": []})
-
-    def plan(self):
-        """What this run will train, for the first progress line."""
-        if self.start >= self.args.epochs:
-            return f"all {self.args.epochs} epochs already trained (sampling and figures only)"
-        return f"epochs {self.start + 1}..{self.args.epochs}"
-
-
-def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, args):
-    """Everything --resume needs, in one dict, written atomically."""
-    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict(),
-                 "epoch": epoch, "history": history, "args": vars(args)}, path)
-
-
-def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=()):
-    """Restore a checkpoint from save_state; returns (last finished epoch, loss history).
-
-    `must_match` are (name, value) pairs of architecture settings that must equal the checkpoint's.
-    """
-    state = checked_state(path, device, must_match)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError:   # other layer names or shapes: another script's model
-        fail(f"{path} holds another kind of model than {type(model).__name__} (another script's "
-             f"checkpoint?); use another --out-dir")
-    optimizer.load_state_dict(state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    load_grad_scaler(scaler, state["scaler"])
-    state["history"].setdefault("seconds", [])      # checkpoints written before it was recorded
-    return state["epoch"], state["history"]
-
-
-def checked_state(path, device, must_match=()):
-    """The training checkpoint at `path`, stopped with one line unless its settings equal `must_match`'s
-    (name, value) pairs: a resume of another architecture is refused before anything is trained."""
-    state = load_checkpoint(path, device)
-    if "model" not in state or "epoch" not in state:
-        fail(f"{path} is not a training checkpoint of this script")
-    for name, value in must_match:
-        saved = state["args"].get(name)
-        if saved is None and value is not None:
-            fail(f"{path} was written by another script (it has no '{name}' setting); use another --out-dir")
-        if saved != value:
-            fail(f"{path} was trained with --{name.replace('_', '-')} {saved}, not {value}; "
-                 f"pass the same value or use another --out-dir")
-    return state
-
-
-def start_training(model, args, device, path, must_match=("hidden", "T"), resume=None):
-    """A Training for `model`, checkpointed at `path`: fresh, or (resume, default args.resume) restored
-    from `path`, whose settings named in `must_match` must equal this run's."""
-    training = Training(model, *make_optimizer(model, args, device), args=args, path=Path(path))
-    resume = args.resume if resume is None else resume
-    if resume:
-        training.start, training.history = load_state(
-            path, model, training.optimizer, training.lr_scheduler, training.scaler, device,
-            must_match=[(name, getattr(args, name)) for name in must_match])
-    return training
-
-
 def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylabel=DDPM_YLABEL,
                file_prefix="", how_to_continue="continue with --resume", **loss_args):
     """Train epochs start+1 .. args.epochs, each one fit_epoch(loss_fn, data, **loss_args) pass; yields
@@ -211,16 +136,3 @@ def write_loss_outputs(out, history, ylabel=DDPM_YLABEL, file_prefix=""):
         write_losses_csv(out / f"{file_prefix}losses.csv", history)
         save_loss_curves(np.concatenate(history["batch"]), history["epoch"], out / f"{file_prefix}loss_curve.png",
                          ylabel=ylabel, title="training loss")
-
-
-def make_optimizer(model, args, device):
-    """Adam(lr) with exponential decay to lr × lr_decay_to over the run (Handout D §2.3), and the AMP scaler.
-
-    The decay steps once per epoch, so the first epoch always runs at the full lr. (Stepping it every
-    batch instead cut 02 --quick's 1-epoch judge accuracy at γ = 5 from 82% to 39%: the conditioning is
-    learned late, and a decaying lr starves it.)
-    """
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gamma = args.lr_decay_to ** (1 / args.epochs)
-    lr_scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-    return optimizer, lr_scheduler, make_grad_scaler(device)

@@ -9,7 +9,8 @@ from common import bench, judge, sampler_compare
 from common.data import synthetic_dataset, to_uint8
 from common.gan_train import train_gan
 from common.schedules import ddpm_schedule
-from common.train import checked_state, ddpm_loss, run_epochs, start_training
+from common.train import ddpm_loss, run_epochs
+from common.train_state import checked_state, start_training
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 from common.utils import make_out_dir, resolve_device
 

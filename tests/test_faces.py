@@ -16,7 +16,8 @@ from common.faces import (AgeRegressor, brightness_age, ddpm_sample_from, load_f
 from common.guidance import classifier_guided_sample, grad_log_prob
 from common.samplers import ddpm_sample
 from common.schedules import ddpm_schedule
-from common.train import fit_epoch, make_optimizer
+from common.train import fit_epoch
+from common.train_state import make_optimizer
 from conftest import load_script
 
 TARGETS = [18.0, 40.0, 60.0, 80.0]

@@ -10,8 +10,8 @@ from common.data import synthetic_dataset
 from conftest import PointMassDenoiser
 from common.schedules import ddpm_schedule
 from common import train
-from common.train import (Training, ddpm_loss, fit_epoch, load_state, make_optimizer, run_epochs,
-                          start_training)
+from common.train import ddpm_loss, fit_epoch, run_epochs
+from common.train_state import Training, load_state, make_optimizer, start_training
 from common.utils import Progress
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 
