@@ -41,8 +41,8 @@ import torch
 
 from common.cli import check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int
 from common.data import from_uint8, to_uint8
-from common.faces import (SIZE, AgeRegressor, convert_utkface, ddpm_sample_from, load_faces, merge_halves,
-                          predict_age, synthetic_faces, valid_age)
+from common.faces import AgeRegressor, ddpm_sample_from, merge_halves, predict_age
+from common.faces_data import SIZE, convert_utkface, load_faces, synthetic_faces, valid_age
 from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid

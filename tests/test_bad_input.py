@@ -132,7 +132,7 @@ def test_fd_tool_named_weights_that_do_not_exist(tmp_path):
 
 
 def test_faces_without_usable_ages_stop_before_training(tmp_path):
-    from common.faces import save_array, synthetic_faces
+    from common.faces_data import save_array, synthetic_faces
     faces, ages = synthetic_faces(20)
     save_array(faces, tmp_path / "f.npy")
     save_array(np.full_like(ages, 150), tmp_path / "a.npy")          # no age in [0, 100]

@@ -1,4 +1,4 @@
-"""06_faces.py and common/faces.py: data validation, UTKFace conversion, merging, age guidance, dry run.
+"""06_faces.py, common/faces.py and common/faces_data.py: data validation, UTKFace conversion, merging, age guidance, dry run.
 
 No face data is available offline, so every test runs on synthetic images. The guidance and
 merging tests use a denoiser that is exact in closed form (Gaussian data), so they check the
@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common.faces import (AgeRegressor, brightness_age, ddpm_sample_from, load_faces, merge_halves,
-                          predict_age, save_array, synthetic_faces)
+from common.faces import AgeRegressor, ddpm_sample_from, merge_halves, predict_age
+from common.faces_data import brightness_age, load_faces, save_array, synthetic_faces
 from common.guidance import classifier_guided_sample, grad_log_prob
 from common.samplers import ddpm_sample
 from common.schedules import ddpm_schedule
