@@ -33,7 +33,8 @@ from common.cli import parse_with_presets, positive_int
 from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import frechet_distance
-from common.inception import InceptionFeatures, inception_available, where_to_put_weights
+from common.inception import InceptionFeatures
+from common.inception_weights import inception_available, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean, step_noise, time_input
 from common.schedules import cosine_schedule, ddpm_forward

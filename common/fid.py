@@ -20,7 +20,8 @@ import numpy as np
 
 from .data import from_uint8, load_dataset
 from .frechet import frechet_distance
-from .inception import FID_WEIGHTS_FILE, InceptionFeatures, find_weights, real_stats, where_to_put_weights
+from .inception import InceptionFeatures, real_stats
+from .inception_weights import FID_WEIGHTS_FILE, find_weights, where_to_put_weights
 from .judge import DATASETS, get_judge
 from .cli import positive_int
 from .utils import fail, interruptible, resolve_device

@@ -10,6 +10,7 @@ import torch
 
 from .data import FASHION_CLASSES, to_uint8
 from .files import save_npz, write_csv
+from .inception_weights import inception_available
 from .plotting import save_curves, save_mosaic
 from .utils import autocast
 
@@ -85,10 +86,9 @@ def fid_or_na(x_fake, n_real, device, data_dir, dry_run=False):
     """
     if dry_run:
         return FID_NA
-    from .inception import inception_available  # imported here: torchvision's model zoo takes seconds to import
     if not inception_available():
         return FID_NA
-    from .fid import fid_vs_real
+    from .fid import fid_vs_real  # imported here: torchvision's model zoo (the Inception) takes seconds to import
     return fid_vs_real(x_fake, "fashion", "test", device, n=n_real, data_dir=data_dir)
 
 

@@ -11,12 +11,10 @@ no aux head, plus the TF graph's pooling quirks:
 Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 299 x 299
 (align_corners=False, no antialias), values in [-1, 1].
 
-Weights are looked up in order: an explicit path (--inception-weights), $FID_INCEPTION_WEIGHTS,
-the torch hub cache, then one download attempt. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
+Where the weights file is looked up: common/inception_weights.py. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
 10,000 images take about 20 minutes on a 2-core CPU (8 images/s, BENCHMARKS.md) and seconds on a GPU;
 real-data statistics are therefore cached in results/fid_stats/.
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,8 @@ from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, I
 from .data import load_dataset
 from .files import save_npz
 from .frechet import FeatureStats
+from .inception_weights import FID_WEIGHTS_FILE, read_weights
 from .utils import Progress, fail, memory_format, to_device
-
-FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
 
 
 def tf_avg_pool(x):
@@ -102,56 +98,6 @@ def to_inception_input(x):
     """
     x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=False)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-
-
-# --- weights: path, env var, hub cache, download ---
-
-def hub_weights_path():
-    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
-
-
-def where_to_put_weights():
-    return (f"download {FID_WEIGHTS_URL} and put it at {hub_weights_path()}, "
-            f"or pass --inception-weights PATH, or set FID_INCEPTION_WEIGHTS")
-
-
-def find_weights(path=None):
-    """The first of: `path`, $FID_INCEPTION_WEIGHTS, the hub cache file; None when none is given or there.
-
-    A path that is named explicitly but missing is an error.
-    """
-    for source, named in (("--inception-weights", path),
-                          ("FID_INCEPTION_WEIGHTS", os.environ.get("FID_INCEPTION_WEIGHTS"))):
-        if named:
-            if not Path(named).is_file():
-                fail(f"{source} {named}: no such file ({where_to_put_weights()})")
-            return Path(named)
-    cached = hub_weights_path()
-    return cached if cached.is_file() else None
-
-
-def inception_available(path=None):
-    """True if the FID Inception weights can be found without trying a download."""
-    try:
-        return find_weights(path) is not None
-    except SystemExit:
-        return False
-
-
-def read_weights(path=None):
-    """The weights file's state dict: from disk if found, else one download attempt into the hub cache."""
-    found = find_weights(path)
-    if found is None:
-        print(f"FID Inception weights not found locally; trying to download {FID_WEIGHTS_URL}", flush=True)
-        try:
-            return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=False)
-        except Exception as e:  # offline: URLError, HTTPError, OSError, ...
-            fail(f"FID Inception weights {FID_WEIGHTS_FILE} are not here and the download failed "
-                 f"({type(e).__name__}): {where_to_put_weights()}")
-    try:
-        return torch.load(found, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        fail(f"{found} is not a readable weights file ({type(e).__name__}): {where_to_put_weights()}")
 
 
 def load_fid_inception(path=None, device="cpu"):

@@ -1,4 +1,4 @@
-"""Tests for common/inception.py on a randomly initialised network: layout of the FID weights file,
+"""Tests for common/inception.py and inception_weights.py on a randomly initialised network: layout of the FID weights file,
 the TF pooling patches, input conversion, weight lookup and the real-statistics cache. Nothing is downloaded."""
 import numpy as np
 import pytest
@@ -6,8 +6,9 @@ import torch
 from torchvision.models.inception import InceptionA
 
 import common.inception as inception
-from common.inception import (FIDInceptionA, FIDInceptionV3, InceptionFeatures, inception_available,
-                              load_fid_inception, real_stats, to_inception_input)
+from common.inception import (FIDInceptionA, FIDInceptionV3, InceptionFeatures, load_fid_inception, real_stats,
+                              to_inception_input)
+from common.inception_weights import FID_WEIGHTS_FILE, inception_available
 
 
 def conv_table():
@@ -138,7 +139,7 @@ def test_missing_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as e:
         load_fid_inception()
     message = str(e.value)
-    assert "\n" not in message and inception.FID_WEIGHTS_FILE in message and str(tmp_path) in message
+    assert "\n" not in message and FID_WEIGHTS_FILE in message and str(tmp_path) in message
     monkeypatch.setenv("FID_INCEPTION_WEIGHTS", str(tmp_path / "missing.pth"))
     assert not inception_available()
     with pytest.raises(SystemExit, match="FID_INCEPTION_WEIGHTS"):
