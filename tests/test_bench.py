@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common import bench
+from common import bench, bench_families
 
 
 def table_rows(text, first_cell):
@@ -29,7 +29,7 @@ def test_dry_run_writes_a_row_per_family(tmp_path):
     header = table_rows(text, "family")[0]
     assert header == bench.COLUMNS
     col = {name: bench.COLUMNS.index(name) for name in bench.COLUMNS}
-    for name in bench.FAMILIES:
+    for name in bench_families.FAMILIES:
         (row,) = table_rows(text, name + " (")
         assert len(row) == len(bench.COLUMNS)
         train, epoch, sample = (number(row[col[c]]) for c in ("train img/s", "s/epoch (N)", "DDPM full-T samples/s"))
@@ -50,9 +50,9 @@ def test_dry_run_writes_a_row_per_family(tmp_path):
 def test_counted_training_flops_are_forward_plus_backward():
     """A training step costs about 3 forward passes (backward: grads of inputs and of weights)."""
     from torch.utils.flop_counter import FlopCounterMode
-    fam = dict(bench.FAMILIES["mnist"], **bench.DRY_RUN)
-    net, sched = bench.build(fam, torch.device("cpu"))
-    _, train_gflop = bench.train_rate(fam, net, sched, 1, torch.device("cpu"))
+    fam = dict(bench_families.FAMILIES["mnist"], **bench_families.DRY_RUN)
+    net, sched = bench_families.build(fam, torch.device("cpu"))
+    _, train_gflop = bench_families.train_rate(fam, net, sched, 1, torch.device("cpu"))
     x = torch.zeros(fam["batch"], 1, 28, 28)
     with FlopCounterMode(display=False) as forward:
         net[0](x, torch.rand(fam["batch"]))
