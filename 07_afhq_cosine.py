@@ -39,9 +39,10 @@ from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean, step_noise, time_input
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
+from common.train_state import checked_state
 from common.unet_multires import MultiResUNet
-from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_checkpoint, load_grad_scaler,
-                          make_grad_scaler, save_config, start_run, to_device)
+from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_grad_scaler, make_grad_scaler,
+                          save_config, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
@@ -246,13 +247,8 @@ def save_checkpoint(path, model, optimizer, scaler, data_gen, state, args, devic
 
 def resume(path, model, optimizer, scaler, data_gen, args, device):
     """Restore save_checkpoint's state, so the run continues exactly as a straight run would."""
-    ckpt = load_checkpoint(path, device)
-    if "model" not in ckpt or "step" not in ckpt:
-        fail(f"{path} is not a checkpoint of 07_afhq_cosine.py")
-    for name in ("unet_dim", "dim_mults", "T", "image_size", "data_class"):
-        if ckpt["args"].get(name) != getattr(args, name):
-            fail(f"{path} was trained with --{name.replace('_', '-')} {ckpt['args'].get(name)}, not "
-                 f"{getattr(args, name)}; pass the same value or use another --out-dir")
+    must_match = [(name, getattr(args, name)) for name in ("unet_dim", "dim_mults", "T", "image_size", "data_class")]
+    ckpt = checked_state(path, device, must_match, counter="step")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     load_grad_scaler(scaler, ckpt["scaler"])

@@ -58,11 +58,12 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
     return state["epoch"], state["history"]
 
 
-def checked_state(path, device, must_match=()):
+def checked_state(path, device, must_match=(), counter="epoch"):
     """The training checkpoint at `path`, stopped with one line unless its settings equal `must_match`'s
-    (name, value) pairs: a resume of another architecture is refused before anything is trained."""
+    (name, value) pairs: a resume of another architecture is refused before anything is trained.
+    `counter` is the checkpoint's progress key: "epoch" here, "step" for 07's step-counted run."""
     state = load_checkpoint(path, device)
-    if "model" not in state or "epoch" not in state:
+    if "model" not in state or counter not in state:
         fail(f"{path} is not a training checkpoint of this script")
     for name, value in must_match:
         saved = state["args"].get(name)

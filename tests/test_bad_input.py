@@ -95,6 +95,8 @@ def test_resuming_another_scripts_checkpoint(tmp_path):
     checked_state(tmp_path / "checkpoint.pt", "cpu", [("hidden", 8), ("T", 20)])
     with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):
         checked_state(tmp_path / "checkpoint.pt", "cpu", [("hidden", 12)])
+    with pytest.raises(SystemExit, match="not a training checkpoint"):   # 07 counts steps, not epochs
+        checked_state(tmp_path / "checkpoint.pt", "cpu", [("hidden", 8)], counter="step")
 
 
 def test_a_gan_batch_larger_than_the_data(tmp_path):
