@@ -23,9 +23,13 @@ def load_dataset(name, data_dir, train=True, device="cpu"):
     from torchvision import datasets
     cls = {"mnist": datasets.MNIST, "fashion": datasets.FashionMNIST}[name]
     raw = Path(data_dir) / cls.__name__ / "raw"
+    created = [folder for folder in (raw, raw.parent, Path(data_dir)) if not folder.exists()]
     try:
         ds = cls(str(data_dir), train=train, download=True)
     except Exception as e:  # offline without files: URLError, RuntimeError, ...
+        for folder in created:   # innermost first: a failed download leaves no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         fail(f"could not load {cls.__name__} ({type(e).__name__}): put the four files "
              f"{', '.join(RAW_FILES)} in {raw}/, or run once with internet access")
     x = ds.data.to(device=device, dtype=torch.float32).unsqueeze(1) / 127.5 - 1.0

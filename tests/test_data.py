@@ -1,6 +1,7 @@
 """Data: MNIST read from torchvision's raw files into one [-1, 1] tensor, and the uint8 round trip
 that every samples.npz goes through."""
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,13 +47,16 @@ def test_to_uint8_clamps_rounds_and_round_trips():
         assert (back - x.clamp(-1, 1)).abs().max() <= 0.5 / 127.5 + 1e-6   # half a grey level
 
 
-def test_missing_files_offline_are_a_one_line_error_naming_the_folder(tmp_path, monkeypatch):
+def test_missing_files_offline_are_a_one_line_error_and_leave_no_empty_folders(tmp_path, monkeypatch):
     import urllib.error
     from torchvision import datasets
 
     class MNIST:                                   # torchvision's, with no network and no files
-        def __init__(self, *args, **kwargs):
+        def __init__(self, root, *args, **kwargs):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True)   # as torchvision does before downloading
             raise urllib.error.URLError("no network")
     monkeypatch.setattr(datasets, "MNIST", MNIST)
-    with pytest.raises(SystemExit, match=f"train-images-idx3-ubyte.* in {tmp_path / 'MNIST' / 'raw'}"):
-        load_dataset("mnist", tmp_path)
+    data_dir = tmp_path / "data"
+    with pytest.raises(SystemExit, match=f"train-images-idx3-ubyte.* in {data_dir / 'MNIST' / 'raw'}"):
+        load_dataset("mnist", data_dir)
+    assert not data_dir.exists()                   # no empty folders left to puzzle over
