@@ -12,7 +12,9 @@ MNIST test set, and seconds of sampling, as BENCHMARKS.md-ready rows. Issue 8's 
 with 50 steps within 1 point of accuracy and 10% of FD-judge of DDPM with all T steps, ≥ 5× faster.
 Because every sampler starts from the same x_T, the accuracy gap comes with a paired 95% interval
 (per-sample right/wrong against DDPM's on the same x_T), and the 1-point target reads "within",
-"worse", "better" or "unresolved" (the interval straddles ±1 point). Resolving it takes many samples:
+"worse", "better" or "unresolved" (the interval straddles ±1 point). With several DDIM rows the
+intervals are Bonferroni-widened (each at 1 − 0.05/m for m rows), so all m verdicts hold together at
+95%. Resolving it takes many samples:
 at 97% accuracy with independent failures the interval is about ±1.5 points at 1,000 samples.
 A checkpoint of 01 (unconditional, Algorithm 2) has no asked-for digit, hence no accuracy:
 its rows give FD-judge and the judge's digit histogram of 10 × --per-digit samples.
@@ -31,7 +33,7 @@ from .judge import get_judge
 from .plotting import save_labelled_grid
 from .samplers import fixed_noise, generate
 from .schedules import ddpm_schedule
-from .stats import paired_gap, verdict
+from .stats import bonferroni_z, paired_gap, verdict
 from .unet import ConditionalDenoisingUNet, DenoisingUNet
 from .utils import Progress, default_eval_batch, fail, interruptible, load_checkpoint, resolve_device, to_device
 
@@ -118,20 +120,23 @@ def compare(args, model, sched, judge, x_test, device, conditional=True):
         accuracy = "" if y is None else f", accuracy {rows[-1]['judge_accuracy']:.3f}"
         print(f"{rows[-1]['sampler']} {steps} steps: {seconds:.1f} s{accuracy}, FD-judge {rows[-1]['fd_judge']:.2f}",
               flush=True)
-    ref = rows[0]
+    ref, m = rows[0], max(len(rows) - 1, 1)    # m DDIM rows, each tested against DDPM: Bonferroni over them
     for r, c in zip(rows, correct):
         gap, interval, discordant = (None, None, None) if y is None else \
-            (0.0, None, 0) if r is ref else paired_gap(c, correct[0])
+            (0.0, None, 0) if r is ref else paired_gap(c, correct[0], z=bonferroni_z(m))
         r.update(speedup=ref["seconds"] / r["seconds"], accuracy_gap_points=gap, accuracy_gap_ci95_points=interval,
-                 discordant_pairs=discordant,
-                 within_1_point=None if y is None or r is ref else verdict(interval, discordant, len(c)),
+                 discordant_pairs=discordant, comparisons=m,
+                 within_1_point=None if y is None or r is ref else
+                 verdict(interval, discordant, len(c), alpha=0.025 / m),
                  fd_ratio=r["fd_judge"] / ref["fd_judge"])
     return rows, np.stack(firsts)
 
 
 def table(rows, n, guidance, device, conditional=True):
     what = f"γ = {guidance:g}, every digit equally" if conditional else "unconditional, Algorithm 2"
-    lines = [f"{n:,} samples ({what}) on {device}; Δ against DDPM, with its paired 95% interval.",
+    m = rows[-1]["comparisons"]
+    joint = "" if m == 1 else f" (Bonferroni over the {m} DDIM rows: 95% for all of them together)"
+    lines = [f"{n:,} samples ({what}) on {device}; Δ against DDPM, with its paired 95% interval{joint}.",
              "| sampler | model calls | seconds | × faster | judge accuracy | Δ (points, 95%) | within 1 point? "
              "| FD-judge | FD ratio | judge's digit histogram 0–9 |",
              "|---|--:|--:|--:|--:|--:|---|--:|--:|---|"]

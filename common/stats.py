@@ -5,6 +5,7 @@ only the pairs where they disagree say anything about the gap (A. Agresti and Y.
 confidence intervals for comparing matched proportions", Statistics in Medicine 24, 2005).
 """
 import math
+from statistics import NormalDist
 
 
 def paired_gap(correct, correct_ref, z=1.96):
@@ -22,6 +23,12 @@ def paired_gap(correct, correct_ref, z=1.96):
     return 100 * (gained - lost) / n, (100 * (centre - half), 100 * (centre + half)), lost + gained
 
 
+def bonferroni_z(m, level=0.95):
+    """The two-sided normal quantile that keeps `level` for all of m intervals at once (Bonferroni:
+    each one at 1 − (1 − level)/m); m = 1 gives the familiar 1.96."""
+    return NormalDist().inv_cdf(1 - (1 - level) / (2 * m))
+
+
 def poisson_upper(k, alpha=0.025):
     """Exact one-sided upper bound on a Poisson mean after seeing k events: the λ with P(X ≤ k; λ) = alpha."""
     lo, hi = 0.0, k + 10.0 * (k + 1) ** 0.5 + 10.0
@@ -32,13 +39,14 @@ def poisson_upper(k, alpha=0.025):
     return hi
 
 
-def verdict(interval, discordant, n, limit=1.0, min_discordant=10):
-    """Is the gap within ±limit points? 'within', 'worse' or 'better' only when the 95% interval says so.
+def verdict(interval, discordant, n, limit=1.0, min_discordant=10, alpha=0.025):
+    """Is the gap within ±limit points? 'within', 'worse' or 'better' only when the interval says so.
     With fewer than `min_discordant` disagreeing pairs the normal approximation is not trusted for
-    'within': |gap| ≤ the discordant rate, so an exact Poisson bound on that rate must be ≤ limit."""
+    'within': |gap| ≤ the discordant rate, so an exact Poisson bound on that rate (one-sided, at
+    `alpha`: the interval's own tail) must be ≤ limit."""
     lo, hi = interval
     if hi < -limit or lo > limit:
         return "worse" if hi < -limit else "better"
     if discordant < min_discordant:
-        return "within" if 100 * poisson_upper(discordant) / n <= limit else "unresolved"
+        return "within" if 100 * poisson_upper(discordant, alpha) / n <= limit else "unresolved"
     return "within" if -limit <= lo and hi <= limit else "unresolved"

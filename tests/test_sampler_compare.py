@@ -134,3 +134,17 @@ def test_bad_arguments_are_one_line_errors(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         sampler_compare.parse_args(argv)
     assert stop.value.code == 2 and argv[0] in capsys.readouterr().err.strip().splitlines()[-1]   # the error line
+
+
+def test_bonferroni_widens_the_interval_for_several_ddim_rows():
+    assert stats.bonferroni_z(1) == pytest.approx(1.959964, abs=1e-6)     # the usual 95% two-sided quantile
+    assert stats.bonferroni_z(2) == pytest.approx(2.241403, abs=1e-6)     # 97.5% each: 1 − 0.05/2
+    ref = torch.ones(1000, dtype=torch.bool)
+    row = ref.clone()
+    row[:30] = False                                                       # 30 lost pairs, 0 gained
+    (lo1, hi1), (lo2, hi2) = (stats.paired_gap(row, ref, z=stats.bonferroni_z(m))[1] for m in (1, 2))
+    assert lo2 < lo1 < hi1 < hi2
+    # few discordant pairs: the exact bound is taken at the adjusted tail too (3 of 1,000: 0.88 vs 0.97 points)
+    assert stats.verdict((-0.5, 0.5), 3, 1000, limit=0.9) == "within"
+    assert stats.verdict((-0.5, 0.5), 3, 1000, limit=0.9, alpha=0.025 / 2) == "unresolved"
+
