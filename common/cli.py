@@ -2,6 +2,8 @@
 and the argparse types every script uses."""
 import argparse
 
+HANDOUT_SAMPLE_EPOCHS = [1, 5, 10, 15, 20]   # Handout D §2.3 (and §3.3): sample grids after these epochs
+
 
 # --- argparse types: a bad value is a one-line usage error, e.g. '--epochs -3' ---
 
@@ -101,7 +103,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--T", type=positive_int, default=T, help="diffusion steps")
     p.add_argument("--beta-1", type=float, default=1e-4, help="β_1 of the linear schedule")
     p.add_argument("--beta-T", type=float, default=0.02, help="β_T of the linear schedule")
-    p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=[1, 5, 10, 15, 20],
+    p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=list(HANDOUT_SAMPLE_EPOCHS),
                    help="epochs after which a sample grid is drawn (same noise each time); the default list "
                         "goes on every 5 epochs and always ends with --epochs; a given epoch beyond it is an error")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
@@ -139,18 +141,18 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
 
 
 def check_sample_epochs(parser, args, given):
-    """A grid asked for after an epoch that never comes is an error. The default or a preset's list goes on
-    with its last step and is cut to --epochs, which always has its grid: `--epochs 7` draws after epochs
-    1, 5 and 7; `--epochs 30` after 1, 5, 10, 15, 20, 25 and 30. A list given on the command line is kept."""
+    """A grid asked for after an epoch that never comes is an error. The default or a preset's list is cut
+    to --epochs, which always has its grid, and the handout's default list goes on every 5 epochs:
+    `--epochs 7` draws after epochs 1, 5 and 7; `--epochs 32` after 1, 5, ..., 25, 30 and 32;
+    `--quick --epochs 4` after 1, 2 and 4. A list given on the command line is kept as it is."""
     beyond = [epoch for epoch in args.sample_epochs if epoch > args.epochs]
     if beyond and given:
         parser.error(f"--sample-epochs {' '.join(map(str, beyond))} is beyond --epochs {args.epochs}: "
                      f"no grid would be drawn; pass epochs up to {args.epochs}")
     if not given:
-        listed = sorted(args.sample_epochs)
-        step = listed[-1] - listed[-2] if len(listed) > 1 else args.epochs
-        onward = range(listed[-1] + step, args.epochs, step)     # 20 → 25, 30, ... for the default list
-        args.sample_epochs = [epoch for epoch in listed + list(onward) if epoch < args.epochs] + [args.epochs]
+        onward = range(25, args.epochs, 5) if args.sample_epochs == HANDOUT_SAMPLE_EPOCHS else []
+        listed = sorted(set(args.sample_epochs) | set(onward))
+        args.sample_epochs = [epoch for epoch in listed if epoch < args.epochs] + [args.epochs]
 
 
 def check_schedule_args(parser, args):

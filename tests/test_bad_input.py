@@ -44,11 +44,12 @@ def test_script_flags(script, argv, flag, capsys):
     (["--quick", "--epochs", "3"], [1, 2, 3]),   # the last epoch always has its grid ...
     (["--epochs", "25"], [1, 5, 10, 15, 20, 25]),
     (["--epochs", "32"], [1, 5, 10, 15, 20, 25, 30, 32]),   # the default list goes on every 5 epochs
-    (["--quick", "--epochs", "4"], [1, 2, 3, 4]),            # a preset's list with its own step
+    (["--quick", "--epochs", "4"], [1, 2, 4]),               # a preset's list is only cut and ended
+    (["--dry-run", "--epochs", "20"], [1, 2, 20]),
     (["--epochs", "3", "--sample-epochs", "3", "2"], [3, 2]),   # ... unless the list is given
     (["--epochs", "3", "--sample-epochs", "1"], [1]),
 ])
-def test_default_sample_epochs_go_on_with_their_step_and_end_with_epochs(argv, grids):
+def test_default_sample_epochs_go_on_every_5_epochs_and_end_with_epochs(argv, grids):
     assert __import__("conftest").load_script("01_ddpm_mnist.py").parse_args(argv).sample_epochs == grids
 
 
