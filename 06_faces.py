@@ -12,7 +12,7 @@ setting is for a GPU (not measured here). No course data was available: every ru
 synthetic faces.
 
 Data: --faces (default data/faces23k_48x48.npy.gz, or a plain .npy) and --ages (data/ages23k.npy);
-the accepted shapes, types and value ranges are in common/faces.py. The course checkpoint
+the accepted shapes, types and value ranges are in common/faces_data.py. The course checkpoint
 diff_unet_faces.cpt cannot be loaded (its architecture is not public), so this script trains
 its own DDPM (Handout D Algorithm 1) with the UNet of common/unet.py at 48×48.
 

@@ -11,7 +11,7 @@ Defaults are the handout's tables 2–4: T = 50, batch 32, Adam lr 1e-3, --unet-
 Training: Algorithm 1 with the L1 loss, for --train-steps steps. Sampling: Algorithm 2 (x̂0 clamped
 to [-1, 1], posterior mean and variance of Eq. 18). Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
-training images (needs the FID Inception weights, see common/inception.py; the training images'
+training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
 statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
 Runtime: README.md.
 

@@ -70,7 +70,7 @@ def load_side(spec, data_dir, n):
 def compute_fid(x_a, x_b, device, weights=None):
     """FID between two image sets, float (N, 1, H, W) tensors in [-1, 1] (Handout A, Problem 4(c)).
 
-    Loads the FID Inception weights (see common/inception.py; a missing file is a one-line error).
+    Loads the FID Inception weights (see common/inception_weights.py; a missing file is a one-line error).
     """
     extractor = InceptionFeatures(device, weights)
     return frechet_distance(*extractor.stats(x_a).mean_cov(), *extractor.stats(x_b).mean_cov())

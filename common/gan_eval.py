@@ -3,7 +3,7 @@
 generate() runs G in eval mode (batch norm uses its running statistics), in batches.
 FD-judge (common/judge.py: Fréchet distance over judge-classifier features, NOT FID) is
 always computed; FID only when the FID Inception weights are on this machine
-(common/inception.py), else the tables say FID_NA.
+(common/inception_weights.py), else the tables say FID_NA.
 """
 import numpy as np
 import torch
