@@ -6,13 +6,16 @@ only the GPU path has (a bf16 output indexed into an fp32 buffer, a scaler step 
 CPU autocast takes bf16 and fp16 too, so here the switches in common/utils.py are replaced, in every
 loaded module, by ones that turn the optimised path on for the CPU.
 """
+import importlib
 import json
 import math
+import pkgutil
 import sys
 
 import pytest
 import torch
 
+import common
 import common.utils
 from conftest import load_script
 
@@ -45,7 +48,10 @@ class OptimisedOnCPU:
 
 
 def force_optimised(monkeypatch, script, dtype):
-    """Patch the switches into the script and every common module that imported them by name."""
+    """Patch the switches into the script and every common module that imported them by name. Every common
+    module is imported first, so none is first imported (and left holding a switch) while patched."""
+    for module in pkgutil.iter_modules(common.__path__):
+        importlib.import_module(f"common.{module.name}")
     forced = OptimisedOnCPU(dtype)
     modules = [script] + [m for name, m in sys.modules.items() if name.startswith("common") and m is not None]
     for module in modules:
@@ -55,21 +61,28 @@ def force_optimised(monkeypatch, script, dtype):
     return forced
 
 
-def assert_all_finite(out):
-    """Every number in the metrics and every float tensor in the checkpoints is finite."""
-    def numbers(obj):
-        if isinstance(obj, dict):
-            return [x for v in obj.values() for x in numbers(v)]
-        if isinstance(obj, list):
-            return [x for v in obj for x in numbers(v)]
-        return [obj] if isinstance(obj, float) else []
-    metrics = [x for path in out.rglob("metrics.json") for x in numbers(json.loads(path.read_text()))]
-    assert metrics and all(math.isfinite(x) for x in metrics)
-    for path in out.rglob("*.pt"):
+def floats(obj):
+    """Every float in a JSON value."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in floats(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in floats(v)]
+    return [obj] if isinstance(obj, float) else []
+
+
+def checkpoint_tensors(out):
+    """(checkpoint, network part, name, tensor) for every network tensor in out's checkpoints."""
+    for path in sorted(out.rglob("*.pt")):
         state = torch.load(path, weights_only=False)
         for part in ("model", "G", "D"):
             for name, tensor in state.get(part, {}).items():
-                assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), f"{path}: {part}.{name}"
+                yield path, part, name, tensor
+
+
+def scaler_states(out):
+    """Every GradScaler state saved in out's checkpoints ('scaler', 'scaler_G', 'scaler_D')."""
+    states = [torch.load(path, weights_only=False) for path in sorted(out.rglob("*.pt"))]
+    return [value for state in states for key, value in state.items() if key.startswith("scaler")]
 
 
 @pytest.mark.parametrize("name, dtype", [(name, torch.bfloat16) for name in SCRIPTS] + [
@@ -81,6 +94,15 @@ def test_dry_run_on_the_optimised_path(name, dtype, tmp_path, monkeypatch):
     script = load_script(name)
     forced = force_optimised(monkeypatch, script, dtype)
     script.main(["--dry-run", "--device", "cpu", "--out-dir", str(tmp_path)])
-    assert forced.autocasts > 0                 # the forced branch really ran
-    assert (tmp_path / "config.json").is_file()
-    assert_all_finite(tmp_path)
+    assert forced.autocasts > 0                                    # the forced autocast really ran
+    metrics = [x for path in tmp_path.rglob("metrics.json") for x in floats(json.loads(path.read_text()))]
+    assert metrics and all(math.isfinite(x) for x in metrics)
+    tensors = list(checkpoint_tensors(tmp_path))
+    for path, part, tensor_name, tensor in tensors:
+        assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), f"{path}: {part}.{tensor_name}"
+    # the networks trained in channels_last (a conv weight with C_in > 1 is then not NCHW-contiguous)
+    assert any(t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+               for *_, t in tensors)
+    # fp16 needs the scaler, and it ran: its saved state holds a scale (bf16 and fp32 save an empty one)
+    states = scaler_states(tmp_path)
+    assert states and all(bool(state) == (dtype == torch.float16) for state in states)
