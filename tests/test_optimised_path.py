@@ -6,6 +6,7 @@ only the GPU path has (a bf16 output indexed into an fp32 buffer, a scaler step 
 CPU autocast takes bf16 and fp16 too, so here the switches in common/utils.py are replaced, in every
 loaded module, by ones that turn the optimised path on for the CPU.
 """
+import argparse
 import importlib
 import json
 import math
@@ -17,6 +18,10 @@ import torch
 
 import common
 import common.utils
+from common.data import synthetic_dataset
+from common.schedules import ddpm_schedule
+from common.train_state import start_training
+from common.unet import DenoisingUNet
 from conftest import load_script
 
 SCRIPTS = ["01_ddpm_mnist.py", "02_cfg_mnist.py", "03_classifier_guidance.py", "04_dcgan_wgan.py",
@@ -106,3 +111,30 @@ def test_dry_run_on_the_optimised_path(name, dtype, tmp_path, monkeypatch):
     # fp16 needs the scaler, and it ran: its saved state holds a scale (bf16 and fp32 save an empty one)
     states = scaler_states(tmp_path)
     assert states and all(bool(state) == (dtype == torch.float16) for state in states)
+
+
+def test_resume_continues_exactly_on_the_fp16_path(tmp_path, monkeypatch):
+    """Stopped after epoch 1 (as Ctrl-C would) and resumed equals 2 straight epochs under fp16 autocast:
+    the weights, and the GradScaler's state (one not restored would restart its growth count)."""
+    import common.train as train
+    force_optimised(monkeypatch, train, torch.float16)
+    args = argparse.Namespace(epochs=2, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, hidden=8, T=20)
+    x, sched = synthetic_dataset(96)[0], ddpm_schedule(20)
+    runs = {}
+    for run in ("straight", "resumed"):
+        (tmp_path / run).mkdir()
+        torch.manual_seed(123)
+        runs[run] = start_training(DenoisingUNet(hidden=8), args, torch.device("cpu"), tmp_path / run / "checkpoint.pt",
+                                   resume=False)
+        for _ in train.run_epochs(runs[run], train.ddpm_loss, {"x0": x}, sched=sched):
+            if run == "resumed":
+                break                                           # stop after epoch 1
+    torch.manual_seed(123)
+    resumed = start_training(DenoisingUNet(hidden=8), args, torch.device("cpu"), tmp_path / "resumed" / "checkpoint.pt",
+                             resume=True)
+    list(train.run_epochs(resumed, train.ddpm_loss, {"x0": x}, sched=sched))
+    straight = runs["straight"]
+    assert straight.scaler.is_enabled() and straight.scaler.state_dict() == resumed.scaler.state_dict()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
