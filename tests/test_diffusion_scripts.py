@@ -29,8 +29,9 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
 
 
-def test_01_config_json_changes_only_when_resume_is_accepted(script, tmp_path):
-    main = script("01_ddpm_mnist.py").main
+@pytest.mark.parametrize("name", ["01_ddpm_mnist.py", "02_cfg_mnist.py"])
+def test_config_json_changes_only_when_resume_is_accepted(script, tmp_path, name):
+    main = script(name).main
     main(["--dry-run", "--epochs", "1", "--out-dir", str(tmp_path)])
     config = (tmp_path / "config.json").read_text()
     with pytest.raises(SystemExit, match="trained with --hidden 8, not 12"):       # rejected: the file is kept
