@@ -88,10 +88,14 @@ def load_gan_state(path, device, cfg=None):
     """-> (gan, last finished epoch, history). cfg=None rebuilds the run from the checkpoint's own cfg."""
     state = checked_gan_state(path, device, cfg)
     gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
-    for part in ("G", "D", "opt_G", "opt_D"):
-        getattr(gan, part).load_state_dict(state[part])
-    load_grad_scaler(gan.scaler_G, state["scaler_G"])
-    load_grad_scaler(gan.scaler_D, state["scaler_D"])
+    for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
+        try:
+            if part.startswith("scaler"):
+                load_grad_scaler(getattr(gan, part), state[part])
+            else:
+                getattr(gan, part).load_state_dict(state[part])
+        except (KeyError, RuntimeError, ValueError) as e:   # missing, other shapes, other parameter groups
+            fail(f"{path}: its {part} does not fit this run ({type(e).__name__}); use another --out-dir")
     return gan, state["epoch"], state["history"]
 
 
@@ -108,7 +112,8 @@ def checked_gan_state(path, device, cfg=None):
 
 
 def check_resumable(out, cfgs):
-    """--resume: check every run's checkpoint in `out` before training any of them (cfgs: name -> cfg)."""
+    """--resume: load every run's checkpoint in `out` (on the CPU, then dropped) before training any of them,
+    so a checkpoint that does not fit stops the run before config.json changes (cfgs: name -> cfg)."""
     for name, cfg in cfgs.items():
         if (out / f"checkpoint_{name}.pt").is_file():
-            checked_gan_state(out / f"checkpoint_{name}.pt", "cpu", cfg)
+            load_gan_state(out / f"checkpoint_{name}.pt", torch.device("cpu"), cfg)

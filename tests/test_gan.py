@@ -224,3 +224,9 @@ def test_check_resumable_refuses_another_architecture(tmp_path):
     check_resumable(tmp_path, {"wgan": cfg, "dcgan": gan_config("dcgan", flags())})
     with pytest.raises(SystemExit, match=f"trained with width={cfg['width']}, not {2 * cfg['width']}"):
         check_resumable(tmp_path, {"wgan": dict(cfg, width=2 * cfg["width"])})
+    # an optimiser state that does not fit (here: a parameter group cut short) is found now, in one line
+    state = torch.load(tmp_path / "checkpoint_wgan.pt", weights_only=False)
+    state["opt_D"]["param_groups"][0]["params"] = state["opt_D"]["param_groups"][0]["params"][:1]
+    torch.save(state, tmp_path / "checkpoint_wgan.pt")
+    with pytest.raises(SystemExit, match="its opt_D does not fit this run"):
+        check_resumable(tmp_path, {"wgan": cfg})
