@@ -90,7 +90,7 @@ def load_gan_state(path, device, cfg=None):
     gan = build_gan(dict(state["cfg"], **(cfg or {})), device)
     for part in ("G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D"):
         try:
-            if part.startswith("scaler"):
+            if part.startswith("scaler"):   # a disabled scaler (CPU, bf16 GPU) takes any state unread
                 load_grad_scaler(getattr(gan, part), state[part])
             else:
                 getattr(gan, part).load_state_dict(state[part])

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import common
+import common.train as train
 import common.utils
 from common.data import synthetic_dataset
 from common.schedules import ddpm_schedule
@@ -58,7 +59,7 @@ def force_optimised(monkeypatch, script, dtype):
     for module in pkgutil.iter_modules(common.__path__):
         importlib.import_module(f"common.{module.name}")
     forced = OptimisedOnCPU(dtype)
-    modules = [script] + [m for name, m in sys.modules.items() if name.startswith("common") and m is not None]
+    modules = [script] + [m for name, m in sys.modules.items() if (name == "common" or name.startswith("common.")) and m is not None]
     for module in modules:
         for name in ("amp_dtype", "autocast", "memory_format", "to_device", "make_grad_scaler"):
             if hasattr(module, name):
@@ -115,7 +116,6 @@ def test_dry_run_on_the_optimised_path(name, dtype, tmp_path, monkeypatch):
 def test_resume_continues_exactly_on_the_fp16_path(tmp_path, monkeypatch):
     """Stopped after epoch 1 (as Ctrl-C would) and resumed equals 2 straight epochs under fp16 autocast:
     the weights, and the GradScaler's state (one not restored would restart its growth count)."""
-    import common.train as train
     force_optimised(monkeypatch, train, torch.float16)
     args = argparse.Namespace(epochs=2, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, hidden=8, T=20)
     x, sched = synthetic_dataset(96)[0], ddpm_schedule(20)

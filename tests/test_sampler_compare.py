@@ -148,3 +148,13 @@ def test_bonferroni_widens_the_interval_for_several_ddim_rows():
     assert stats.verdict((-0.5, 0.5), 3, 1000, limit=0.9) == "within"
     assert stats.verdict((-0.5, 0.5), 3, 1000, limit=0.9, alpha=0.025 / 2) == "unresolved"
 
+
+def test_several_ddim_rows_widen_each_interval():
+    """The η = 0 row is the same draw alone or beside η = 1; beside it, its interval is Bonferroni-widened."""
+    alone, both = (sampler_compare.main(["--dry-run", "--device", "cpu", "--eta", *etas])[1]
+                   for etas in (["0"], ["0", "1"]))
+    assert alone["discordant_pairs"] == both["discordant_pairs"]
+    assert (alone["comparisons"], both["comparisons"]) == (1, 2)
+    (lo1, hi1), (lo2, hi2) = alone["accuracy_gap_ci95_points"], both["accuracy_gap_ci95_points"]
+    assert (hi2 - lo2) / (hi1 - lo1) == pytest.approx(stats.bonferroni_z(2) / stats.bonferroni_z(1))
+
