@@ -63,7 +63,7 @@ def evaluate(args, samples, device):
     x_real = synthetic_dataset(256, device)[0] if args.dry_run else \
         load_dataset("mnist", args.data_dir, train=False, device=device)[0]
     digits = judge.predict(samples).cpu()
-    return {"n_samples": len(samples), "fd_judge_vs_mnist_test": judge.fd(samples, x_real),
+    return {"judge": judge.card, "n_samples": len(samples), "fd_judge_vs_mnist_test": judge.fd(samples, x_real),
             "judge_digit_histogram": torch.bincount(digits, minlength=10).tolist()}
 
 

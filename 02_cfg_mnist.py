@@ -130,7 +130,7 @@ def evaluate(args, samples, y, w, device):
                      "judge_accuracy": judge.class_accuracy(samples[pick], y.to(device)[pick]),
                      "fd_judge": judge.fd(samples[pick], real),
                      "judge_diversity": judge.diversity(samples[pick])})
-    return {"per_guidance": rows, "judge_test_set_diversity": judge.diversity(x_test)}
+    return {"judge": judge.card, "per_guidance": rows, "judge_test_set_diversity": judge.diversity(x_test)}
 
 
 def print_table(metrics):

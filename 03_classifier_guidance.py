@@ -3,7 +3,8 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
 
     python 03_classifier_guidance.py                 # needs results/01_ddpm_mnist/checkpoint.pt
     python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
-    python 03_classifier_guidance.py --quick         # 2-core CPU preset: 15-16 min, 91% at s = 10 (trains 01 --quick if missing)
+    python 03_classifier_guidance.py --quick         # 2-core CPU preset: 15-16 min, 91% at s = 10
+                                                     # (trains 01 --quick first if it is missing)
     python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
     python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist/samples.npz   # + 02's sweep
 
@@ -425,7 +426,7 @@ def main(argv=None):
     frozen = frozen_check(unet, unet_hash)
     metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds), "frozen_unet": frozen,
                "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,
-               "per_scale": rows, "real_test_images": reference,
+               "per_scale": rows, "real_test_images": reference, "judge": judge.card,
                "cfg_comparison": {"samples": args.cfg_samples, "per_guidance": cfg} if cfg else None,
                "total_seconds": round(time.time() - run_start, 1)}
     save_json(metrics, out / "metrics.json")

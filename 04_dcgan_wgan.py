@@ -77,12 +77,12 @@ def evaluate(args, runs, samples, judge, x_test, device):
     """(c) FD-judge (and FID) of every run's samples vs the test set; diversity of the test set itself."""
     metrics = {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
                "fid_note": "FID needs the FID Inception weights; FD-judge is not FID",
-               "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
+               "judge": judge.card, "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
     for name, (gan, history) in runs.items():
         row = evaluate_samples(judge, samples[name], x_test, args, device)
-        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None,
-                                       epochs_trained=len(history["d"]),
-                                       train_seconds=round(sum(history["seconds"]), 1))
+        clip = gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None
+        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip,
+                                       epochs_trained=len(history["d"]), train_seconds=round(sum(history["seconds"]), 1))
     metrics["clip_sweep"] = [dict(clip=c, **{k: metrics["models"][name][k] for k in ("fd_judge", "fid")})
                              for c, name in sweep_names(args)]
     return metrics

@@ -127,7 +127,7 @@ def evaluate(args, runs, samples, y_eval, judge, device):
     x_test, y_test = load_data(args, device, train=False)
     metrics = {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
                "fid_note": "FID needs the FID Inception weights; FD-judge is not FID",
-               "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
+               "judge": judge.card, "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
     for name, (gan, history, source) in runs.items():
         row = evaluate_samples(judge, samples[name], x_test, args, device)
         metrics["models"][name] = dict(row, name=MODEL_NAMES[name], source=source, width=gan.cfg["width"],

@@ -123,7 +123,8 @@ def train_steps(model, optimizer, scaler, x_train, sched, data_gen, first, last,
     losses, reported = [], first - 1
     for step in range(first, last + 1):
         x0 = draw_batch(x_train, args.batch_size, data_gen)          # line 2
-        # lines 3–6: t ~ U{1..T}, ε ~ N(0, I), x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε, step on ‖ε − ε_θ(x_t, t)‖₁
+        # lines 3–6: t ~ U{1..T}, ε ~ N(0, I), x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε,
+        # and a gradient step on ‖ε − ε_θ(x_t, t)‖₁
         loss = ddpm_loss(model, x0, sched, loss="l1")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -160,7 +161,8 @@ def reverse_process(model, xt, t_start, sched, keep, generator=None):
         z = step_noise(xt, t, generator)                             # line 3: z = 0 at t = 1
         with autocast(device):                                       # line 4: ε_t = ε_θ(x_t, t)
             eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()
-        # lines 5–9: x̂0 = (x_t − √(1 − ᾱ_t) ε_t)/√ᾱ_t clamped, then x_{t−1} = μ̃_t + σ_t z (Eq. 18)
+        # lines 5–9: x̂0 = (x_t − √(1 − ᾱ_t) ε_t)/√ᾱ_t clamped,
+        # then x_{t−1} = μ̃_t + σ_t z (Eq. 18)
         xt = posterior_mean(xt, t, eps_pred, sched, clip_x0=True) + ddpm_sigma(sched, t, "posterior") * z
         if t in keep:
             snapshots[t] = xt

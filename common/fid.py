@@ -140,9 +140,10 @@ def main(argv=None):
     judge = get_judge(judge_dataset, args.data_dir, device)
     start, cpu_start = time.time(), time.process_time()
     fd = judge.fd(x_real, x_fake)
-    print(f"FD-judge ({judge_dataset} judge): {fd:.3f}   "
+    print(f"FD-judge ({judge_dataset} judge {judge.card['id']}): {fd:.3f}   "
           f"({time.time() - start:.1f}s wall, {time.process_time() - cpu_start:.1f}s CPU on {device})")
-    return {"fid": None if reason else fid, "fd_judge": fd, "n_real": len(x_real), "n_fake": len(x_fake)}
+    return {"fid": None if reason else fid, "fd_judge": fd, "judge": judge.card,
+            "n_real": len(x_real), "n_fake": len(x_fake)}
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def train_real_judge(dataset, data_dir, device, path, batch_size=128, lr=3e-3, s
     fit(net, x, y, device, recipe["epochs"], batch_size, lr, recipe["shift"], recipe["flip"])
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     judge = Judge(net, dataset, device)
-    accuracy = judge.class_accuracy(x_test, y_test)
+    judge.test_accuracy = accuracy = judge.class_accuracy(x_test, y_test)
     save_judge(judge, path, test_accuracy=accuracy, train_seconds=seconds, train_cpu_seconds=cpu_seconds,
                recipe=recipe, batch_size=batch_size, lr=lr, seed=seed, device=str(device))
     print(f"{dataset} judge: test accuracy {accuracy:.2%}, trained in {seconds:.0f}s wall, {cpu_seconds:.0f}s CPU "
@@ -147,8 +147,12 @@ def get_judge(dataset, data_dir="data", device="cpu", cache_dir="results/judge",
     if not path.is_file():
         print(f"no cached {dataset} judge at {path}: training one now "
               f"(python -m common.judge --dataset {dataset} does the same)", flush=True)
-        return train_real_judge(dataset, data_dir, device, path)
-    return load_judge(path, dataset, device)
+        judge = train_real_judge(dataset, data_dir, device, path)
+    else:
+        judge = load_judge(path, dataset, device)
+    print(f"judge {judge.card['id']} ({path}, test accuracy {judge.test_accuracy:.2%}): "
+          "compare FD-judge values only between runs with the same judge id", flush=True)
+    return judge
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .files import atomic_save
 from .frechet import FeatureStats, frechet_distance, mean_pairwise_distance
+from .parts import state_hash
 from .utils import fail, load_checkpoint
 
 
@@ -42,9 +43,15 @@ class JudgeNet(nn.Module):
 class Judge:
     """A trained JudgeNet and the numbers Handout A asks for. x: float (N, 1, 28, 28) in [-1, 1], any device."""
 
-    def __init__(self, net, dataset, device, batch_size=1000):
-        self.net, self.dataset = net.eval(), dataset
+    def __init__(self, net, dataset, device, batch_size=1000, test_accuracy=None):
+        self.net, self.dataset, self.test_accuracy = net.eval(), dataset, test_accuracy
         self.device, self.batch_size = torch.device(device), batch_size
+
+    @property
+    def card(self):
+        """Which judge this is. FD-judge values compare only between runs whose judge `id`s are equal: the
+        training is seeded and bit-reproducible on one machine, but another CPU or torch build lands elsewhere."""
+        return {"dataset": self.dataset, "id": state_hash(self.net)[:12], "test_accuracy": self.test_accuracy}
 
     @torch.no_grad()
     def outputs(self, x, features=False):
@@ -94,6 +101,8 @@ def load_judge(path, dataset, device):
     try:
         net = JudgeNet(**ckpt["arch"])
         net.load_state_dict(ckpt["model"])
+        test_accuracy = float(ckpt["test_accuracy"])
     except (KeyError, TypeError, RuntimeError):
         fail(f"{path} does not hold a judge of this version; delete it and it is retrained")
-    return Judge(net.to(device, memory_format=torch.channels_last), dataset, device)
+    return Judge(net.to(device, memory_format=torch.channels_last), dataset, device,
+                 test_accuracy=test_accuracy)

@@ -184,7 +184,7 @@ def main(argv=None):
                            col_labels=list(range(10)) if conditional else None, suptitle=title)
     if args.json:
         save_json({"checkpoint": args.checkpoint, "conditional": conditional, "guidance": args.guidance,
-                   "per_digit": args.per_digit, "rows": rows}, args.json)
+                   "per_digit": args.per_digit, "judge": judge.card, "rows": rows}, args.json)
     return rows
 
 

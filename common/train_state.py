@@ -51,9 +51,13 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, must_match=
     except RuntimeError:   # other layer names or shapes: another script's model
         fail(f"{path} holds another kind of model than {type(model).__name__} (another script's "
              f"checkpoint?); use another --out-dir")
-    optimizer.load_state_dict(state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    load_grad_scaler(scaler, state["scaler"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        load_grad_scaler(scaler, state["scaler"])
+    except (KeyError, ValueError, RuntimeError) as e:  # a damaged or hand-edited checkpoint
+        fail(f"{path}: its optimizer state does not fit this model ({type(e).__name__}: {e}); "
+             f"train afresh without --resume, or use another --out-dir")
     state["history"].setdefault("seconds", [])      # checkpoints written before it was recorded
     return state["epoch"], state["history"]
 

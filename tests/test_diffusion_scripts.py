@@ -22,7 +22,9 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     images = np.load(tmp_path / "samples.npz")["images"]
     assert images.dtype == np.uint8 and images.shape == (16, 28, 28)
     assert len(np.unique(images.reshape(16, -1), axis=0)) == 16       # 16 different samples, not one blank
-    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved.pop("judge") == metrics.pop("judge")                  # which judge measured it (its id)
+    assert saved == pytest.approx(metrics)
     assert sum(metrics["judge_digit_histogram"]) == 16 and metrics["fd_judge_vs_mnist_test"] >= 0
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)

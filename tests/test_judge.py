@@ -78,6 +78,25 @@ def test_cli_dry_run_writes_a_judge_that_get_judge_loads(tmp_path):
         get_judge("cifar", cache_dir=tmp_path)
 
 
+def test_judge_card_names_the_weights_and_survives_a_reload(tmp_path, capsys):
+    main(["--dataset", "mnist", "--dry-run", "--out-dir", str(tmp_path)])
+    (tmp_path / "mnist-dry-run.pt").rename(tmp_path / "mnist.pt")
+    saved = torch.load(tmp_path / "mnist.pt", weights_only=False)
+    capsys.readouterr()
+    loaded = get_judge("mnist", cache_dir=tmp_path)
+    card = loaded.card
+    assert card["test_accuracy"] == saved["test_accuracy"] and len(card["id"]) == 12
+    assert f"judge {card['id']} " in capsys.readouterr().out          # every run's log names its judge
+    assert get_judge("mnist", cache_dir=tmp_path).card == card         # same file, same id
+    with torch.no_grad():
+        loaded.net.head[1].bias[0] += 1e-6                              # one weight moves: another judge
+    assert loaded.card["id"] != card["id"]
+    del saved["test_accuracy"]                                          # a judge file from before the card
+    torch.save(saved, tmp_path / "mnist.pt")
+    with pytest.raises(SystemExit, match="not hold a judge of this version"):
+        get_judge("mnist", cache_dir=tmp_path)
+
+
 def test_fid_cli_with_npz_files_skips_fid_without_weights(judge, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
@@ -88,8 +107,8 @@ def test_fid_cli_with_npz_files_skips_fid_without_weights(judge, tmp_path, monke
     np.savez(tmp_path / "b.npz", images=to_uint8(x_b))
     result = fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--judge-dataset", "mnist"])
     out = capsys.readouterr().out
-    assert "FID: skipped" in out and "FD-judge (mnist judge)" in out and "warning" in out
-    assert result["fid"] is None and result["n_real"] == 100 and result["n_fake"] == 120
+    assert "FID: skipped" in out and f"FD-judge (mnist judge {judge.card['id']})" in out and "warning" in out
+    assert result["judge"] == judge.card and result["fid"] is None and result["n_real"] == 100 and result["n_fake"] == 120
     assert result["fd_judge"] >= 0
     with pytest.raises(SystemExit, match="is neither an existing .npz file"):
         fid.main([str(tmp_path / "a.npz"), str(tmp_path / "nope.npz"), "--judge-dataset", "mnist"])

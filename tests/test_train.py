@@ -165,3 +165,14 @@ def test_resume_with_another_schedule_length_is_a_one_line_error(tmp_path):
         _training(_args(T=10), tmp_path, resume=True)
     with pytest.raises(SystemExit, match="trained with --hidden 8, not 16"):
         _training(_args(hidden=16), tmp_path, resume=True)
+
+
+def test_resume_with_an_optimizer_state_that_does_not_fit_is_a_one_line_error(tmp_path):
+    args = _args()
+    training = _training(args, tmp_path)
+    list(_ddpm_epochs(training, *synthetic_dataset(32), ddpm_schedule(20)))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state["optimizer"]["param_groups"][0]["params"].pop()      # one parameter short: a damaged checkpoint
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit, match="optimizer state does not fit this model"):
+        _training(args, tmp_path, resume=True)
