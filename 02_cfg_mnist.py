@@ -54,7 +54,8 @@ def parse_args(argv):
                    help="Algorithm 3 line 5: probability of dropping the label (0 = Handout A 1(a))")
     p.add_argument("--guidance", type=finite_float, default=5.0, help="γ of the per-epoch evaluation grids")
     p.add_argument("--sweep", type=finite_float, nargs="+", default=[0, 1, 5, 7, 10, 15],
-                   help="guidance scales γ of the final sweep (Handout D §3.4)")
+                   help="guidance scales γ of the final sweep (Handout D §3.4): 0 = unconditional, 1 = conditional, "
+                        "> 1 = guided; a negative γ pushes away from the label (an experiment, not in the handout)")
     p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10),
                    metavar="DIGIT", help="digits of the sweep")
     p.add_argument("--eval-per-class", type=positive_int, default=100,

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from common import blocks, guidance, noisy_classifier, samplers, schedules
-from common.cli import non_negative_float, parse_with_presets, positive_float, positive_int
+from common.cli import OUT_DIR_HELP, non_negative_float, parse_with_presets, positive_float, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz, write_text
 from common.frechet import fd_from_features, mean_pairwise_distance
@@ -94,7 +94,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
-    p.add_argument("--out-dir", default=None, help="default: results/<script name>/")
+    p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
     p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny models, every output file written")

@@ -81,8 +81,8 @@ def evaluate(args, runs, samples, judge, x_test, device):
     for name, (gan, history) in runs.items():
         row = evaluate_samples(judge, samples[name], x_test, args, device)
         clip = gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None
-        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip,
-                                       epochs_trained=len(history["d"]), train_seconds=round(sum(history["seconds"]), 1))
+        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip, epochs_trained=len(history["d"]),
+                                       train_seconds=round(sum(history["seconds"]), 1))
     metrics["clip_sweep"] = [dict(clip=c, **{k: metrics["models"][name][k] for k in ("fd_judge", "fid")})
                              for c, name in sweep_names(args)]
     return metrics

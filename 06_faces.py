@@ -85,7 +85,9 @@ def parse_args(argv):
     p.add_argument("--regressor-epochs", type=positive_int, default=10, help="Problem 3: age regressor epochs")
     p.add_argument("--n-val", type=positive_int, default=500, help="faces held out to evaluate the regressor")
     p.add_argument("--target-ages", type=finite_float, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
-    p.add_argument("--per-age", type=positive_int, default=10, help="Problem 3: faces per target age")
+    p.add_argument("--per-age", type=positive_int, default=10,
+                   help="Problem 3: faces per target age. The handout asks for '4 faces each' and 'a 4x10 "
+                        "collage'; 10 fills the collage, --per-age 4 is the literal count")
     p.add_argument("--guidance-scale", type=finite_float, default=0.2, help="multiplies ∇_{z_t} log P(y | z_t)")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     if not all(1 <= t <= args.T for t in args.merge_ts):

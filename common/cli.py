@@ -2,6 +2,9 @@
 and the argparse types every script uses."""
 import argparse
 
+# the judges and the real-data FID statistics are shared by every script, so they stay where they are
+OUT_DIR_HELP = "default: results/<script name>/ (the cached judges and real-data FID statistics stay in " \
+               "results/judge/ and results/fid_stats/)"
 HANDOUT_SAMPLE_EPOCHS = [1, 5, 10, 15, 20]   # Handout D §2.3 (and §3.3): sample grids after these epochs
 
 
@@ -114,7 +117,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
-    p.add_argument("--out-dir", default=None, help="default: results/<script name>/")
+    p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")
     p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
     p.add_argument("--dry-run", action="store_true",

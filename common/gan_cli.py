@@ -2,7 +2,7 @@
 import argparse
 
 from .data import load_dataset, synthetic_dataset
-from .cli import positive_float, positive_int
+from .cli import OUT_DIR_HELP, positive_float, positive_int
 
 
 def gan_parser(description, epochs=30, batch_size=64):
@@ -26,7 +26,7 @@ def gan_parser(description, epochs=30, batch_size=64):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
-    p.add_argument("--out-dir", default=None, help="default: results/<script name>/")
+    p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
     p.add_argument("--resume", action="store_true", help="continue every run from its checkpoint in --out-dir")
     p.add_argument("--quick", action="store_true", help="2-core CPU preset (see the module docstring)")
     p.add_argument("--dry-run", action="store_true", help="seconds: synthetic data, tiny nets, every output")
