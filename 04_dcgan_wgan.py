@@ -80,8 +80,8 @@ def evaluate(args, runs, samples, judge, x_test, device):
                "judge": judge.card, "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
     for name, (gan, history) in runs.items():
         row = evaluate_samples(judge, samples[name], x_test, args, device)
-        clip = gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None
-        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip, epochs_trained=len(history["d"]),
+        clip, epochs = (gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None), len(history["d"])
+        metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip, epochs_trained=epochs,
                                        train_seconds=round(sum(history["seconds"]), 1))
     metrics["clip_sweep"] = [dict(clip=c, **{k: metrics["models"][name][k] for k in ("fd_judge", "fid")})
                              for c, name in sweep_names(args)]
