@@ -98,7 +98,11 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny models, every output file written")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
+    return parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_args)
+
+
+def check_args(p, args):
+    """Values argparse's types cannot reject alone: a one-line usage error each."""
     for name in ("scales", "digits"):
         if len(set(getattr(args, name))) < len(getattr(args, name)):
             p.error(f"--{name} has repeated values: {getattr(args, name)}")
@@ -112,7 +116,6 @@ def parse_args(argv):
     if args.unet_checkpoint and not trains_if_missing and not Path(args.unet_checkpoint).is_file():
         p.error(f"--unet-checkpoint {args.unet_checkpoint} does not exist (01_ddpm_mnist.py writes "
                 f"<out-dir>/checkpoint.pt; with --train-unet, 03 trains one at such a path)")
-    return args
 
 
 # --- (a) the frozen DDPM of 01_ddpm_mnist.py ---
@@ -165,6 +168,17 @@ def load_frozen_unet(path, device):
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"], device), info
 
 
+def frozen_ddpm(args, out, device):
+    """(a) 01's DDPM, trained first if missing and allowed: (unet, sched, info, SHA-256 of its weights).
+    The schedule comes from the checkpoint, so args' T, beta_1 and beta_T are set to its values."""
+    path = unet_checkpoint_path(args, out)
+    train_seconds = train_unet_if_missing(args, path)
+    unet, sched, info = load_frozen_unet(path, device)
+    args.T, args.beta_1, args.beta_T = info["T"], info["beta_1"], info["beta_T"]
+    print(f"frozen DDPM {path}: D={info['hidden']}, {info['parameters']:,} parameters, T={sched.T}")
+    return unet, sched, dict(info, train_seconds_this_run=train_seconds), state_hash(unet)
+
+
 def frozen_check(unet, hash_before):
     """(a): the frozen DDPM's hash now against the one taken right after loading."""
     hash_after = state_hash(unet)
@@ -212,6 +226,15 @@ def get_classifier(args, x, y, sched, out, device):
             "train_seconds": round(sum(training.history["seconds"]), 1),
             "reused": training.start == args.epochs}
     return clf.eval(), info
+
+
+def tested_classifier(args, x_train, y_train, x_test, y_test, sched, out, device):
+    """(b) p_φ from get_classifier, and its test accuracy per bin of t (printed, and returned for the figure)."""
+    clf, info = get_classifier(args, x_train, y_train, sched, out, device)
+    acc_t, info["test_accuracy"] = accuracy_by_t(clf, x_test, y_test, sched, args.eval_batch)
+    print(f"p_φ: {info['parameters']:,} parameters, trained {info['train_seconds']:.0f} s, test accuracy "
+          + ", ".join(f"t∈[{r['t_from']},{r['t_to']}] {100 * r['accuracy']:.0f}%" for r in acc_t if r["n"]))
+    return clf, info, acc_t
 
 
 @torch.no_grad()
@@ -394,22 +417,14 @@ def main(argv=None):
     args.eval_batch = args.eval_batch or default_eval_batch(device)
     out = make_out_dir(args.out_dir, __file__)
     # --- (a) the frozen DDPM ---
-    unet_path = unet_checkpoint_path(args, out)
-    unet_train_seconds = train_unet_if_missing(args, unet_path)
-    unet, sched, unet_info = load_frozen_unet(unet_path, device)
-    unet_hash = state_hash(unet)
-    args.T, args.beta_1, args.beta_T = unet_info["T"], unet_info["beta_1"], unet_info["beta_T"]
+    unet, sched, unet_info, unet_hash = frozen_ddpm(args, out, device)
     seed_everything(args.seed)
     save_json(vars(args), out / "config.json")
-    print(f"frozen DDPM {unet_path}: D={unet_info['hidden']}, {unet_info['parameters']:,} parameters, T={sched.T}")
     # --- data ---
     x_train, y_train = load_data(args, device)
     x_test, y_test = load_data(args, device, train=False)
     # --- (b) noisy classifier p_φ(y | x_t, t) ---
-    clf, clf_info = get_classifier(args, x_train, y_train, sched, out, device)
-    acc_t, clf_info["test_accuracy"] = accuracy_by_t(clf, x_test, y_test, sched, args.eval_batch)
-    print(f"p_φ: {clf_info['parameters']:,} parameters, trained {clf_info['train_seconds']:.0f} s, test accuracy "
-          + ", ".join(f"t∈[{r['t_from']},{r['t_to']}] {100 * r['accuracy']:.0f}%" for r in acc_t if r["n"]))
+    clf, clf_info, acc_t = tested_classifier(args, x_train, y_train, x_test, y_test, sched, out, device)
     # --- (c) guided sampling (Handout A 2(c)) ---
     samples, y, scale, seconds_per_s, reused = guided_sweep(args, unet, unet_hash, clf, sched, device, out)
     # --- (d) fidelity and diversity per s ---
@@ -424,7 +439,7 @@ def main(argv=None):
     table = guidance_table(rows, reference, args.per_class, cfg)
     write_text(table, out / "guidance_table.md")
     frozen = frozen_check(unet, unet_hash)
-    metrics = {"unet": dict(unet_info, train_seconds_this_run=unet_train_seconds), "frozen_unet": frozen,
+    metrics = {"unet": unet_info, "frozen_unet": frozen,
                "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,
                "per_scale": rows, "real_test_images": reference, "judge": judge.card,
                "cfg_comparison": {"samples": args.cfg_samples, "per_guidance": cfg} if cfg else None,
