@@ -12,6 +12,8 @@ Writes to results/01_ddpm_mnist/ (or --out-dir):
     checkpoint.pt (atomic; --resume continues exactly), samples.npz (uint8 `images`, N×28×28),
     samples_final.png, metrics.json (FD-judge of the samples vs the MNIST test set).
 """
+from itertools import chain
+
 import torch
 
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
@@ -19,9 +21,9 @@ from common.data import load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.plotting import save_grid
-from common.samplers import fixed_noise, generate
+from common.samplers import fixed_noise, generate, noise_generator
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, run_epochs
+from common.train import ddpm_loss, epoch_grid_path, run_epochs, undrawn_grid
 from common.train_state import start_training
 from common.unet import DenoisingUNet
 from common.utils import count_parameters, interruptible, save_config, start_run, to_device
@@ -50,11 +52,11 @@ def load_data(args, device):
     return load_dataset("mnist", args.data_dir, train=True, device=device)[0]
 
 
-def draw_samples(args, model, sched, x_T):
-    """Algorithm 2 (or DDIM with --sampler ddim) in batches of --eval-batch samples."""
-    b = args.eval_batch
-    return torch.cat([generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta)
-                      for i in range(0, len(x_T), b)])
+def draw_samples(args, model, sched, x_T, seed):
+    """Algorithm 2 (or DDIM with --sampler ddim) in batches of --eval-batch samples; `seed` seeds the z's."""
+    b, z_generator = args.eval_batch, noise_generator(seed, x_T.device)
+    return torch.cat([generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta,
+                               generator=z_generator) for i in range(0, len(x_T), b)])
 
 
 def evaluate(args, samples, device):
@@ -83,13 +85,15 @@ def main(argv=None):
           f"{len(x_train):,} images on {device}, {training.plan()}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)
-    for epoch in run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched):
+    epochs = run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched)
+    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):   # + one Ctrl-C cut short
         if epoch in args.sample_epochs:
-            grid = draw_samples(args, model, sched, x_T_grid)
-            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
+            grid = draw_samples(args, model, sched, x_T_grid, seed=args.seed + 2)   # same x_T and z's each time
+            save_grid(to_uint8(grid), epoch_grid_path(out, epoch),
                       suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
     # --- final samples (Algorithm 2) and metrics ---
-    samples = draw_samples(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device))
+    x_T = fixed_noise(args.n_samples, args.seed + 1, device)
+    samples = draw_samples(args, model, sched, x_T, seed=args.seed + 3)
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
     metrics = evaluate(args, samples, device)

@@ -1,14 +1,14 @@
 """Handout D §3 (and Handout A Problem 1): a class-conditioned DDPM on MNIST with classifier-free guidance.
 
     python 02_cfg_mnist.py --epochs 20                 # Handout D §3.3-3.4 / A 1(b): CFG, p_uncond = 0.1
-    python 02_cfg_mnist.py --p-uncond 0 --guidance 1   # Handout A 1(a): the plain one-hot conditional model
+    python 02_cfg_mnist.py --p-uncond 0 --guidance 1 --sweep 1   # Handout A 1(a): a plain one-hot conditional model
     python 02_cfg_mnist.py --quick                     # laptop CPU preset: 8-10 min on 2 cores, 90-95% at γ = 5
     python 02_cfg_mnist.py --dry-run                   # seconds, synthetic data (what the tests run)
 
 Training is Algorithm 3 (labels dropped with probability --p-uncond); sampling is Algorithm 4,
 ε̂ = ε_uncond + γ (ε_cond − ε_uncond), with both predictions from one batched forward pass.
 With --p-uncond 0 the network never sees the "no label" input, so only γ = 1 (the purely
-conditional prediction) is meaningful: pass --guidance 1.
+conditional prediction) is meaningful: pass --guidance 1 --sweep 1.
 
 Writes to results/02_cfg_mnist/ (or --out-dir):
     config.json, losses.csv, loss_curve.png, checkpoint.pt (--resume continues exactly),
@@ -19,6 +19,8 @@ Writes to results/02_cfg_mnist/ (or --out-dir):
     sweep_parts/gamma_*.pt (each γ's samples as it finishes: an interrupted sweep rerun with
     --resume starts at the γ it was drawing).
 """
+from itertools import chain
+
 import torch
 import torch.nn.functional as F
 
@@ -30,9 +32,9 @@ from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import fixed_noise, generate
+from common.samplers import fixed_noise, generate, noise_generator
 from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, run_epochs
+from common.train import ddpm_loss, epoch_grid_path, run_epochs, undrawn_grid
 from common.train_state import start_training
 from common.unet import ConditionalDenoisingUNet
 from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_config,
@@ -110,7 +112,7 @@ def guidance_sweep(args, model, sched, device, out):
     progress = Progress(sum(part is None for part in parts.values()), prefix="guidance sweep")
     for g in args.sweep:                                                        # γ-major order
         if parts[g] is None:
-            z_generator = torch.Generator(device=device).manual_seed(args.seed + 2)   # the same z's at every γ
+            z_generator = noise_generator(args.seed + 2, device)                 # the same z's at every γ
             w = torch.full((len(y),), g, device=device)
             parts[g] = save_part(paths[g], dict(key, guidance=g),
                                  draw_samples(args, model, sched, x_T, y, w, z_generator).cpu())
@@ -173,11 +175,12 @@ def main(argv=None):
           f"{training.plan()}")
     # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
     x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
-    for epoch in run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched,
-                            p_uncond=args.p_uncond):
+    epochs = run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched, p_uncond=args.p_uncond)
+    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):   # + one Ctrl-C cut short
         if epoch in args.sample_epochs:
-            grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device))
-            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png", titles=y_grid.tolist(),
+            grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device),
+                                noise_generator(args.seed + 3, device))          # the same z's every time
+            save_grid(to_uint8(grid), epoch_grid_path(out, epoch), titles=y_grid.tolist(),
                       suptitle=f"epoch {epoch}: Algorithm 4 with γ = {args.guidance:g} (title = asked-for digit)")
     # --- guidance sweep (Handout D §3.4) and metrics ---
     samples, y, w = guidance_sweep(args, model, sched, device, out)

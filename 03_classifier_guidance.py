@@ -415,7 +415,7 @@ def main(argv=None):
     # --- setup ---
     device = resolve_device(args.device)
     args.eval_batch = args.eval_batch or default_eval_batch(device)
-    out = make_out_dir(args.out_dir, __file__)
+    out = make_out_dir(args.out_dir, __file__, args.dry_run)
     # --- (a) the frozen DDPM ---
     unet, sched, unet_info, unet_hash = frozen_ddpm(args, out, device)
     seed_everything(args.seed)

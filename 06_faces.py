@@ -35,6 +35,7 @@ Writes to results/06_faces/ (or --out-dir):
 """
 import argparse
 import time
+from itertools import chain
 
 import numpy as np
 import torch
@@ -46,9 +47,9 @@ from common.faces_data import SIZE, convert_utkface, load_faces, synthetic_faces
 from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
-from common.samplers import ddpm_sample, fixed_noise, generate
+from common.samplers import ddpm_sample, fixed_noise, generate, noise_generator
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import ddpm_loss, run_epochs, train_epochs
+from common.train import ddpm_loss, epoch_grid_path, run_epochs, train_epochs, undrawn_grid
 from common.train_state import checked_state, start_training
 from common.unet import DenoisingUNet
 from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device,
@@ -121,10 +122,11 @@ def train_ddpm(args, x, sched, device, out):
           f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
           f"{training.plan()}")
     x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])
-    for epoch in run_epochs(training, ddpm_loss, {"x0": x}, sched=sched):
+    epochs = run_epochs(training, ddpm_loss, {"x0": x}, sched=sched)
+    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):   # + one Ctrl-C cut short
         if epoch in args.sample_epochs:
-            grid = draw_samples(args, model, sched, x_T_grid)
-            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
+            grid = draw_samples(args, model, sched, x_T_grid, seed=args.seed + 5)   # same x_T and z's each time
+            save_grid(to_uint8(grid), epoch_grid_path(out, epoch),
                       suptitle=f"DDPM faces after epoch {epoch} (fixed noise)")
     return model, training.history
 
@@ -165,13 +167,14 @@ def train_age_regressor(args, x, ages, sched, device, out, train_idx):
 
 # --- Problems 1–3: sampling ---
 
-def draw_samples(args, model, sched, x_T):
-    """Prince Algorithm 18.2 (= Handout D Algorithm 2, σ_t by --sigma) in batches; DDIM with --sampler ddim."""
-    b = args.eval_batch
+def draw_samples(args, model, sched, x_T, seed):
+    """Prince Algorithm 18.2 (= Handout D Algorithm 2, σ_t by --sigma) in batches; DDIM with --sampler ddim.
+    `seed` seeds the per-step z's, so the same x_T and seed draw the same faces."""
+    b, g = args.eval_batch, noise_generator(seed, x_T.device)
     if args.sampler == "ddim":
-        return torch.cat([generate(model, x_T[i:i + b], sched, "ddim", args.sample_steps, args.eta)
+        return torch.cat([generate(model, x_T[i:i + b], sched, "ddim", args.sample_steps, args.eta, generator=g)
                           for i in range(0, len(x_T), b)])
-    return torch.cat([ddpm_sample(model, x_T[i:i + b], sched, sigma=args.sigma) for i in range(0, len(x_T), b)])
+    return torch.cat([ddpm_sample(model, x_T[i:i + b], sched, g, sigma=args.sigma) for i in range(0, len(x_T), b)])
 
 
 def merge_pairs(args, model, sched, x):
@@ -304,7 +307,7 @@ def main(argv=None):
     x, ages = load_data(args, device)
     train_idx, val_idx = split_for_regressor(args, x, ages)   # Problem 3's faces, checked before any training
     args.image_channels = x.shape[1]
-    out = make_out_dir(args.out_dir, __file__)      # config.json is written by train_ddpm
+    out = make_out_dir(args.out_dir, __file__, args.dry_run)      # config.json is written by train_ddpm
     if args.resume and (out / "regressor.pt").is_file():   # checked now, not after hours of DDPM training
         checked_state(out / "regressor.pt", "cpu", [(name, getattr(args, name)) for name in FACES_MATCH])
     # --- Problem 1, training: the DDPM (Handout D Algorithm 1), grids from fixed noise ---
@@ -313,8 +316,8 @@ def main(argv=None):
     # --- Problem 3, training: the age regressor on noised faces ---
     regressor, reg_history = train_age_regressor(args, x, ages, sched, device, out, train_idx)
     # --- Problem 1: 100 faces, a 10×10 collage ---
-    torch.manual_seed(args.seed + 1)
-    samples = draw_samples(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:]))
+    x_T = fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:])
+    samples = draw_samples(args, model, sched, x_T, seed=args.seed + 6)
     save_samples(args, out, samples)
     # --- Problem 2: merging two faces ---
     x1, x2, merged, pairs = merge_pairs(args, model, sched, x)

@@ -15,6 +15,12 @@ def fixed_noise(n, seed, device, shape=(1, 28, 28)):
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
+def noise_generator(seed, device):
+    """The per-step z's of one sampling run, from their own seeded stream on `device`: with fixed_noise's
+    x_T, a grid drawn again (after another epoch, or after --resume) sees exactly the same noise."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def posterior_mean(xt, t, eps_pred, sched, clip_x0=False):
     """Handout D Algorithm 2, lines 10–11 without the noise term. t is a Python int."""
     beta_t, alpha_t = sched.beta[t], sched.alpha[t]

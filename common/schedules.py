@@ -4,7 +4,7 @@ THE TIMESTEP CONVENTION (one for the whole repository)
     Timesteps are integers t in {1, ..., T}. Every schedule tensor has length T + 1 and
     is indexed by t itself; index 0 stands for the clean image: beta[0] = 0,
     alpha[0] = alpha_bar[0] = 1. So alpha_bar[t - 1] is always ᾱ_{t-1}, also at t = 1.
-    Networks see the normalised time t / T (Handout D).
+    Networks see the normalised time t / T (the handout writes ε_θ(x_t, t) and leaves the encoding to us).
 """
 import math
 from dataclasses import dataclass
@@ -37,7 +37,10 @@ def schedule_from_beta(beta_1_to_T):
 
 
 def ddpm_schedule(T=300, beta_1=1e-4, beta_T=0.02, device="cpu"):
-    """Handout D §2.2: β evenly spaced from β_1 = 1e-4 to β_T = 0.02, α_t = 1 − β_t, ᾱ = cumprod(α)."""
+    """Handout D §2.2: β evenly spaced from β_1 = 1e-4 to β_T = 0.02, α_t = 1 − β_t, ᾱ = cumprod(α).
+
+    The handout's list "of length T with β_0 = 0.0001" counts from 0; its first entry is our β_1, the
+    first noising step, because index 0 here is the clean image (the convention above): same T values."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     return schedule_from_beta(torch.linspace(beta_1, beta_T, T, dtype=torch.float64)).to(device)

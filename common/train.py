@@ -25,9 +25,9 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     loss='l1' is Handout E's choice; the handouts' default is the squared error.
     """
     B = len(x0)
-    t = sample_timesteps(B, sched.T, x0.device)             # Alg. 1 line 4: t ~ U{1..T}
-    eps = torch.randn_like(x0)                                # line 5: ε ~ N(0, I)
-    xt = ddpm_forward(x0, t, sched.alpha_bar, eps)            # line 6: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
+    t = sample_timesteps(B, sched.T, x0.device)             # Alg. 1 line 4 (Alg. 3 line 6): t ~ U{1..T}
+    eps = torch.randn_like(x0)                                # line 5 (7): ε ~ N(0, I)
+    xt = ddpm_forward(x0, t, sched.alpha_bar, eps)            # line 6 (8): x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
     t_in = t.float() / sched.T
     with autocast(x0.device):
         if y is None:
@@ -78,7 +78,20 @@ def train_one_epoch(model, optimizer, scaler, x, y, sched, epoch, batch_size, p_
                      sched=sched, p_uncond=p_uncond, loss=loss)
 
 
-DDPM_YLABEL = "loss ‖ε − ε̂‖²"
+# F.mse_loss: ‖ε − ε̂‖² / (C·H·W), averaged over the batch
+DDPM_YLABEL = "loss: mean of (ε − ε̂)² over pixels"
+
+
+def epoch_grid_path(out, epoch):
+    return out / f"samples_epoch_{epoch:03d}.png"
+
+
+def undrawn_grid(training, sample_epochs, out):
+    """[e] when --resume starts after epoch e, e wants a grid, and its file is missing (Ctrl-C came while it was
+    being drawn, after e's checkpoint was saved), else []. The checkpoint holds exactly epoch e's weights, so
+    a script that chains this before run_epochs draws the same grid the interrupted run would have."""
+    e = training.start
+    return [e] if e in sample_epochs and not epoch_grid_path(out, e).is_file() else []
 
 
 def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylabel=DDPM_YLABEL,

@@ -1,8 +1,9 @@
 """Handout D §2.1 and §3.1: the denoising UNet, its class-conditioned version, and its down half.
 
-The time input is t/T (a float in (0, 1], shape (B,)): Handout D feeds the normalised
-timestep to the FCBlocks. Resolution: the handout's 28×28 gives a 7×7 bottleneck; any
-size divisible by 4 works (48×48 -> 12×12), since Flatten/Unflatten follow `image_size`.
+The time input is t/T (a float in (0, 1], shape (B,)), fed to the FCBlocks: the handout writes
+ε_θ(x_t, t) and leaves the encoding open; the normalised timestep keeps the FCBlocks' inputs O(1).
+Resolution: the handout's 28×28 gives a 7×7 bottleneck; any size divisible by 4 works (48×48 -> 12×12),
+since Flatten/Unflatten follow `image_size`.
 """
 import torch
 import torch.nn as nn
@@ -40,16 +41,16 @@ class DenoisingUNet(nn.Module):
 
     def decode(self, x, t1, t2, c1, c2):
         """The UNet body; (c1, c2) scale and (t1, t2) shift the two modulated feature maps."""
-        x0 = self.conv_in(x)                   # (B, D, H, W)        e.g. 28×28
-        d1 = self.down1(x0)                    # (B, D, H/2, W/2)    14×14
+        h = self.conv_in(x)                    # (B, D, H, W)        e.g. 28×28
+        d1 = self.down1(h)                     # (B, D, H/2, W/2)    14×14
         d2 = self.down2(d1)                    # (B, 2D, H/4, W/4)   7×7
-        z = self.flatten(d2)                   # (B, 2D, 1, 1)
+        bottleneck = self.flatten(d2)          # (B, 2D, 1, 1)
         # Handout D §3.1: unflatten = c1 * unflatten + t1
-        u = c1 * self.unflatten(z) + t1        # (B, 2D, H/4, W/4)
+        u = c1 * self.unflatten(bottleneck) + t1   # (B, 2D, H/4, W/4)
         # Handout D §3.1: up1 = c2 * up1 + t2
         u1 = c2 * self.up1(torch.cat([u, d2], dim=1)) + t2   # (B, D, H/2, W/2)
         u2 = self.up2(torch.cat([u1, d1], dim=1))            # (B, D, H, W)
-        out = self.conv_out(torch.cat([u2, x0], dim=1))      # (B, D, H, W)
+        out = self.conv_out(torch.cat([u2, h], dim=1))       # (B, D, H, W)
         return self.final(out)                               # (B, C, H, W)
 
 

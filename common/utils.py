@@ -113,7 +113,7 @@ def start_run(args, script):
     if "eval_batch" in vars(args) and args.eval_batch is None:     # --eval-batch not given
         args.eval_batch = default_eval_batch(device)
     seed_everything(args.seed)
-    out = make_out_dir(args.out_dir, script)
+    out = make_out_dir(args.out_dir, script, getattr(args, "dry_run", False))
     if not getattr(args, "resume", False):
         save_config(args, out)
     return device, out
@@ -124,9 +124,11 @@ def save_config(args, out):
     save_json(vars(args), out / "config.json")
 
 
-def make_out_dir(out_dir, script_file):
-    """results/<script stem>/ unless --out-dir says otherwise; created on demand."""
-    path = Path(out_dir) if out_dir else Path("results") / Path(script_file).stem
+def make_out_dir(out_dir, script_file, dry_run=False):
+    """results/<script stem>/ unless --out-dir says otherwise; created on demand. A --dry-run's tiny
+    models go to results/dry-run/<script stem>/, where no real run (03, 05) would pick them up."""
+    default = Path("results", "dry-run") if dry_run else Path("results")
+    path = Path(out_dir) if out_dir else default / Path(script_file).stem
     if path.exists() and not path.is_dir():
         fail(f"--out-dir {path} is a file, not a folder: name a folder")
     path.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,8 @@ from common.unet import ConditionalDenoisingUNet, DenoisingUNet
 
 
 def _args(**kw):
-    base = dict(epochs=2, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, p_uncond=0.1, hidden=8, T=20)
+    base = dict(epochs=2, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, p_uncond=0.1, hidden=8, T=20,
+                beta_1=1e-4, beta_T=0.02)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -153,7 +154,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     args = _args()
     with pytest.raises(SystemExit, match="corrupt"):
-        load_state(tmp_path / "checkpoint.pt", *_setup(args), "cpu")
+        load_state(tmp_path / "checkpoint.pt", *_setup(args), "cpu", args)
 
 
 def test_resume_with_another_schedule_length_is_a_one_line_error(tmp_path):
@@ -176,3 +177,22 @@ def test_resume_with_an_optimizer_state_that_does_not_fit_is_a_one_line_error(tm
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(SystemExit, match="optimizer state does not fit this model"):
         _training(args, tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("flag, value", [("lr", 5e-4), ("seed", 1), ("p_uncond", 0.2), ("beta_T", 0.03)])
+def test_resume_with_another_training_setting_is_a_one_line_error(tmp_path, flag, value):
+    # the optimizer state would silently keep the old lr, the old epochs saw the old schedule: refuse
+    list(_ddpm_epochs(_training(_args(epochs=1), tmp_path), *synthetic_dataset(32), ddpm_schedule(20)))
+    with pytest.raises(SystemExit, match=f"trained with --{flag.replace('_', '-')} .*, not {value}"):
+        _training(_args(epochs=2, **{flag: value}), tmp_path, resume=True)
+
+
+def test_resume_with_more_epochs_decays_the_lr_over_the_new_length(tmp_path, capsys):
+    args, x, sched = _args(epochs=2, lr_decay_to=0.1), synthetic_dataset(32), ddpm_schedule(20)
+    list(_ddpm_epochs(_training(args, tmp_path), *x, sched))
+    longer = _training(_args(epochs=4, lr_decay_to=0.1), tmp_path, resume=True)
+    assert "--epochs 2 -> 4" in capsys.readouterr().out
+    lrs = [longer.optimizer.param_groups[0]["lr"]]                  # epoch 3 runs at lr × 0.1^(2/4)
+    for _ in _ddpm_epochs(longer, *x, sched):
+        lrs.append(longer.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1e-3 * 0.1 ** (e / 4) for e in (2, 3, 4)])   # ends at lr × lr_decay_to

@@ -14,7 +14,7 @@ import torch
 
 from common.files import save_npz, write_csv, write_text
 from common.plotting import save_grid
-from common.utils import default_eval_batch, format_rate, interruptible, load_grad_scaler, start_run
+from common.utils import default_eval_batch, format_rate, interruptible, load_grad_scaler, make_out_dir, start_run
 
 
 def test_eval_batch_defaults_to_the_device_and_is_recorded(tmp_path):
@@ -128,3 +128,13 @@ def test_an_empty_grad_scaler_state_resumes_on_an_fp16_device():
     saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0).state_dict()
     load_grad_scaler(fp16, saved)
     assert fp16.get_scale() == 8.0                        # a real state is restored
+
+
+def test_a_dry_run_writes_apart_from_real_runs(tmp_path, monkeypatch):
+    # 03 loads results/01_ddpm_mnist/checkpoint.pt and 05 reuses results/04_dcgan_wgan/: a dry run's tiny
+    # models must never land there
+    monkeypatch.chdir(tmp_path)
+    assert make_out_dir(None, "/x/01_ddpm_mnist.py") == Path("results/01_ddpm_mnist")
+    assert make_out_dir(None, "/x/04_dcgan_wgan.py", dry_run=True) == Path("results/dry-run/04_dcgan_wgan")
+    assert make_out_dir("mine", "/x/04_dcgan_wgan.py", dry_run=True) == Path("mine")
+    assert (tmp_path / "results/dry-run/04_dcgan_wgan").is_dir()
