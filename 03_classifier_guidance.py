@@ -95,7 +95,7 @@ def parse_args(argv):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
-    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
+    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (its flags are listed at the end of --help)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny models, every output file written")
     return parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_args)

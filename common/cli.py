@@ -119,7 +119,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")
-    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (see the module docstring)")
+    p.add_argument("--quick", action="store_true", help="laptop-CPU preset (its flags are listed at the end of --help)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny model, every output file written")
     return p
@@ -128,8 +128,9 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
 def parse_with_presets(parser, argv, quick, dry_run, check=None):
     """Parse argv with --quick / --dry-run presets as defaults: a flag given on the command line wins.
 
-    `check(parser, args)` then rejects values argparse's types cannot catch alone.
+    `check(parser, args)` then rejects values argparse's types cannot catch alone. --help lists both presets.
     """
+    parser.epilog = f"--quick means: {preset_flags(quick)}.  --dry-run means: {preset_flags(dry_run)}."
     args = parser.parse_args(argv)
     if args.quick or args.dry_run:
         parser.set_defaults(**(quick if args.quick else {}))
@@ -141,6 +142,17 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
         given = parser.parse_args(argv, argparse.Namespace(sample_epochs=None)).sample_epochs is not None
         check_sample_epochs(parser, args, given)
     return args
+
+
+def preset_flags(preset):
+    """A preset as the flags it stands for: {'epochs': 2, 'sample_epochs': [1, 2]} -> '--epochs 2 --sample-epochs 1 2'."""
+    return " ".join(f"--{name.replace('_', '-')} {flag_value(value)}" for name, value in preset.items())
+
+
+def flag_value(value):
+    if value is None:
+        return "unset"
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def check_sample_epochs(parser, args, given):

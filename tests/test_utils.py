@@ -138,3 +138,11 @@ def test_a_dry_run_writes_apart_from_real_runs(tmp_path, monkeypatch):
     assert make_out_dir(None, "/x/04_dcgan_wgan.py", dry_run=True) == Path("results/dry-run/04_dcgan_wgan")
     assert make_out_dir("mine", "/x/04_dcgan_wgan.py", dry_run=True) == Path("mine")
     assert (tmp_path / "results/dry-run/04_dcgan_wgan").is_dir()
+
+
+def test_help_spells_out_the_presets(script, capsys):
+    with pytest.raises(SystemExit):
+        script("01_ddpm_mnist.py").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())     # undo the line wrapping
+    assert "--quick means: --hidden 32 --epochs 2 --T 100" in text
+    assert "--dry-run means: --hidden 8 --epochs 2 --T 10" in text
