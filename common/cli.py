@@ -145,7 +145,7 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
 
 
 def preset_flags(preset):
-    """A preset as the flags it stands for: {'epochs': 2, 'sample_epochs': [1, 2]} -> '--epochs 2 --sample-epochs 1 2'."""
+    """A preset as its flags: {'epochs': 2, 'sample_epochs': [1, 2]} -> '--epochs 2 --sample-epochs 1 2'."""
     return " ".join(f"--{name.replace('_', '-')} {flag_value(value)}" for name, value in preset.items())
 
 
