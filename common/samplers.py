@@ -75,14 +75,14 @@ def ddpm_sample(model, x_T, sched, generator=None, clip_x0=False, sigma="beta"):
     return xt
 
 
-def cfg_eps(model, xt, t_in, c, w):
+def cfg_eps(model, xt, t_frac, c, w):
     """Handout D Algorithm 4, lines 11–13, with both predictions in ONE batched forward pass.
 
     c: (B, K) one-hot; w: guidance scale γ, a float or a (B,) tensor (one γ per sample).
     """
     B = len(xt)
     keep = torch.cat([torch.ones(B, device=xt.device), torch.zeros(B, device=xt.device)])
-    eps_both = model(torch.cat([xt, xt]), torch.cat([t_in, t_in]), torch.cat([c, c]), keep).float()
+    eps_both = model(torch.cat([xt, xt]), torch.cat([t_frac, t_frac]), torch.cat([c, c]), keep).float()
     eps_cond, eps_uncond = eps_both[:B], eps_both[B:]   # lines 11 and 12
     w = torch.as_tensor(w, device=xt.device, dtype=xt.dtype).reshape(-1, 1, 1, 1)
     # line 13: ε̂ = ε_uncond + γ (ε_cond − ε_uncond)
@@ -141,9 +141,9 @@ def ddim_sample(model, x_T, sched, steps=50, eta=0.0, generator=None, c=None, w=
     xt = x_T.float().contiguous(memory_format=memory_format(device))
     ts = ddim_timesteps(sched.T, steps)
     for t, t_prev in zip(ts, ts[1:] + [0]):
-        t_in = time_input(t, sched, len(xt), device)
+        t_frac = time_input(t, sched, len(xt), device)
         with autocast(device):
-            eps_pred = model(xt, t_in).float() if c is None else cfg_eps(model, xt, t_in, c, w)
+            eps_pred = model(xt, t_frac).float() if c is None else cfg_eps(model, xt, t_frac, c, w)
         z = torch.randn(xt.shape, device=device, generator=generator) if eta > 0 and t_prev > 0 else None
         xt = ddim_step(xt, t, t_prev, eps_pred, sched, eta, z, clip_x0)
     model.train(was_training)

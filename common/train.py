@@ -28,14 +28,14 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     t = sample_timesteps(B, sched.T, x0.device)             # Alg. 1 line 4 (Alg. 3 line 6): t ~ U{1..T}
     eps = torch.randn_like(x0)                                # line 5 (7): ε ~ N(0, I)
     xt = ddpm_forward(x0, t, sched.alpha_bar, eps)            # line 6 (8): x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
-    t_in = t.float() / sched.T
+    t_frac = t.float() / sched.T
     with autocast(x0.device):
         if y is None:
-            eps_pred = model(xt, t_in)                        # line 7: ε̂ = ε_θ(x_t, t)
+            eps_pred = model(xt, t_frac)                        # line 7: ε̂ = ε_θ(x_t, t)
         else:
             c = F.one_hot(y, num_classes)                     # Alg. 3 line 4: one-hot c
             keep = torch.rand(B, device=x0.device) >= p_uncond  # line 5: drop c w.p. p_uncond
-            eps_pred = model(xt, t_in, c, keep)               # line 9: ε̂ = ε_θ(x_t, t, c)
+            eps_pred = model(xt, t_frac, c, keep)               # line 9: ε̂ = ε_θ(x_t, t, c)
     # Alg. 1 line 8 / Alg. 3 line 10: gradient step on ||ε − ε̂||²
     if loss == "l1":
         return F.l1_loss(eps_pred.float(), eps)

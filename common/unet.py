@@ -32,11 +32,11 @@ class DenoisingUNet(nn.Module):
         self.fc1_t = FCBlock(1, 2 * D)
         self.fc2_t = FCBlock(1, D)
 
-    def forward(self, x, t):
-        """x: (B, C, H, W) noisy images; t: (B,) timesteps already divided by T."""
-        t = t.reshape(-1, 1).to(x.dtype)
-        t1 = self.fc1_t(t)[:, :, None, None]   # (B, 2D, 1, 1)
-        t2 = self.fc2_t(t)[:, :, None, None]   # (B, D, 1, 1)
+    def forward(self, x, t_frac):
+        """x: (B, C, H, W) noisy images; t_frac: (B,) timesteps t already divided by T."""
+        t_frac = t_frac.reshape(-1, 1).to(x.dtype)
+        t1 = self.fc1_t(t_frac)[:, :, None, None]   # (B, 2D, 1, 1)
+        t2 = self.fc2_t(t_frac)[:, :, None, None]   # (B, D, 1, 1)
         return self.decode(x, t1, t2, c1=1.0, c2=1.0)
 
     def decode(self, x, t1, t2, c1, c2):
@@ -67,14 +67,14 @@ class ConditionalDenoisingUNet(DenoisingUNet):
         self.fc1_c = FCBlock(num_classes, 2 * hidden)
         self.fc2_c = FCBlock(num_classes, hidden)
 
-    def forward(self, x, t, c, mask=None):
-        """x: (B, C, H, W); t: (B,) = t/T; c: (B, K) one-hot; mask: (B,) 1 = keep, 0 = drop."""
-        t = t.reshape(-1, 1).to(x.dtype)
+    def forward(self, x, t_frac, c, mask=None):
+        """x: (B, C, H, W); t_frac: (B,) = t/T; c: (B, K) one-hot; mask: (B,) 1 = keep, 0 = drop."""
+        t_frac = t_frac.reshape(-1, 1).to(x.dtype)
         c = c.to(x.dtype)
         if mask is not None:
             c = c * mask.reshape(-1, 1).to(x.dtype)   # dropped label -> zero vector
-        t1 = self.fc1_t(t)[:, :, None, None]          # (B, 2D, 1, 1)
-        t2 = self.fc2_t(t)[:, :, None, None]          # (B, D, 1, 1)
+        t1 = self.fc1_t(t_frac)[:, :, None, None]     # (B, 2D, 1, 1)
+        t2 = self.fc2_t(t_frac)[:, :, None, None]     # (B, D, 1, 1)
         c1 = self.fc1_c(c)[:, :, None, None]          # (B, 2D, 1, 1)
         c2 = self.fc2_c(c)[:, :, None, None]          # (B, D, 1, 1)
         return self.decode(x, t1, t2, c1, c2)
@@ -97,9 +97,9 @@ class TimeConditionedEncoder(nn.Module):
         self.fc_t = FCBlock(1, 2 * D)
         self.head = nn.Sequential(nn.Linear(2 * D, 2 * D), nn.GELU(), nn.Linear(2 * D, out_features))
 
-    def forward(self, x, t):
-        """x: (B, C, H, W); t: (B,) = t/T. Returns (B, out_features)."""
+    def forward(self, x, t_frac):
+        """x: (B, C, H, W); t_frac: (B,) = t/T. Returns (B, out_features)."""
         h = self.down2(self.down1(self.conv_in(x)))   # (B, 2D, H/4, W/4)
         h = self.flatten(h).flatten(1)                # (B, 2D)
-        h = h + self.fc_t(t.reshape(-1, 1).to(x.dtype))
+        h = h + self.fc_t(t_frac.reshape(-1, 1).to(x.dtype))
         return self.head(h)

@@ -45,12 +45,12 @@ class MultiResUNet(nn.Module):
         if height % factor or width % factor:
             raise ValueError(f"image size {height}×{width} is not divisible by 2^(levels − 1) = {factor}")
 
-    def forward(self, x, t):
-        """x: (B, C, H, W) noisy images; t: (B,) timesteps already divided by T. Returns (B, C, H, W)."""
+    def forward(self, x, t_frac):
+        """x: (B, C, H, W) noisy images; t_frac: (B,) timesteps t already divided by T. Returns (B, C, H, W)."""
         self.check_size(*x.shape[-2:])
-        t = t.reshape(-1, 1).to(x.dtype)                              # (B, 1)
-        emb_down = [fc(t)[:, :, None, None] for fc in self.time_down]  # level i: (B, w_i, 1, 1)
-        emb_up = [fc(t)[:, :, None, None] for fc in self.time_up]
+        t_frac = t_frac.reshape(-1, 1).to(x.dtype)                              # (B, 1)
+        emb_down = [fc(t_frac)[:, :, None, None] for fc in self.time_down]      # level i: (B, w_i, 1, 1)
+        emb_up = [fc(t_frac)[:, :, None, None] for fc in self.time_up]
         # encoder, keeping every level's output for the skip connections
         h = self.conv_in(x) + emb_down[0]             # (B, w_0, H, W)
         skips = [h]
