@@ -17,7 +17,7 @@ from itertools import chain
 import torch
 
 from common.cli import check_schedule_args, diffusion_parser, parse_with_presets, positive_int
-from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.data import as_saved, load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.plotting import save_grid
@@ -93,7 +93,7 @@ def main(argv=None):
                       suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
     # --- final samples (Algorithm 2) and metrics ---
     x_T = fixed_noise(args.n_samples, args.seed + 1, device)
-    samples = draw_samples(args, model, sched, x_T, seed=args.seed + 3)
+    samples = as_saved(draw_samples(args, model, sched, x_T, seed=args.seed + 3))   # measured as saved: 8 bits
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
     metrics = evaluate(args, samples, device)

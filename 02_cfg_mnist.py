@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from common import blocks, samplers, schedules, unet
 from common.cli import (check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int,
                         probability)
-from common.data import load_dataset, synthetic_dataset, to_uint8
+from common.data import as_saved, load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.parts import load_part, save_part, source_hash, state_hash
@@ -184,6 +184,7 @@ def main(argv=None):
                       suptitle=f"epoch {epoch}: Algorithm 4 with γ = {args.guidance:g} (title = asked-for digit)")
     # --- guidance sweep (Handout D §3.4) and metrics ---
     samples, y, w = guidance_sweep(args, model, sched, device, out)
+    samples = as_saved(samples)                      # measured as samples.npz holds them: 8 bits
     metrics = evaluate(args, samples, y, w, device)
     save_sweep_outputs(args, out, samples, y, w, metrics)
     print_table(metrics)

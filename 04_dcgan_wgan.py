@@ -9,11 +9,13 @@
     python 04_dcgan_wgan.py --dry-run                     # seconds, synthetic data (what the tests run)
 
 (a) DCGAN: the original (BCE) loss with the non-saturating generator loss, Adam 2e-4 with
-    betas (0.5, 0.999), dropout 0.3 in D, z of dimension 100, batch 64.
-(b) WGAN: the same networks; critic loss −E[D(x)] + E[D(G(z))], RMSProp 5e-5, every critic
-    parameter clipped to [−c, c] after each critic step (c = 0.01), 5 critic steps per G step.
-(c) Samples of both, side by side, and their FD-judge (and FID, with the Inception weights)
-    against the 10,000 Fashion-MNIST test images.
+    betas (0.5, 0.999) (Handout B 1(a)), dropout 0.3 in D, z of dimension 100, batch 64.
+(b) WGAN: the same networks; critic loss −E[D(x)] + E[D(G(z))], RMSProp 5e-5 (Arjovsky et al.
+    2017; the handouts give no lr), every critic parameter clipped to [−c, c] after each critic
+    step (c = 0.01), 5 critic steps per G step (Handout B 1(b)).
+(c) Samples of both, side by side, and their FD-judge and FID against the 10,000 Fashion-MNIST
+    test images. FID needs the FID Inception weights: `python -m common.inception_weights` fetches
+    them once (without them the FID column says n/a).
 Runtime: full configuration (30 epochs, width 128): minutes on a GPU, hours on a CPU. --quick
 (3 epochs, width 64): 8.7 CPU-minutes in one thread, measured as 20 min wall on a 2-core CPU
 shared with other jobs (an upper bound); FD-judge then DCGAN ≈ 131, WGAN ≈ 230.
@@ -21,18 +23,19 @@ shared with other jobs (an upper bound); FD-judge then DCGAN ≈ 131, WGAN ≈ 2
 Writes to results/04_dcgan_wgan/ (or --out-dir):
     config.json, losses.csv (model, epoch, step, d_loss, g_loss), loss_curve_<model>.png,
     samples_<model>_epoch_001.png ... (fixed noise), checkpoint_<model>.pt (atomic, after every
-    epoch; --resume continues exactly), samples_dcgan.npz, samples_wgan.npz (`images` uint8
+    epoch; --resume continues bit-exactly on the CPU, closely on CUDA: AMP and cuDNN's kernel choice
+    are not deterministic), samples_dcgan.npz, samples_wgan.npz (`images` uint8
     N×28×28, N = --n-eval = 10,000), dcgan_vs_wgan.png (final samples side by side),
     clip_sweep.png and clip_sweep_fd.png (with --clip-sweep), metrics.json (FD-judge and FID).
 """
 import numpy as np
 
 from common.cli import parse_with_presets
-from common.data import to_uint8
+from common.data import as_saved, to_uint8
 from common.files import save_json
 from common.gan_cli import check_gan_args, gan_parser, load_data, positive_float
-from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, save_loss_curve, save_samples_npz,
-                             write_losses_csv)
+from common.gan_eval import (FID_NA, MODEL_NAMES, evaluate_samples, generate, metrics_header,
+                             save_loss_curve, save_samples_npz, write_losses_csv)
 from common.gan_runs import check_batch_size, check_resumable, gan_config
 from common.gan_train import train_gan
 from common.judge import get_judge
@@ -40,8 +43,8 @@ from common.plotting import save_line_plot, save_mosaic, save_panels
 from common.samplers import fixed_noise
 from common.utils import count_parameters, interruptible, save_config, start_run
 
-# --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's handout value) because WGAN at its
-# handout 5e-5 is still blobs after 3 epochs (560 G steps); weight-clipped WGAN converges slowly.
+# --quick: narrower nets and 3 epochs; lr 2e-4 for both models (DCGAN's, Handout B 1(a)) because WGAN at the
+# WGAN paper's 5e-5 (the handouts give no WGAN lr) is still blobs after 3 epochs (560 G steps).
 QUICK = dict(epochs=3, width=64, lr=2e-4, n_grid=60)
 DRY_RUN = dict(epochs=2, width=8, batch_size=64, n_critic=2, n_eval=64, n_grid=20, clip_sweep=[0.1, 0.01])
 MODELS = ("dcgan", "wgan")
@@ -75,9 +78,7 @@ def sweep_names(args):
 
 def evaluate(args, runs, samples, judge, x_test, device):
     """(c) FD-judge (and FID) of every run's samples vs the test set; diversity of the test set itself."""
-    metrics = {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
-               "fid_note": "FID needs the FID Inception weights; FD-judge is not FID",
-               "judge": judge.card, "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
+    metrics = metrics_header(args, judge, x_test)
     for name, (gan, history) in runs.items():
         row = evaluate_samples(judge, samples[name], x_test, args, device)
         clip, epochs = (gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None), len(history["d"])
@@ -114,6 +115,7 @@ def print_table(metrics):
         fid = m["fid"] if m["fid"] == FID_NA else f"{m['fid']:.2f}"
         print(f"| {label} | {m['epochs_trained']} | {m['fd_judge']:.2f} | {fid} | {m['judge_diversity']:.2f} |")
     print(f"| real test images | | | | {metrics['real_test']['judge_diversity']:.2f} |")
+    print(f"FID: {metrics['fid_note']}")
 
 
 def main(argv=None):
@@ -138,7 +140,8 @@ def main(argv=None):
     write_losses_csv(out / "losses.csv", {name: history for name, (_, history) in runs.items()})
     # --- (c) samples and metrics ---
     z_eval = fixed_noise(args.n_eval, args.seed + 1, device, shape=(args.z_dim,))  # the same z for every model
-    samples = {name: generate(gan.G, z_eval) for name, (gan, _) in runs.items()}
+    # judge what samples_<model>.npz holds (clamped to [-1, 1], 8 bits), as 02 and 03 do
+    samples = {name: as_saved(generate(gan.G, z_eval)) for name, (gan, _) in runs.items()}
     for name in args.models:
         save_samples_npz(out / f"samples_{name}.npz", samples[name])
     judge = get_judge("fashion", args.data_dir, device, cache_dir="results/judge", dry_run=args.dry_run)

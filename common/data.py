@@ -74,3 +74,9 @@ def from_uint8(images, device="cpu"):
     x = torch.as_tensor(images)
     x = x.unsqueeze(-1) if x.ndim == 3 else x
     return (x.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0).contiguous()
+
+
+def as_saved(x):
+    """x exactly as a samples*.npz holds it: clamped to [-1, 1], rounded to 8 bits, back as float on x's device.
+    The scripts measure these images, so `python -m common.fid` on the saved file reproduces their numbers."""
+    return from_uint8(to_uint8(x), x.device)

@@ -53,7 +53,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     mu1, sigma1, mu2, sigma2 = (_as_float64(a) for a in (mu1, sigma1, mu2, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"feature sizes differ: {tuple(mu1.shape)} vs {tuple(mu2.shape)}")
-    # Problem 4(c): ||mu_1 - mu_2||^2 + Tr S_1 + Tr S_2 - 2 Tr (S_1^{1/2} S_2 S_1^{1/2})^{1/2}
+    # Heusel et al. 2017 (FID, which Handout A 4(c) asks for): ||mu_1 - mu_2||^2 + Tr S_1 + Tr S_2
+    #                                                          - 2 Tr (S_1^{1/2} S_2 S_1^{1/2})^{1/2}
     mean_term = ((mu1 - mu2) ** 2).sum()
     cov_term = torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     return max(float(mean_term + cov_term), 0.0)

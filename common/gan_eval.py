@@ -2,19 +2,22 @@
 
 generate() runs G in eval mode (batch norm uses its running statistics), in batches.
 FD-judge (common/judge.py: Fréchet distance over judge-classifier features, NOT FID) is
-always computed; FID only when the FID Inception weights are on this machine
-(common/inception_weights.py), else the tables say FID_NA.
+always computed; FID only when the FID Inception weights are on this machine (`python -m
+common.inception_weights` fetches them once), else the tables say FID_NA. Both judge exactly what
+samples_<model>.npz holds (8-bit pixels), so `python -m common.fid fashion-test samples_<model>.npz`
+reproduces metrics.json.
 """
 import numpy as np
 import torch
 
-from .data import FASHION_CLASSES, to_uint8
+from .data import FASHION_CLASSES, as_saved, to_uint8
 from .files import save_npz, write_csv
 from .inception_weights import inception_available
 from .plotting import save_curves, save_mosaic
 from .utils import autocast
 
 FID_NA = "n/a (no Inception weights)"
+FETCH_WEIGHTS = "python -m common.inception_weights"  # fetches the FID Inception weights once
 MODEL_NAMES = {"dcgan": "DCGAN", "wgan": "WGAN (clipping)", "wgangp": "WGAN-GP", "cgan": "cGAN"}
 
 
@@ -78,6 +81,22 @@ def save_loss_curve(history, path, title):
                 xlabel="training step (D updates)", ylabel="batch loss", title=title)
 
 
+def fid_note(dry_run):
+    """metrics.json's word on FID: why it is missing, or what it is."""
+    if dry_run:
+        return "a dry run computes no FID (its 'real' images are synthetic); FD-judge is not FID"
+    if not inception_available():
+        return f"FID needs the FID Inception weights: run `{FETCH_WEIGHTS}` once; FD-judge is not FID"
+    return "FID over the FID Inception network's features (pytorch-fid's weights); FD-judge is not FID"
+
+
+def metrics_header(args, judge, x_test):
+    """The start of both GAN scripts' metrics.json: reference set, FID note, judge, the test set's spread."""
+    return {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
+            "fid_note": fid_note(args.dry_run), "judge": judge.card,
+            "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
+
+
 def fid_or_na(x_fake, n_real, device, data_dir, dry_run=False):
     """FID of x_fake vs the first n_real Fashion-MNIST test images if the Inception weights are here, else FID_NA.
 
@@ -93,7 +112,9 @@ def fid_or_na(x_fake, n_real, device, data_dir, dry_run=False):
 
 
 def evaluate_samples(judge, x_fake, x_real, args, device):
-    """Handout A 4(c): FD-judge (always) and FID (if possible) of generated vs real test images, plus spread."""
+    """Handout A 4(c): FD-judge (always) and FID (if possible) of generated vs real test images, plus spread,
+    of the samples as samples_<model>.npz holds them (as_saved), so the .npz reproduces these numbers."""
+    x_fake = as_saved(x_fake)
     return {"n": len(x_fake), "fd_judge": judge.fd(x_fake, x_real),
             "fid": fid_or_na(x_fake, len(x_real), device, args.data_dir, args.dry_run),
             "judge_diversity": judge.diversity(x_fake)}

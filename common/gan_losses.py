@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 
 def d_loss_bce(logit_real, logit_fake):
-    # Handout A 3(a), original GAN loss: D maximises E_x[log D(x)] + E_z[log(1 − D(G(z)))],
+    # Handout A 3(a)'s "original loss function" (Goodfellow et al. 2014), which Handout B 1(a) trains as BCE:
+    # D maximises E_x[log D(x)] + E_z[log(1 − D(G(z)))],
     # i.e. minimises BCE(D(x), 1) + BCE(D(G(z)), 0) = softplus(−l_real) + softplus(l_fake)
     return F.softplus(-logit_real).mean() + F.softplus(logit_fake).mean()
 
 
 def g_loss_minimax(logit_fake):
-    # Handout A 3(a), the literal minimax game: G minimises E_z[log(1 − D(G(z)))]
+    # The literal minimax game of the original GAN (Goodfellow et al. 2014): G minimises E_z[log(1 − D(G(z)))]
     return -F.softplus(logit_fake).mean()
 
 

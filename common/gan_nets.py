@@ -12,6 +12,8 @@ for DCGAN/WGAN, 'layer' or 'instance' (or 'none') for WGAN-GP, which must not us
 Conditional versions (Problem 4(a), Mirza & Osindero 2014, https://arxiv.org/abs/1411.1784):
 the one-hot label is concatenated to z, and given to the discriminator either as 10 constant
 input channels ('channels') or concatenated to the dense layer's input ('dense').
+Activations and normalisation follow the DCGAN guidelines (Radford et al. 2016,
+https://arxiv.org/abs/1511.06434); see the comment above Generator.
 """
 import torch
 import torch.nn as nn
@@ -27,7 +29,9 @@ def norm_layer(norm, channels):
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
-        return nn.GroupNorm(1, channels)  # one group = LayerNorm over (C, H, W) of each sample
+        # one group: each sample normalised over all of (C, H, W) as LayerNorm does, but the learnable scale
+        # and shift are per channel (C,), not per element (C, H, W) as nn.LayerNorm([C, H, W]) would have
+        return nn.GroupNorm(1, channels)
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if norm == "none":
@@ -39,6 +43,10 @@ def one_hot(y, dtype):
     return F.one_hot(y, NUM_CLASSES).to(dtype)
 
 
+# Handout A 3(a) fixes only the layers (G: one dense + three conv; D: three conv + one dense) and dropout.
+# The rest follows the DCGAN guidelines (Radford et al. 2016): G has BatchNorm + ReLU and a tanh output; D has
+# LeakyReLU(0.2) and no normalisation on its first conv. Handout B 1(a)'s worked solution differs: PReLU in G
+# and D, and BatchNorm on all three of D's convs. Kept as they are: the measured results come from these nets.
 class Generator(nn.Module):
     """G(z[, y]): (B, z_dim) noise [+ (B,) labels] -> (B, 1, 28, 28) images in [-1, 1]."""
 

@@ -12,9 +12,10 @@ from .files import atomic_save
 from .gan_nets import Discriminator, Generator
 from .utils import fail, load_checkpoint, load_grad_scaler, make_grad_scaler, to_device
 
-# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser, critic steps per G step.
-# Learning rates: 2e-4 and betas (0.5, 0.999) are Handout B's; the handouts give none for WGAN (RMSProp) or
-# WGAN-GP (Adam, betas (0.5, 0.9) from Handout A 4(b)), so those are the papers' 5e-5 and 1e-4
+# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser (Adam / RMSProp / Adam with
+# betas (0.5, 0.9)). Handout B 1(a): lr 2e-4 and betas (0.5, 0.999); Handout B 1(b): 5 critic steps per G step.
+# The handouts give no lr for WGAN or WGAN-GP, nor WGAN-GP's critic steps: those are the papers' (Arjovsky
+# et al. 2017: 5e-5; Gulrajani et al. 2017: 1e-4, n_critic 5)
 RECIPES = {
     "dcgan": dict(loss="bce", conditional=False, norm="batch", use_dropout=True, optimizer="adam",
                   lr=2e-4, betas=(0.5, 0.999), n_critic=1),
@@ -25,7 +26,10 @@ RECIPES = {
     "wgangp": dict(loss="wgangp", conditional=False, norm="layer", use_dropout=False, optimizer="adam",
                    lr=1e-4, betas=(0.5, 0.9), n_critic=5),
 }
-ARCHITECTURE = ("kind", "z_dim", "width", "small", "norm", "conditional", "label_inject")
+# cfg key -> the flag that sets it (the other settings come with the model's recipe)
+FLAGS = {"lr": "--lr", "n_critic": "--n-critic", "clip": "--clip", "gp_lambda": "--gp-lambda", "dropout": "--dropout",
+         "batch_size": "--batch-size", "g_loss": "--g-loss", "z_dim": "--z-dim", "width": "--width", "small": "--small",
+         "norm": "--critic-norm", "label_inject": "--label-inject", "seed": "--seed", "epochs": "--epochs"}
 
 
 @dataclass
@@ -100,15 +104,36 @@ def load_gan_state(path, device, cfg=None):
 
 
 def checked_gan_state(path, device, cfg=None):
-    """The checkpoint at `path`, stopped with one line if it is no GAN checkpoint or (with cfg) another architecture."""
+    """The checkpoint at `path`, stopped with one line if it is no GAN checkpoint or (with cfg, for --resume) was
+    trained with other settings: only `epochs` may change (a longer run), so the restored optimiser's lr, the
+    loss history's n_critic and the config/banner all describe one run."""
     state = load_checkpoint(path, device)
     if "G" not in state or "cfg" not in state:
         fail(f"{path} is not a GAN checkpoint of these scripts")
-    for key in ARCHITECTURE if cfg is not None else ():
-        if state["cfg"][key] != cfg[key]:
-            fail(f"{path} was trained with {key}={state['cfg'][key]}, not {cfg[key]}; "
-                 f"pass the same flags or use another --out-dir")
+    differ = differing_settings(state["cfg"], cfg, [key for key in cfg if key != "epochs"]) if cfg else []
+    if differ:
+        key, saved, value = differ[0]
+        fail(f"{path} was trained with {setting(key, saved)}, not {setting(key, value) if key == 'small' else value}; "
+             f"pass the same value or use another --out-dir")
     return state
+
+
+def differing_settings(saved_cfg, cfg, keys):
+    """[(key, saved value, this run's value)] for the keys whose values differ (a tuple equals its list)."""
+    return [(key, saved_cfg.get(key), cfg[key]) for key in keys
+            if comparable(saved_cfg.get(key)) != comparable(cfg[key])]
+
+
+def comparable(value):
+    """betas are a tuple in a fresh cfg but may come back as a list (JSON): compare them as lists."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def setting(key, value):
+    """A setting as a message names it: '--lr 0.0002', '--small' / 'no --small', 'betas (0.5, 0.999)'."""
+    if key == "small":
+        return "--small" if value else "no --small"
+    return f"{FLAGS.get(key, key)} {value}"
 
 
 def check_resumable(out, cfgs):

@@ -130,7 +130,9 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
         print(f"--resume: no {path} yet, so {name} starts from scratch", flush=True)
     with interruptible(f"the last finished epoch of {name} is saved in {path}; continue with --resume"):
         for epoch in range(start + 1, cfg["epochs"] + 1):
-            torch.manual_seed(cfg["seed"] + 1000 * epoch)  # reseed from (seed, epoch): --resume continues exactly
+            # reseed from (seed, epoch): --resume continues bit-exactly on the CPU (on CUDA, AMP and cuDNN's
+            # kernel choice are not deterministic, so a resumed run is close, not identical)
+            torch.manual_seed(cfg["seed"] + 1000 * epoch)
             t0 = time.time()
             d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
             history["d"].append(d_losses.tolist())

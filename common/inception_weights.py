@@ -3,12 +3,18 @@
 The file is pytorch-fid's port of the 2015-12-05 TensorFlow Inception graph. It is looked up in order:
 an explicit path (--inception-weights), $FID_INCEPTION_WEIGHTS, the torch hub cache, then one download
 attempt. A missing file is a one-line error that says where to put it.
+
+Command:  python -m common.inception_weights
+          fetches the file once into the torch hub cache (one download), checks that it loads,
+          and prints where it is; 04, 05, 07 and common.fid then compute FID without downloading.
 """
+import argparse
 import os
 from pathlib import Path
 
 import torch
 
+from .files import atomic_save
 from .utils import fail
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -61,3 +67,30 @@ def read_weights(path=None):
         return torch.load(found, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file
         fail(f"{found} is not a readable weights file ({type(e).__name__}): {where_to_put_weights()}")
+
+
+def fetch_weights():
+    """The weights file's path: found on disk, else downloaded once (read_weights) and kept in the hub cache."""
+    found = find_weights()
+    if found is not None:
+        return found
+    state = read_weights()  # the one download attempt; offline, a one-line error
+    path = hub_weights_path()
+    if not path.is_file():  # torch.hub keeps its download there already; save it if it did not
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(state, path)
+    return path
+
+
+def main(argv=None):
+    argparse.ArgumentParser(description="Fetch the FID Inception weights once and check that they load.",
+                            epilog=f"Looks in $FID_INCEPTION_WEIGHTS and {hub_weights_path()} first.").parse_args(argv)
+    path = fetch_weights()
+    from .inception import load_fid_inception  # imported here: common/inception.py imports this module
+    load_fid_inception(path)
+    print(f"FID Inception weights: {path} (they load; FID is computed from now on)")
+    return path
+
+
+if __name__ == "__main__":
+    main()

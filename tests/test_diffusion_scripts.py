@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.data import from_uint8, synthetic_dataset
+from common.judge import get_judge
+
 ALWAYS = ["config.json", "losses.csv", "loss_curve.png", "checkpoint.pt", "metrics.json", "samples.npz",
           "samples_epoch_001.png", "samples_epoch_002.png"]
 
@@ -26,6 +29,9 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert saved.pop("judge") == metrics.pop("judge")                  # which judge measured it (its id)
     assert saved == pytest.approx(metrics)
     assert sum(metrics["judge_digit_histogram"]) == 16 and metrics["fd_judge_vs_mnist_test"] >= 0
+    # the FD-judge is that of the saved 8-bit images: samples.npz reproduces it
+    judge, x_real = get_judge("mnist", dry_run=True), synthetic_dataset(256)[0]
+    assert judge.fd(from_uint8(images), x_real) == pytest.approx(metrics["fd_judge_vs_mnist_test"], rel=1e-9)
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)

@@ -1,16 +1,20 @@
 """GAN nets, losses, clipping and gradient penalty (common/gan_*.py) against the handout and closed forms."""
 import argparse
+import re
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.data import synthetic_dataset
+import common.fid
+import common.gan_eval as gan_eval
+from common.data import from_uint8, synthetic_dataset, to_uint8
+from common.gan_eval import evaluate_samples
 from common.gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                                wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from common.gan_nets import Discriminator, Generator
-from common.gan_runs import build_gan, check_resumable, gan_config, load_gan_state
+from common.gan_runs import build_gan, check_resumable, differing_settings, gan_config, load_gan_state
 from common.gan_train import D_WINS_CHECKS, check_losses, train_gan, train_step
 
 
@@ -165,7 +169,8 @@ def test_gradient_penalty_uses_one_norm_per_sample():
     eps = torch.rand(5, 1, 1, 1)
     x_hat = eps * x_real + (1 - eps) * x_fake
     expected = 10 * ((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    assert gradient_penalty(half_squared_norm, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-5)
+    got = gradient_penalty(half_squared_norm, x_real, x_fake, eps=eps).item()
+    assert got == pytest.approx(expected.item(), rel=1e-5)
     # not the norm of the whole batch's gradient
     wrong = 10 * (x_hat.norm() - 1) ** 2
     assert abs(expected - wrong) > 1
@@ -222,7 +227,7 @@ def test_check_resumable_refuses_another_architecture(tmp_path):
     cfg = gan_config("wgan", flags(epochs=1, n_critic=2))
     train_gan("wgan", cfg, *synthetic_dataset(64), tmp_path, torch.device("cpu"), torch.randn(10, 16))
     check_resumable(tmp_path, {"wgan": cfg, "dcgan": gan_config("dcgan", flags())})
-    with pytest.raises(SystemExit, match=f"trained with width={cfg['width']}, not {2 * cfg['width']}"):
+    with pytest.raises(SystemExit, match=f"trained with --width {cfg['width']}, not {2 * cfg['width']}"):
         check_resumable(tmp_path, {"wgan": dict(cfg, width=2 * cfg["width"])})
     # an optimiser state that does not fit (here: a parameter group cut short) is found now, in one line
     state = torch.load(tmp_path / "checkpoint_wgan.pt", weights_only=False)
@@ -230,3 +235,54 @@ def test_check_resumable_refuses_another_architecture(tmp_path):
     torch.save(state, tmp_path / "checkpoint_wgan.pt")
     with pytest.raises(SystemExit, match="its opt_D does not fit this run"):
         check_resumable(tmp_path, {"wgan": cfg})
+
+
+def test_resume_refuses_other_training_settings(tmp_path):
+    """Only --epochs may change on --resume: another lr would be overwritten by the restored optimiser, another
+    n_critic would misplace the G steps in losses.csv; each stops in one line naming flag, saved and new value."""
+    cfg = gan_config("wgan", flags(epochs=1, n_critic=2))
+    train_gan("wgan", cfg, *synthetic_dataset(64), tmp_path, torch.device("cpu"), torch.randn(10, 16))
+    check_resumable(tmp_path, {"wgan": dict(cfg, epochs=3)})  # a longer run is a resume
+    for key, value, message in [("lr", 1e-3, "--lr 5e-05, not 0.001"), ("n_critic", 3, "--n-critic 2, not 3"),
+                                ("clip", 0.1, "--clip 0.01, not 0.1"), ("dropout", 0.5, "--dropout 0.3, not 0.5")]:
+        with pytest.raises(SystemExit, match=re.escape(f"was trained with {message}; pass the same value or use "
+                                                       f"another --out-dir")):
+            train_gan("wgan", dict(cfg, **{key: value}), *synthetic_dataset(64), tmp_path, torch.device("cpu"),
+                      torch.randn(10, 16), resume=True)
+    # betas: a tuple in a fresh cfg equals the same values as a list
+    assert differing_settings({"betas": (0.5, 0.9)}, {"betas": [0.5, 0.9]}, ["betas"]) == []
+    assert differing_settings({"betas": (0.5, 0.9)}, {"betas": (0.5, 0.999)}, ["betas"]) != []
+
+
+class RecordingJudge:
+    """Stands in for the judge and for FID: records the images it is given and returns a number that every
+    pixel moves."""
+
+    def __init__(self):
+        self.seen = []
+
+    def record(self, x, *rest, **kwargs):
+        self.seen.append(x.detach().cpu().clone())
+        return float(x.double().pow(3).sum())
+
+    def fd(self, x_fake, x_real):
+        return self.record(x_fake)
+
+    def diversity(self, x):
+        return self.record(x)
+
+
+def test_gan_evaluation_judges_what_the_npz_holds(monkeypatch):
+    """FD-judge and FID of G's floats are those of the 8-bit images samples_<model>.npz holds, so
+    `python -m common.fid fashion-test samples_<model>.npz` reproduces metrics.json."""
+    judge = RecordingJudge()
+    monkeypatch.setattr(gan_eval, "inception_available", lambda: True)
+    monkeypatch.setattr(common.fid, "fid_vs_real", judge.record)
+    torch.manual_seed(0)
+    x = torch.rand(20, 1, 28, 28) * 2.2 - 1.1  # G's floats, a few outside [-1, 1]
+    saved = from_uint8(to_uint8(x))
+    args, cpu = argparse.Namespace(data_dir="data", dry_run=False), torch.device("cpu")
+    row = evaluate_samples(judge, x, saved, args, cpu)
+    assert row == evaluate_samples(judge, saved, saved, args, cpu)
+    assert len(judge.seen) == 6 and all(torch.equal(seen, saved) for seen in judge.seen)  # FD, FID, spread, twice
+    assert row["fid"] != judge.record(x)  # the floats themselves would give another number

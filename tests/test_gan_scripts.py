@@ -1,6 +1,7 @@
 """Smoke runs of 04_dcgan_wgan.py and 05_cgan_wgangp_fid.py with --dry-run: every promised file, and sensible."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -47,8 +48,11 @@ def test_04_dry_run_writes_every_file(run04):
         assert {"G", "D", "opt_G", "opt_D", "epoch", "history", "cfg"} <= set(state) and state["epoch"] == 2
 
 
-@pytest.mark.parametrize("flags, message", [(["--width", "24"], "trained with width="),
-                                           (["--batch-size", "1000"], "--batch-size 1000 is more than")])
+@pytest.mark.parametrize("flags, message", [
+    (["--width", "24"], "checkpoint_dcgan.pt was trained with --width 8, not 24; pass the same value"),
+    (["--lr", "1e-3"], "checkpoint_dcgan.pt was trained with --lr 0.0002, not 0.001; pass the same value"),
+    (["--n-critic", "3"], "checkpoint_wgan.pt was trained with --n-critic 2, not 3; pass the same value"),
+    (["--batch-size", "1000"], "--batch-size 1000 is more than")])
 def test_04_a_rejected_resume_keeps_config_json(run04, flags, message):
     from conftest import load_script
     out = run04[0]
@@ -56,6 +60,16 @@ def test_04_a_rejected_resume_keeps_config_json(run04, flags, message):
     with pytest.raises(SystemExit, match=message):
         load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume"] + flags)
     assert (out / "config.json").read_text() == config
+
+
+def test_04_resume_with_the_same_flags_and_more_epochs(run04, tmp_path):
+    from conftest import load_script
+    out = tmp_path / "04"
+    shutil.copytree(run04[0], out)
+    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume", "--epochs", "3"])
+    for name in ["dcgan", "wgan", "wgan_clip0.1"]:
+        state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
+        assert state["epoch"] == len(state["history"]["d"]) == metrics["models"][name]["epochs_trained"] == 3
 
 
 def test_04_metrics_and_losses_are_sensible(run04):
@@ -76,7 +90,8 @@ def test_05_dry_run_reuses_04_and_writes_every_file(run04, tmp_path, capsys):
     gan_dir, _ = run04
     metrics = load_script("05_cgan_wgangp_fid.py").main(["--dry-run", "--gan-dir", str(gan_dir),
                                                          "--out-dir", str(tmp_path)])
-    assert "reusing" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "note:" not in printed  # 04's dry-run runs are finished, with 05's flags
     for name in ["cgan_classes", "wgangp_samples", "cgan_class_diversity", "loss_curve_cgan", "loss_curve_wgangp",
                  "samples_cgan_epoch_002", "samples_wgangp_epoch_002"]:
         assert_png(tmp_path / f"{name}.png")
@@ -86,12 +101,38 @@ def test_05_dry_run_reuses_04_and_writes_every_file(run04, tmp_path, capsys):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert list(saved["models"]) == ["dcgan", "wgan", "wgangp", "cgan"]
     assert saved["models"]["dcgan"]["source"].endswith("checkpoint_dcgan.pt")
+    assert saved["models"]["dcgan"]["epochs_planned"] == saved["models"]["dcgan"]["epochs_trained"] == 2
     assert len(saved["cgan_per_class"]) == 10 and 0 <= saved["models"]["cgan"]["judge_accuracy"] <= 1
     assert all(r["fd_judge"] >= 0 and r["diversity"] > 0 for r in saved["cgan_per_class"])
     table = (tmp_path / "fid_table.md").read_text()
     for row in ["| DCGAN |", "| WGAN (clipping) |", "| WGAN-GP |", "| cGAN |", "| Ankle boot |", FID_NA]:
         assert row in table
     assert metrics["models"]["wgangp"]["fd_judge"] == saved["models"]["wgangp"]["fd_judge"]
+
+
+def test_05_notes_an_unfinished_04_run_with_other_flags(tmp_path, capsys):
+    """05 reuses whatever 04 checkpoint is there (04 may still run), but says so, in metrics.json and the table."""
+    from conftest import load_script
+    from common.data import synthetic_dataset
+    from common.gan_runs import gan_config
+    from common.gan_train import train_gan
+    gan_dir, out = tmp_path / "gan", tmp_path / "out"
+    gan_dir.mkdir()
+    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--width", "12", "--epochs", "1"])
+    train_gan("dcgan", gan_config("dcgan", args04), *synthetic_dataset(256), gan_dir, torch.device("cpu"),
+              torch.randn(20, args04.z_dim))
+    state = torch.load(gan_dir / "checkpoint_dcgan.pt", weights_only=False)
+    state["cfg"]["epochs"] = 3  # as 04 leaves it while it still runs: 1 of its 3 epochs done
+    torch.save(state, gan_dir / "checkpoint_dcgan.pt")
+    load_script("05_cgan_wgangp_fid.py").main(["--dry-run", "--gan-dir", str(gan_dir), "--out-dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "note: 04's dcgan has 1 of 3 epochs: its row is that model; rerun 05 when 04 is done" in printed
+    assert "note: 04's dcgan was trained with --width 12 (this run: 8), --epochs 3 (this run: 2)" in printed
+    row = json.loads((out / "metrics.json").read_text())["models"]["dcgan"]
+    assert row["source"] == str(gan_dir / "checkpoint_dcgan.pt") and len(row["notes"]) == 2
+    assert (row["epochs_trained"], row["epochs_planned"], row["width"]) == (1, 3, 12)
+    assert "| DCGAN | 1 of 3 | 12 |" in (out / "fid_table.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["models"]["wgan"]["notes"] == []  # trained here
 
 
 @pytest.mark.parametrize("script, bad", [

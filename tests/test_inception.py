@@ -1,11 +1,13 @@
-"""Tests for common/inception.py and inception_weights.py on a randomly initialised network: layout of the FID weights file,
-the TF pooling patches, input conversion, weight lookup and the real-statistics cache. Nothing is downloaded."""
+"""Tests for common/inception.py and inception_weights.py on a randomly initialised network: layout of the FID
+weights file, the TF pooling patches, input conversion, weight lookup and fetching, and the real-statistics cache.
+Nothing is downloaded."""
 import numpy as np
 import pytest
 import torch
 from torchvision.models.inception import InceptionA
 
 import common.inception as inception
+import common.inception_weights as inception_weights
 from common.inception import (FIDInceptionA, FIDInceptionV3, InceptionFeatures, load_fid_inception, real_stats,
                               to_inception_input)
 from common.inception_weights import FID_WEIGHTS_FILE, inception_available
@@ -144,6 +146,35 @@ def test_missing_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, caps
     assert not inception_available()
     with pytest.raises(SystemExit, match="FID_INCEPTION_WEIGHTS"):
         load_fid_inception()
+
+
+class FakeDownload:
+    """Stands in for torch.hub.load_state_dict_from_url: hands out a state dict and counts the calls."""
+
+    def __init__(self, state):
+        self.state, self.calls = state, 0
+
+    def __call__(self, url, **kwargs):
+        self.calls += 1
+        return self.state
+
+
+def test_fetching_the_weights_once(net, tmp_path, monkeypatch, capsys):
+    """`python -m common.inception_weights`: offline a one-line error; else one download, kept in the hub cache,
+    checked to load, and found there next time without a download."""
+    monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", raise_offline)
+    with pytest.raises(SystemExit) as e:
+        inception_weights.main([])
+    assert "\n" not in str(e.value) and "download failed" in str(e.value) and FID_WEIGHTS_FILE in str(e.value)
+    download = FakeDownload({k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")})
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    cached = tmp_path / "checkpoints" / FID_WEIGHTS_FILE
+    assert inception_weights.main([]) == cached and download.calls == 1 and inception_available()
+    assert str(cached) in capsys.readouterr().out
+    assert inception_weights.main([]) == cached and download.calls == 1  # found: no second download
+    assert torch.equal(load_fid_inception(cached).fc.weight, net.fc.weight)
 
 
 class FlatFeatures:
