@@ -35,6 +35,21 @@ class PointMassDenoiser(nn.Module):
         return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
 
 
+class ConditionalPointMass(nn.Module):
+    """Exact ε-predictor of a conditional model whose class-k images all equal targets[k] and whose
+    unconditional images (dropped label: mask 0) all equal `u`."""
+
+    def __init__(self, targets, u, sched):
+        super().__init__()
+        self.targets, self.u, self.sched = targets, u, sched
+
+    def forward(self, xt, t_frac, c, mask):
+        t = (t_frac * self.sched.T).round().long()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        x0 = torch.where(mask.reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
+        return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
 @pytest.fixture
 def script():
     return load_script

@@ -7,6 +7,7 @@ import torch
 
 from common.data import from_uint8, synthetic_dataset
 from common.judge import get_judge
+from conftest import ConditionalPointMass
 
 ALWAYS = ["config.json", "losses.csv", "loss_curve.png", "checkpoint.pt", "metrics.json", "samples.npz",
           "samples_epoch_001.png", "samples_epoch_002.png"]
@@ -62,6 +63,22 @@ def test_resume_draws_the_grid_a_ctrl_c_cut_short_from_the_same_noise(script, tm
     script(name).main(argv + ["--resume"])
     assert grid.read_bytes() == first
     assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], samples)
+
+
+def test_02_sweep_puts_each_gamma_and_digit_where_it_belongs(script, tmp_path):
+    # the dry-run model barely tells labels apart, so its sweep rows look alike; with the exact ε of a model
+    # whose digit-d images all equal targets[d] (and unconditional ones u), Algorithm 4 at γ must land on
+    # u + γ(targets[d] − u): every (γ, digit) row of the sweep is checked against its own point
+    m = script("02_cfg_mnist.py")
+    args = m.parse_args(["--dry-run", "--sweep", "0", "1", "2.5", "--digits", "0", "3", "9", "--eval-per-class", "2"])
+    sched = m.ddpm_schedule(args.T, args.beta_1, args.beta_T)
+    targets = torch.linspace(-0.3, 0.3, 10).reshape(10, 1, 1, 1).expand(10, 1, 28, 28).contiguous()
+    u = torch.full((1, 1, 28, 28), 0.05)
+    samples, y, w = m.guidance_sweep(args, ConditionalPointMass(targets, u, sched), sched, torch.device("cpu"),
+                                     tmp_path)
+    assert w.tolist() == [g for g in (0, 1, 2.5) for _ in range(6)] and y.tolist() == [0, 0, 3, 3, 9, 9] * 3
+    expected = u + w.reshape(-1, 1, 1, 1) * (targets[y] - u)
+    torch.testing.assert_close(samples, expected, atol=1e-3, rtol=0)    # the points lie ≥ 0.025 apart
 
 
 @pytest.fixture(scope="module")

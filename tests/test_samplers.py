@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from common.samplers import (cfg_eps, ddim_sample, ddim_step, ddim_timesteps, ddpm_cfg_sample, ddpm_sample, generate,
                              ddpm_sigma, posterior_mean)
 from common.schedules import Schedule, ddpm_schedule
-from conftest import PointMassDenoiser
+from conftest import ConditionalPointMass, PointMassDenoiser
 from common.unet import ConditionalDenoisingUNet
 
 
@@ -124,21 +124,6 @@ def test_samplers_driven_by_the_exact_eps_draw_the_data_distribution():
     for x0 in (ddpm_sample(GaussianDenoiser(sd, s), x_T, s), ddim_sample(GaussianDenoiser(sd, s), x_T, s, steps=50)):
         assert abs(x0.mean().item()) < 0.01
         assert abs(x0.std().item() / sd - 1) < 0.03, x0.std().item()
-
-
-class ConditionalPointMass(nn.Module):
-    """Exact ε-predictor of a conditional model whose class-k images all equal targets[k] and whose
-    unconditional images (dropped label: mask 0) all equal `u`."""
-
-    def __init__(self, targets, u, sched):
-        super().__init__()
-        self.targets, self.u, self.sched = targets, u, sched
-
-    def forward(self, xt, t_frac, c, mask):
-        t = (t_frac * self.sched.T).round().long()
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
-        x0 = torch.where(mask.reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
-        return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
 def test_cfg_samplers_land_on_the_guided_extrapolation():
