@@ -6,6 +6,7 @@ x_T are comparable across epochs) and an optional torch.Generator for the per-st
 """
 import torch
 
+from .schedules import check_timestep
 from .utils import autocast, memory_format
 
 
@@ -23,6 +24,7 @@ def noise_generator(seed, device):
 
 def posterior_mean(xt, t, eps_pred, sched, clip_x0=False):
     """Handout D Algorithm 2, lines 10–11 without the noise term. t is a Python int."""
+    check_timestep(t, sched)
     beta_t, alpha_t = sched.beta[t], sched.alpha[t]
     ab_t, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t - 1]
     # line 10: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t
@@ -40,6 +42,7 @@ def ddpm_sigma(sched, t, kind="beta"):
     'beta' is Handout D Algorithm 2 line 11 (and Handout C's σ_t = √β_t); 'posterior' is
     the variance of q(x_{t−1} | x_t, x_0): β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t.
     """
+    check_timestep(t, sched)
     if kind == "beta":
         return sched.beta[t].sqrt()
     if kind == "posterior":
@@ -120,6 +123,8 @@ def ddim_step(xt, t, t_prev, eps_pred, sched, eta=0.0, z=None, clip_x0=False):
     η = 0 is deterministic; η = 1 with t_prev = t − 1 is the ancestral DDPM step with the
     posterior variance β̃_t.
     """
+    check_timestep(t, sched)
+    assert 0 <= t_prev < t, f"DDIM jumps down to 0 <= t_prev < t, got t_prev = {t_prev}, t = {t}"
     ab_t, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t_prev]
     # 1. predicted x_0
     x0_hat = (xt - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()

@@ -63,6 +63,12 @@ def cosine_schedule(T=50, s=0.008, device="cpu"):
     return schedule_from_beta(1.0 - alpha).to(device)
 
 
+def check_timestep(t, sched):
+    """The convention above, asserted where a sampler takes one Python-int step t: 1 <= t <= T (t = 0 would
+    silently read ᾱ_{−1} = ᾱ_T through Python's negative indexing)."""
+    assert 1 <= t <= sched.T, f"timesteps run 1..T = {sched.T} (common/schedules.py), got t = {t}"
+
+
 def gather(values, t, ndim=4):
     """values[t] reshaped to broadcast against a (B, C, H, W) batch; t is (B,) int64."""
     return values[t].reshape(-1, *([1] * (ndim - 1)))

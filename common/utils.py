@@ -126,9 +126,9 @@ def save_config(args, out):
 
 def make_out_dir(out_dir, script_file, dry_run=False):
     """results/<script stem>/ unless --out-dir says otherwise; created on demand. A --dry-run's tiny
-    models go to results/dry-run/<script stem>/, where no real run (03, 05) would pick them up."""
-    default = Path("results", "dry-run") if dry_run else Path("results")
-    path = Path(out_dir) if out_dir else default / Path(script_file).stem
+    models go to its subfolder dry-run/, where no real run (03, 05) would pick them up."""
+    default = Path("results", Path(script_file).stem, *(["dry-run"] if dry_run else []))
+    path = Path(out_dir) if out_dir else default
     if path.exists() and not path.is_dir():
         fail(f"--out-dir {path} is a file, not a folder: name a folder")
     path.mkdir(parents=True, exist_ok=True)

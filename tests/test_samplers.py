@@ -1,6 +1,7 @@
 """Samplers: Algorithm 2's step against the DDPM paper's ε-form, z = 0 on the last step,
 convergence to a known target (a point, and a Gaussian spread), classifier-free guidance's limits
 and its extrapolation, and DDIM against the ancestral sampler and the closed-form posterior."""
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -165,3 +166,16 @@ def test_ddim_jump_is_the_posterior_of_the_skipped_steps():
         std = ((1 - a_p) / (1 - a_t) * (1 - a_jump)).sqrt()
         sched64 = Schedule(s.beta.double(), s.alpha.double(), ab)
         torch.testing.assert_close(ddim_step(xt, t, t_prev, eps, sched64, eta=1.0, z=z), mean + std * z)
+
+
+def test_the_timestep_convention_is_asserted():
+    # t = 0 would read alpha_bar[-1] = ᾱ_T through negative indexing: the samplers refuse it instead
+    s, xt = ddpm_schedule(10), torch.zeros(2, 1, 4, 4)
+    for bad in (0, 11):
+        with pytest.raises(AssertionError, match="timesteps run 1..T"):
+            posterior_mean(xt, bad, xt, s)
+        with pytest.raises(AssertionError, match="timesteps run 1..T"):
+            ddpm_sigma(s, bad)
+    with pytest.raises(AssertionError, match="t_prev"):
+        ddim_step(xt, 5, 5, xt, s)
+    assert posterior_mean(xt, 1, xt, s).shape == xt.shape and ddim_step(xt, 5, 0, xt, s).shape == xt.shape

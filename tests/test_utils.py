@@ -135,9 +135,9 @@ def test_a_dry_run_writes_apart_from_real_runs(tmp_path, monkeypatch):
     # models must never land there
     monkeypatch.chdir(tmp_path)
     assert make_out_dir(None, "/x/01_ddpm_mnist.py") == Path("results/01_ddpm_mnist")
-    assert make_out_dir(None, "/x/04_dcgan_wgan.py", dry_run=True) == Path("results/dry-run/04_dcgan_wgan")
+    assert make_out_dir(None, "/x/04_dcgan_wgan.py", dry_run=True) == Path("results/04_dcgan_wgan/dry-run")
     assert make_out_dir("mine", "/x/04_dcgan_wgan.py", dry_run=True) == Path("mine")
-    assert (tmp_path / "results/dry-run/04_dcgan_wgan").is_dir()
+    assert (tmp_path / "results/04_dcgan_wgan/dry-run").is_dir()
 
 
 def test_help_spells_out_the_presets(script, capsys):
