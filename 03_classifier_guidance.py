@@ -14,7 +14,7 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
     t ~ U{1..T} and the forward process of the DDPM's own schedule (Adam). Used in eval mode.
 (c) Handout D Algorithm 2 with the mean shifted by s · Σ_t · ∇_{x_t} log p_φ(y | x_t, t), Σ_t = β_t
     (common/guidance.py), for every digit at every --scales value, with the same x_T and z at each s.
-(d) Per s: accuracy judged by an independent MNIST classifier (common/judge.py, never by p_φ),
+(c) compared: per s, accuracy judged by an independent MNIST classifier (common/judge.py, never by p_φ),
     FD-judge of each digit's samples against the real test images of that digit, and within-digit
     diversity (mean pairwise distance of judge features); both averaged over the digits.
 Measured on 2 CPU cores (docs/03_classifier_guidance.md): --quick 15-16 min, judge accuracy 91% at
@@ -52,13 +52,14 @@ from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
 from common.train import train_epochs
 from common.train_state import start_training
-from common.unet import DenoisingUNet
+from common.unet import DenoisingUNet, TimeConditionedEncoder
 from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
                           load_checkpoint, make_out_dir, memory_format, resolve_device, seed_everything, to_device)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
 # the code that draws the guided sweep, hashed now (when it is loaded) for the keys of its saved parts
-SWEEP_CODE = source_hash(__file__, blocks, guidance, noisy_classifier, samplers, schedules, DenoisingUNet)
+SWEEP_CODE = source_hash(__file__, blocks, guidance, noisy_classifier, samplers, schedules, DenoisingUNet,
+                         TimeConditionedEncoder)
 # --quick: 10 samples per digit; p_φ keeps its defaults (D = 32, 3 epochs, ≈ 3.5 min on 2 CPU cores), because
 # a D = 16, 1-epoch p_φ reached only 74% judge accuracy at s = 10 against 91% for this one (same frozen DDPM)
 QUICK = dict(per_class=10)
@@ -159,7 +160,7 @@ def load_frozen_unet(path, device):
         unet.load_state_dict(ckpt["model"])
     except RuntimeError:
         fail(f"{path} does not hold 01_ddpm_mnist.py's unconditional UNet (a 02_cfg_mnist.py checkpoint?)")
-    info = {"path": str(path), "epochs_trained": ckpt.get("epoch"),
+    info = {"path": str(path), "epochs_trained": ckpt.get("epoch"), "quick": bool(saved.get("quick")),
             "parameters": count_parameters(unet), **{k: saved[k] for k in ("hidden", "T", "beta_1", "beta_T")}}
     if (ckpt.get("epoch") or 0) < saved.get("epochs", 0):   # e.g. 01 was interrupted: usable, but say so
         print(f"note: {path} holds {ckpt.get('epoch')} of its {saved['epochs']} epochs; finish it with "
@@ -176,6 +177,9 @@ def frozen_ddpm(args, out, device):
     unet, sched, info = load_frozen_unet(path, device)
     args.T, args.beta_1, args.beta_T = info["T"], info["beta_1"], info["beta_T"]
     print(f"frozen DDPM {path}: D={info['hidden']}, {info['parameters']:,} parameters, T={sched.T}")
+    if info["quick"] and not args.quick:   # e.g. left there by an earlier `03 --quick` (it trains `01 --quick`)
+        print(f"note: that is a `01_ddpm_mnist.py --quick` DDPM; the full configuration's numbers need "
+              f"`python 01_ddpm_mnist.py --epochs 20` (or --unet-checkpoint naming such a run)")
     return unet, sched, dict(info, train_seconds_this_run=train_seconds), state_hash(unet)
 
 
@@ -239,7 +243,8 @@ def tested_classifier(args, x_train, y_train, x_test, y_test, sched, out, device
 
 @torch.no_grad()
 def accuracy_by_t(clf, x, y, sched, batch, n_bins=10):
-    """p_φ's test accuracy, one t ~ U{1..T} per image, in n_bins equal bins of t (Handout A 2(b) figure)."""
+    """p_φ's test accuracy, one t ~ U{1..T} per image, in n_bins equal bins of t (a figure for 2(b), which
+    asks for none)."""
     clf.eval()
     g = torch.Generator(device=x.device).manual_seed(0)
     t = torch.randint(1, sched.T + 1, (len(x),), device=x.device, generator=g)
@@ -301,7 +306,7 @@ def draw_at_scale(args, unet, clf, sched, x_T, y, s, progress):
     return {"samples": torch.cat(samples).cpu(), "seconds": time.time() - t0}
 
 
-# --- (d) fidelity and diversity per s, judged by an independent classifier ---
+# --- (c) compared: fidelity and diversity per s, judged by an independent classifier ---
 
 @torch.no_grad()
 def real_reference(args, judge, x_train, y_train, x_test, y_test):
@@ -427,7 +432,7 @@ def main(argv=None):
     clf, clf_info, acc_t = tested_classifier(args, x_train, y_train, x_test, y_test, sched, out, device)
     # --- (c) guided sampling (Handout A 2(c)) ---
     samples, y, scale, seconds_per_s, reused = guided_sweep(args, unet, unet_hash, clf, sched, device, out)
-    # --- (d) fidelity and diversity per s ---
+    # --- (c) compared: fidelity and diversity per s; (d) with --cfg-samples, against CFG ---
     judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
     images = to_uint8(samples)            # judge what samples.npz holds (clamped to [-1, 1], 8 bits), as for 02
     real, reference = real_reference(args, judge, x_train, y_train, x_test, y_test)

@@ -73,9 +73,9 @@ def parse_args(argv):
     p.add_argument("--eval-batch", type=positive_int, default=256, help="samples drawn per batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--out-dir", default=None, help="default: results/07_afhq_cosine/")
+    p.add_argument("--out-dir", default=None, help="default: results/07_afhq_cosine/ (a --dry-run: its dry-run/)")
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")
-    p.add_argument("--quick", action="store_true", help="CPU preset (see QUICK)")
+    p.add_argument("--quick", action="store_true", help="CPU preset (its flags are listed at the end of --help)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic images, tiny model, every output file written")
     args = parse_with_presets(p, argv, QUICK, DRY_RUN)
@@ -161,8 +161,8 @@ def reverse_process(model, xt, t_start, sched, keep, generator=None):
         z = step_noise(xt, t, generator)                             # line 3: z = 0 at t = 1
         with autocast(device):                                       # line 4: ε_t = ε_θ(x_t, t)
             eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()
-        # lines 5–9: x̂0 = (x_t − √(1 − ᾱ_t) ε_t)/√ᾱ_t clamped,
-        # then x_{t−1} = μ̃_t + σ_t z (Eq. 18)
+        # lines 5–9: x̂0 = (x_t − √(1 − ᾱ_t) ε_t)/√ᾱ_t clamped, then x_{t−1} = μ̃_t + σ_t z. μ̃_t is Eq. 18's,
+        # √α_t (1 − ᾱ_{t−1}) and √ᾱ_{t−1} (1 − α_t): line 7 as printed puts the square roots over the products
         xt = posterior_mean(xt, t, eps_pred, sched, clip_x0=True) + ddpm_sigma(sched, t, "posterior") * z
         if t in keep:
             snapshots[t] = xt
@@ -249,7 +249,9 @@ def save_checkpoint(path, model, optimizer, scaler, data_gen, state, args, devic
 
 def resume(path, model, optimizer, scaler, data_gen, args, device):
     """Restore save_checkpoint's state, so the run continues exactly as a straight run would."""
-    must_match = [(name, getattr(args, name)) for name in ("unet_dim", "dim_mults", "T", "image_size", "data_class")]
+    # the architecture and everything that shaped the steps already taken; only --train-steps may change
+    names = ("unet_dim", "dim_mults", "T", "image_size", "data_class", "lr", "batch_size", "seed")
+    must_match = [(name, getattr(args, name)) for name in names]
     ckpt = checked_state(path, device, must_match, counter="step")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])

@@ -29,8 +29,8 @@ from .cli import existing_parent, non_negative_int, positive_int
 from .files import write_text
 from .utils import amp_dtype, default_eval_batch, interruptible, resolve_device
 
-COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch (N)", "train GFLOP/img", "train GFLOP/s",
-           "DDPM full-T samples/s", "DDIM-50 samples/s", "× plain (train/DDPM/DDIM)"]
+COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch (N)", "train GFLOP/img",
+           "train GFLOP/s", "DDPM full-T samples/s", "DDIM-50 samples/s", "× plain (train/DDPM/DDIM)"]
 
 
 def parse_args(argv):

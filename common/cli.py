@@ -3,8 +3,8 @@ and the argparse types every script uses."""
 import argparse
 
 # the judges and the real-data FID statistics are shared by every script, so they stay where they are
-OUT_DIR_HELP = "default: results/<script name>/ (the cached judges and real-data FID statistics stay in " \
-               "results/judge/ and results/fid_stats/)"
+OUT_DIR_HELP = "default: results/<script name>/, and its dry-run/ for a --dry-run (the cached judges and " \
+               "real-data FID statistics stay in results/judge/ and results/fid_stats/)"
 HANDOUT_SAMPLE_EPOCHS = [1, 5, 10, 15, 20]   # Handout D §2.3 (and §3.3): sample grids after these epochs
 
 
@@ -130,7 +130,8 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
 
     `check(parser, args)` then rejects values argparse's types cannot catch alone. --help lists both presets.
     """
-    parser.epilog = f"--quick means: {preset_flags(quick)}.  --dry-run means: {preset_flags(dry_run)}."
+    presets = f"--quick means: {preset_flags(quick)}.  --dry-run means: {preset_flags(dry_run)}."
+    parser.epilog = f"{parser.epilog}  {presets}" if parser.epilog else presets
     args = parser.parse_args(argv)
     if args.quick or args.dry_run:
         parser.set_defaults(**(quick if args.quick else {}))

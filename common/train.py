@@ -22,7 +22,8 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     """One training objective evaluation.
 
     y is None: Handout D Algorithm 1, lines 4–8.  y given: Algorithm 3, lines 4–10.
-    loss='l1' is Handout E's choice; the handouts' default is the squared error.
+    loss='l1' is Handout E's Algorithm 1 (lines 3–6: t, ε, x_t, then a step on ‖ε − ε_θ‖₁); Handouts D and
+    A use the squared error. Line numbers below are Handout D's.
     """
     B = len(x0)
     t = sample_timesteps(B, sched.T, x0.device)             # Alg. 1 line 4 (Alg. 3 line 6): t ~ U{1..T}
@@ -31,12 +32,12 @@ def ddpm_loss(model, x0, sched, y=None, p_uncond=0.0, num_classes=10, loss="l2")
     t_frac = t.float() / sched.T
     with autocast(x0.device):
         if y is None:
-            eps_pred = model(xt, t_frac)                        # line 7: ε̂ = ε_θ(x_t, t)
+            eps_pred = model(xt, t_frac)                      # line 7: ε̂ = ε_θ(x_t, t)
         else:
             c = F.one_hot(y, num_classes)                     # Alg. 3 line 4: one-hot c
             keep = torch.rand(B, device=x0.device) >= p_uncond  # line 5: drop c w.p. p_uncond
-            eps_pred = model(xt, t_frac, c, keep)               # line 9: ε̂ = ε_θ(x_t, t, c)
-    # Alg. 1 line 8 / Alg. 3 line 10: gradient step on ||ε − ε̂||²
+            eps_pred = model(xt, t_frac, c, keep)             # line 9: ε̂ = ε_θ(x_t, t, c)
+    # Alg. 1 line 8 / Alg. 3 line 10: gradient step on ||ε − ε̂||² (or ||ε − ε̂||₁, Handout E)
     if loss == "l1":
         return F.l1_loss(eps_pred.float(), eps)
     return F.mse_loss(eps_pred.float(), eps)

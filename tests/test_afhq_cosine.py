@@ -254,6 +254,9 @@ def test_resume_continues_exactly_on_a_jpeg_folder(script, tmp_path):
     with pytest.raises(SystemExit, match="--unet-dim"):
         m.main(data + ["--train-steps", "6", "--out-dir", str(tmp_path / "resumed"), "--resume",
                        "--unet-dim", "8"])
+    # so is one that would continue with another learning rate (the optimiser state would keep the old one)
+    with pytest.raises(SystemExit, match="trained with --lr 0.001, not 0.5"):
+        m.main(data + ["--train-steps", "6", "--out-dir", str(tmp_path / "resumed"), "--resume", "--lr", "0.5"])
     assert (tmp_path / "resumed" / "config.json").read_text() == config
 
 

@@ -215,5 +215,6 @@ def test_dry_run_writes_every_file(script, tmp_path, capsys):
     assert capsys.readouterr().out.count("reusing " + str(tmp_path / "sweep_parts")) == 4
     assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], images)
     assert [r["judge_accuracy"] for r in again["per_scale"]] == [r["judge_accuracy"] for r in saved["per_scale"]]
-    assert all(r["sampling_reused"] for r in again["per_scale"]) and not any(r["sampling_reused"] for r in saved["per_scale"])
+    assert all(r["sampling_reused"] for r in again["per_scale"])
+    assert not any(r["sampling_reused"] for r in saved["per_scale"])
     assert (tmp_path / "guidance_table.md").read_text().count("(reused)") == 4

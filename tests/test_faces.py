@@ -1,9 +1,11 @@
-"""06_faces.py, common/faces.py and common/faces_data.py: data validation, UTKFace conversion, merging, age guidance, dry run.
+"""06_faces.py, common/faces.py and common/faces_data.py: data validation, UTKFace conversion, merging,
+age guidance, dry run.
 
 No face data is available offline, so every test runs on synthetic images. The guidance and
 merging tests use a denoiser that is exact in closed form (Gaussian data), so they check the
 mechanism itself, not how well a network happened to train.
 """
+import argparse
 import json
 
 import numpy as np
@@ -231,6 +233,38 @@ def test_trained_tiny_regressor_guides_monotonically():
     assert torch.all(ages[1:] > ages[:-1] + 5), ages
 
 
+class ScaleRecorder:
+    """Stands in for classifier_guided_sample: records the step scale it is given, returns x_T unchanged."""
+
+    def __init__(self):
+        self.scales = []
+
+    def __call__(self, model, guide, x_T, y, s, *args, **kwargs):
+        self.scales.append(s)
+        return x_T
+
+
+def test_06_age_guidance_scales_the_handouts_gradient_and_stops_when_it_blows_up(monkeypatch):
+    # --guidance-scale multiplies Handout C's −∂(ŷ − y)²/∂z_t = 2 ∇ log N(y; ŷ, 1): 0.01 there is the 0.02
+    # on ∇ log N that brings the exact guide to its targets above; far too large a scale is one clear line
+    data, m = GaussianData(ddpm_schedule(100, 1e-3, 0.2)), load_script("06_faces.py")
+    args = argparse.Namespace(target_ages=TARGETS, per_age=6, seed=0, eval_batch=100, guidance_scale=0.01,
+                              sigma="beta")
+    images, y = m.age_guided(args, ExactDenoiser(data), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
+                             torch.device("cpu"))
+    assert y.tolist() == [a for a in TARGETS for _ in range(6)]
+    ages = brightness_age(images).reshape(4, 6).mean(dim=1)
+    torch.testing.assert_close(ages, torch.tensor(TARGETS), atol=3.0, rtol=0)
+    args.guidance_scale = 0.2
+    with pytest.raises(SystemExit, match="age guidance diverged at --guidance-scale 0.2"):
+        m.age_guided(args, ExactDenoiser(data), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
+                     torch.device("cpu"))
+    recorder = ScaleRecorder()
+    monkeypatch.setattr(m, "classifier_guided_sample", recorder)
+    m.age_guided(args, None, None, data.sched, (1, 16, 16), torch.device("cpu"))
+    assert recorder.scales == [0.4]                        # 2 × 0.2: the step on ∇ log N(y; ŷ, 1)
+
+
 # --- the script ---
 
 def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
@@ -251,7 +285,7 @@ def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["data"]["n_age_excluded"] > 0 and set(saved["guided_predicted_age_t1"]) == {"18", "40", "60", "80"}
     assert np.isfinite(saved["regressor_val_rmse_t1_years"])
-    assert saved["merge_half_rmse"].keys() == {"2", "5", "8", "10"}
+    assert saved["merge_half_rmse"].keys() == {"2", "5", "8", "9"}
     assert json.loads((tmp_path / "config.json").read_text())["image_channels"] == 1
     # --resume: both checkpoints are complete, so nothing trains and the figures are redrawn
     again = script.main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
@@ -261,7 +295,8 @@ def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
 
 def test_resume_checks_regressor_pt_before_training_the_ddpm(tmp_path, capsys):
     """A regressor.pt of another width stops --resume at once, before the DDPM is built or config.json written."""
-    torch.save({"model": {}, "epoch": 1, "args": {"hidden": 99, "T": 10, "image_channels": 1}}, tmp_path / "regressor.pt")
+    torch.save({"model": {}, "epoch": 1, "args": {"hidden": 99, "T": 10, "image_channels": 1}},
+               tmp_path / "regressor.pt")
     with pytest.raises(SystemExit, match="regressor.pt was trained with --hidden 99, not 8"):
         load_script("06_faces.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
     assert "DenoisingUNet" not in capsys.readouterr().out and not (tmp_path / "config.json").exists()
@@ -271,6 +306,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     script = load_script("06_faces.py")
     with pytest.raises(SystemExit):
         script.parse_args(["--T", "100", "--merge-ts", "50", "500"])
+    with pytest.raises(SystemExit):                       # Handout C 2(b): t < T
+        script.parse_args(["--T", "100", "--merge-ts", "50", "100"])
+    assert script.parse_args(["--T", "100", "--merge-ts", "50", "99"]).merge_ts == [50, 99]
     with pytest.raises(SystemExit, match="faces file .* not found"):
         script.main(["--faces", str(tmp_path / "x.npy"), "--out-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="not a folder"):
