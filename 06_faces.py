@@ -42,12 +42,12 @@ import torch
 
 from common.cli import check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int
 from common.data import from_uint8, to_uint8
-from common.faces import AgeRegressor, ddpm_sample_from, merge_halves, predict_age
+from common.faces import AgeRegressor, merge_halves, predict_age
 from common.faces_data import SIZE, convert_utkface, load_faces, synthetic_faces, valid_age
 from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
-from common.samplers import ddpm_sample, fixed_noise, generate, noise_generator
+from common.samplers import ddpm_sample, ddpm_sample_from, fixed_noise, generate, noise_generator
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, epoch_grid_path, run_epochs, train_epochs, undrawn_grid
 from common.train_state import checked_state, start_training

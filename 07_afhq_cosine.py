@@ -36,12 +36,12 @@ from common.frechet import frechet_distance
 from common.inception import InceptionFeatures
 from common.inception_weights import inception_available, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import ddpm_sample, ddpm_sigma, fixed_noise, posterior_mean, step_noise, time_input
+from common.samplers import ddpm_sample, ddpm_sample_from, fixed_noise
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.train_state import checked_state
 from common.unet_multires import MultiResUNet
-from common.utils import (Progress, autocast, count_parameters, fail, interruptible, load_grad_scaler, make_grad_scaler,
+from common.utils import (Progress, count_parameters, fail, interruptible, load_grad_scaler, make_grad_scaler,
                           save_config, start_run, to_device)
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
@@ -151,22 +151,15 @@ def draw_samples(model, sched, x_T, args):
                                   sigma="posterior") for i in range(0, len(x_T), args.eval_batch)])
 
 
-@torch.no_grad()
 def reverse_process(model, xt, t_start, sched, keep, generator=None):
-    """Algorithm 2 started from x_{t_start} instead of x_T (the same step as ddpm_sample).
-    Returns {t: x_{t−1}} for every t in `keep`: the output of reverse step t."""
-    was_training, device, snapshots = model.training, xt.device, {}
-    model.eval()
-    for t in range(t_start, 0, -1):
-        z = step_noise(xt, t, generator)                             # line 3: z = 0 at t = 1
-        with autocast(device):                                       # line 4: ε_t = ε_θ(x_t, t)
-            eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()
-        # lines 5–9: x̂0 = (x_t − √(1 − ᾱ_t) ε_t)/√ᾱ_t clamped, then x_{t−1} = μ̃_t + σ_t z. μ̃_t is Eq. 18's,
-        # √α_t (1 − ᾱ_{t−1}) and √ᾱ_{t−1} (1 − α_t): line 7 as printed puts the square roots over the products
-        xt = posterior_mean(xt, t, eps_pred, sched, clip_x0=True) + ddpm_sigma(sched, t, "posterior") * z
-        if t in keep:
-            snapshots[t] = xt
-    model.train(was_training)
+    """Algorithm 2 started from x_{t_start} instead of x_T, with x̂0 clamped and Eq. 18's posterior mean and
+    variance (line 7 as printed puts the square roots over the products √(α_t (1 − ᾱ_{t−1})), √(ᾱ_{t−1} (1 − α_t));
+    Eq. 18 has √α_t (1 − ᾱ_{t−1}) and √ᾱ_{t−1} (1 − α_t)). Returns {t: x_{t−1}}, the output of reverse step t,
+    for every t in `keep`: the run stops at each kept t, records it, and goes on from there."""
+    snapshots = {}
+    for t in sorted(set(keep), reverse=True):
+        xt = ddpm_sample_from(model, xt, t_start, sched, generator, clip_x0=True, sigma="posterior", t_end=t)
+        snapshots[t], t_start = xt, t - 1
     return snapshots
 
 

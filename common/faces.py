@@ -1,4 +1,5 @@
-"""Handout C's models on the 48×48 faces: half-and-half merging and the age regressor.
+"""Handout C's models on the 48×48 faces: half-and-half merging and the age regressor (merging's reverse
+process from z_t is common/samplers.py's ddpm_sample_from).
 The face files themselves (loading, checks, UTKFace conversion): common/faces_data.py.
 Timestep convention: see common/schedules.py.
 """
@@ -6,9 +7,8 @@ import torch
 import torch.nn as nn
 
 from .faces_data import SIZE
-from .samplers import ddpm_sigma, posterior_mean, step_noise, time_input
+from .samplers import time_input
 from .unet import TimeConditionedEncoder
-from .utils import autocast, memory_format
 
 
 # --- Problem 2: merging ---
@@ -17,28 +17,6 @@ def merge_halves(zt1, zt2):
     """Handout C 2(c): the left half (columns < W/2) of z_t⁽¹⁾ next to the right half of z_t⁽²⁾."""
     W = zt1.shape[-1]
     return torch.cat([zt1[..., :W // 2], zt2[..., W // 2:]], dim=-1)
-
-
-@torch.no_grad()
-def ddpm_sample_from(model, xt, t_start, sched, generator=None, clip_x0=False, sigma="beta"):
-    """Handout D Algorithm 2 (Prince Algorithm 18.2) started at t_start instead of T: x ~ P(x | z_t).
-
-    ddpm_sample_from(model, x_T, T, ...) is exactly ddpm_sample(model, x_T, ...).
-    """
-    assert 1 <= t_start <= sched.T, f"t_start must be in 1..{sched.T}, got {t_start}"
-    was_training, device = model.training, xt.device
-    model.eval()
-    xt = xt.float().contiguous(memory_format=memory_format(device))
-    for t in range(t_start, 0, -1):
-        # 1. z ~ N(0, I), or 0 on the last step
-        z = step_noise(xt, t, generator)
-        # 2. predict ε̂ = ε_θ(x_t, t)
-        with autocast(device):
-            eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()
-        # 3. x_{t−1} = μ_θ(x_t, t) + σ_t z
-        xt = posterior_mean(xt, t, eps_pred, sched, clip_x0) + ddpm_sigma(sched, t, sigma) * z
-    model.train(was_training)
-    return xt
 
 
 # --- Problem 3: the age regressor f(z_t, t) ---

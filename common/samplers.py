@@ -65,10 +65,19 @@ def time_input(t, sched, batch_size, device):
 @torch.no_grad()
 def ddpm_sample(model, x_T, sched, generator=None, clip_x0=False, sigma="beta"):
     """Handout D Algorithm 2: x_T ~ N(0, I), then T reverse steps down to x_0."""
-    was_training, device = model.training, x_T.device
+    return ddpm_sample_from(model, x_T, sched.T, sched, generator, clip_x0, sigma)
+
+
+@torch.no_grad()
+def ddpm_sample_from(model, xt, t_start, sched, generator=None, clip_x0=False, sigma="beta", t_end=1):
+    """Algorithm 2's reverse steps t = t_start, ..., t_end: from x_{t_start} to x_{t_end − 1}. With t_start = T
+    and t_end = 1 it is the whole of Algorithm 2; Handout C 2 (merging) starts at some t < T; 07's backward
+    figure stops at the steps it shows."""
+    assert 1 <= t_end <= t_start <= sched.T, f"need 1 <= t_end <= t_start <= {sched.T}, got {t_end}, {t_start}"
+    was_training, device = model.training, xt.device
     model.eval()
-    xt = x_T.float().contiguous(memory_format=memory_format(device))
-    for t in range(sched.T, 0, -1):           # line 3: t = T, ..., 1
+    xt = xt.float().contiguous(memory_format=memory_format(device))
+    for t in range(t_start, t_end - 1, -1):   # line 3: t = T, ..., 1
         z = step_noise(xt, t, generator)      # lines 4–8
         with autocast(device):                # line 9: ε̂ = ε_θ(x_t, t)
             eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()

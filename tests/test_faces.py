@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common.faces import AgeRegressor, ddpm_sample_from, merge_halves, predict_age
+from common.faces import AgeRegressor, merge_halves, predict_age
 from common.faces_data import brightness_age, load_faces, save_array, synthetic_faces
 from common.guidance import classifier_guided_sample, grad_log_prob
-from common.samplers import ddpm_sample
+from common.samplers import ddpm_sample, ddpm_sample_from
 from common.schedules import ddpm_schedule
 from common.train import fit_epoch
 from common.train_state import make_optimizer
