@@ -67,7 +67,8 @@ FACES_MATCH = ("hidden", "T", "image_channels")   # settings a --resume must sha
 
 
 def parse_args(argv):
-    p = diffusion_parser(__doc__.split("\n")[0], T=1000)
+    p = diffusion_parser(__doc__.split("\n")[0], T=1000,
+                         data_help="folder of faces23k_48x48.npy.gz and ages23k.npy (the course files)")
     p.epilog = ("The course checkpoint diff_unet_faces.cpt is not loadable here (its architecture is not "
                 "public): this script trains its own DDPM. Without the course files, --from-utkface DIR "
                 "converts the public UTKFace crops into them.")

@@ -8,6 +8,9 @@
 
 Defaults are the handout's tables 2–4: T = 50, batch 32, Adam lr 1e-3, --unet-dim 16, --dim-mults
 1 2 4 8, 32×32 images of one AFHQ class (<data-dir>/train/cat/*.jpg). Schedule: cosine, Eq. 14.
+The tables' parameter names map to flags: data_path → --data-dir, time_steps → --T, learning_rate → --lr,
+unet_dim_mults → --dim-mults, save_folder → --out-dir, load_path → --resume (<out-dir>/checkpoint.pt);
+the others keep their names in kebab-case (train_steps → --train-steps, data_class → --data-class, ...).
 Training: Algorithm 1 with the L1 loss, for --train-steps steps. Sampling: Algorithm 2 (x̂0 clamped
 to [-1, 1], posterior mean and variance of Eq. 18). Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
@@ -181,7 +184,8 @@ def diffusion_figures(model, sched, x_train, args, out):
     save_labelled_grid(np.stack([to_uint8(snapshots[t]) for t in reversed(ts)], axis=1),
                        out / "backward_process.png", rows,
                        [f"{p:.0%}: x_{t - 1}" for p, t in zip(reversed(FRACTIONS), reversed(ts))],
-                       suptitle=f"backward process (Algorithm 2) from x_{ts[-1]} of the forward figure")
+                       suptitle=f"backward process (Algorithm 2) from x_{ts[-1]} of the forward figure\n"
+                                f"column: x_(t−1), the output of reverse step t, for the forward figure's t")
 
 
 def fid_reference(x_train, args, device):

@@ -92,7 +92,8 @@ def unit_interval(text):
 unit_interval.__name__ = "number in [0, 1]"
 
 
-def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300):
+def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300,
+                     data_help="torchvision dataset root"):
     """Parser with the shared training flags. T, β_1, β_T and the epochs are Handout D §2.2–2.3's; width,
     batch and learning rate stand in for its starter notebook's "default hyperparameters" (not included)."""
     p = argparse.ArgumentParser(description=description,
@@ -116,7 +117,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
                    help="DDIM η: 0 deterministic, 1 ancestral-like (1 samples better with T = 300: BENCHMARKS.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--data-dir", default="data", help="torchvision dataset root")
+    p.add_argument("--data-dir", default="data", help=data_help)
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")
     p.add_argument("--quick", action="store_true", help="laptop-CPU preset (its flags are listed at the end of --help)")
