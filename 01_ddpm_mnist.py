@@ -86,7 +86,8 @@ def main(argv=None):
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)
     epochs = run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched)
-    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):   # + one Ctrl-C cut short
+    # first the grid a Ctrl-C cut short (after a --resume; usually none), then each newly trained epoch
+    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid, seed=args.seed + 2)   # same x_T and z's each time
             save_grid(to_uint8(grid), epoch_grid_path(out, epoch),

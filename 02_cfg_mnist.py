@@ -176,7 +176,8 @@ def main(argv=None):
     # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
     x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
     epochs = run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched, p_uncond=args.p_uncond)
-    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):   # + one Ctrl-C cut short
+    # first the grid a Ctrl-C cut short (after a --resume; usually none), then each newly trained epoch
+    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device),
                                 noise_generator(args.seed + 3, device))          # the same z's every time

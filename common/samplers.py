@@ -77,7 +77,7 @@ def ddpm_sample_from(model, xt, t_start, sched, generator=None, clip_x0=False, s
     was_training, device = model.training, xt.device
     model.eval()
     xt = xt.float().contiguous(memory_format=memory_format(device))
-    for t in range(t_start, t_end - 1, -1):   # line 3: t = T, ..., 1
+    for t in range(t_start, t_end - 1, -1):   # line 3: t = T, ..., 1 (here t_start, ..., t_end)
         z = step_noise(xt, t, generator)      # lines 4–8
         with autocast(device):                # line 9: ε̂ = ε_θ(x_t, t)
             eps_pred = model(xt, time_input(t, sched, len(xt), device)).float()

@@ -47,7 +47,8 @@ def save_state(path, model, optimizer, lr_scheduler, scaler, epoch, history, arg
 def load_state(path, model, optimizer, lr_scheduler, scaler, device, args, must_match=()):
     """Restore a checkpoint from save_state; returns (last finished epoch, loss history).
 
-    `must_match` are (name, value) pairs of architecture settings that must equal the checkpoint's.
+    `must_match` are (name, value) pairs of settings (architecture and training) that must equal the
+    checkpoint's; a different --epochs is allowed and stretches the lr decay (stretch_lr_decay).
     """
     state = checked_state(path, device, must_match)
     try:
@@ -75,6 +76,7 @@ def stretch_lr_decay(lr_scheduler, args, saved_epochs):
     lr_scheduler.gamma = args.lr_decay_to ** (1 / args.epochs)
     for group, base_lr in zip(lr_scheduler.optimizer.param_groups, lr_scheduler.base_lrs):
         group["lr"] = base_lr * lr_scheduler.gamma ** lr_scheduler.last_epoch
+    # what get_last_lr() reports until the next step(); the scheduler has no public setter for it
     lr_scheduler._last_lr = [group["lr"] for group in lr_scheduler.optimizer.param_groups]
     print(f"--epochs {saved_epochs} -> {args.epochs}: the learning rate now decays to lr × {args.lr_decay_to:g} "
           f"over {args.epochs} epochs (now {lr_scheduler._last_lr[0]:.3g})")

@@ -146,3 +146,11 @@ def test_help_spells_out_the_presets(script, capsys):
     text = " ".join(capsys.readouterr().out.split())     # undo the line wrapping
     assert "--quick means: --hidden 32 --epochs 2 --T 100" in text
     assert "--dry-run means: --hidden 8 --epochs 2 --T 10" in text
+
+
+def test_a_script_dry_run_leaves_the_real_run_folder_alone(script, tmp_path, monkeypatch):
+    # through start_run, as every script calls it: the dry run's checkpoint lands in dry-run/, where 03 never looks
+    monkeypatch.chdir(tmp_path)
+    script("01_ddpm_mnist.py").main(["--dry-run", "--epochs", "1", "--sample-epochs", "1"])
+    assert (tmp_path / "results/01_ddpm_mnist/dry-run/checkpoint.pt").is_file()
+    assert not (tmp_path / "results/01_ddpm_mnist/checkpoint.pt").exists()
