@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from common import blocks, guidance, noisy_classifier, samplers, schedules
-from common.cli import OUT_DIR_HELP, non_negative_float, parse_with_presets, positive_float, positive_int
+from common.cli import OUT_DIR_HELP, HelpFormatter, non_negative_float, parse_with_presets, positive_float, positive_int
 from common.data import from_uint8, load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz, write_text
 from common.frechet import fd_from_features, mean_pairwise_distance
@@ -71,7 +71,7 @@ CLASSIFIER_KEYS = ("hidden", "epochs", "batch_size", "lr", "lr_decay_to", "seed"
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--unet-checkpoint", default=None,
                    help=f"01_ddpm_mnist.py's checkpoint.pt (default {DEFAULT_UNET}; --dry-run trains its own)")
     p.add_argument("--train-unet", action="store_true", help="train 01_ddpm_mnist.py first if it is missing")
@@ -92,7 +92,7 @@ def parse_args(argv):
                    help="02_cfg_mnist.py's samples.npz: adds its γ sweep, judged the same way, to the table")
     p.add_argument("--eval-batch", type=positive_int, default=None,
                    help="samples drawn (and p_φ test images scored) per batch (default: 1,000 on CUDA, 100 on CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)

@@ -77,7 +77,7 @@ def parse_args(argv):
     p.add_argument("--from-utkface", metavar="DIR", default=None,
                    help="convert DIR's AGE_GENDER_RACE_DATE.jpg files into --faces and --ages, then exit")
     p.add_argument("--rgb", action="store_true", help="with --from-utkface: keep colour (default grayscale)")
-    p.add_argument("--n-train", type=positive_int, default=None, help="train on a random subset of N faces")
+    p.add_argument("--n-train", type=positive_int, default=None, help="train on a random subset of N faces (default: all)")
     p.add_argument("--sigma", choices=["beta", "posterior"], default="beta",
                    help="σ_t of the reverse step: √β_t (Handout C) or the posterior's √β̃_t")
     p.add_argument("--n-samples", type=positive_int, default=100, help="Problem 1 samples (first 100 in the collage)")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from common.afhq import CLASSES, load_afhq, synthetic_afhq
-from common.cli import parse_with_presets, positive_int
+from common.cli import HelpFormatter, parse_with_presets, positive_int
 from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import frechet_distance
@@ -56,7 +56,7 @@ CHECK_EVERY = 50                           # steps between host syncs (progress 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data-dir", default="data/afhq", help="folder with train/<class>/*.jpg")
     p.add_argument("--data-class", choices=CLASSES, default="cat", help="AFHQ domain")
     p.add_argument("--image-size", type=positive_int, default=32, help="images are resized to S×S")
@@ -70,11 +70,12 @@ def parse_args(argv):
     p.add_argument("--save-and-sample-every", type=positive_int, default=1000,
                    help="steps between checkpoint, sample grid and (with --fid) FID")
     p.add_argument("--fid", action="store_true", help="FID vs the training images at every save step")
-    p.add_argument("--inception-weights", default=None, help="path of the FID Inception weights file")
+    p.add_argument("--inception-weights", default=None,
+                   help="path of the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
     p.add_argument("--n-samples", type=positive_int, default=512, help="samples for FID and samples.npz")
     p.add_argument("--n-vis", type=positive_int, default=8, help="images in the forward/backward figures")
     p.add_argument("--eval-batch", type=positive_int, default=256, help="samples drawn per batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--out-dir", default=None, help="default: results/07_afhq_cosine/ (a --dry-run: its dry-run/)")
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint.pt")

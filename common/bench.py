@@ -25,7 +25,7 @@ import torch
 
 from .bench_device import data_rates, device_name, fid_cost, matmul_roof
 from .bench_families import DRY_RUN, FAMILIES, GUIDANCE, WARMUP, bench_family
-from .cli import existing_parent, non_negative_int, positive_int
+from .cli import HelpFormatter, existing_parent, non_negative_int, positive_int
 from .files import write_text
 from .utils import amp_dtype, default_eval_batch, interruptible, resolve_device
 
@@ -35,14 +35,14 @@ COLUMNS = ["family (script)", "model", "mode", "batch", "train img/s", "s/epoch 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch of every family (default: each handout's: 128, GAN 64, AFHQ 32)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed training steps per family")
     p.add_argument("--sample-batch", type=positive_int, default=None,
-                   help="default: the scripts' --eval-batch default, 1000 on CUDA, 100 on CPU")
+                   help="samples drawn per batch (default: the scripts' --eval-batch default, 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--sample-timed-steps", type=positive_int, default=None, metavar="K",
                    help="time only K reverse steps and extrapolate to T (slow CPUs; default: all T)")
     p.add_argument("--workers", type=non_negative_int, default=0,

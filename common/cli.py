@@ -92,12 +92,20 @@ def unit_interval(text):
 unit_interval.__name__ = "number in [0, 1]"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """'(default: X)' after each flag's help, except where the default is None: such a help says in words what
+    its default is (--eval-batch: 1,000 on CUDA, 100 on CPU) or that the flag is off unless given (--out-dir)."""
+
+    def _get_help_string(self, action):
+        # the one method ArgumentDefaultsHelpFormatter itself overrides; argparse documents no public hook for this
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64, T=300,
                      data_help="torchvision dataset root"):
     """Parser with the shared training flags. T, β_1, β_T and the epochs are Handout D §2.2–2.3's; width,
     batch and learning rate stand in for its starter notebook's "default hyperparameters" (not included)."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
     p.add_argument("--lr", type=positive_float, default=lr, help="Adam learning rate")
@@ -115,7 +123,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
     p.add_argument("--eta", type=unit_interval, default=0.0,
                    help="DDIM η: 0 deterministic, 1 ancestral-like (1 samples better with T = 300: BENCHMARKS.md)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help=data_help)
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)

@@ -23,7 +23,7 @@ from .frechet import frechet_distance
 from .inception import InceptionFeatures, real_stats
 from .inception_weights import FID_WEIGHTS_FILE, find_weights, where_to_put_weights
 from .judge import DATASETS, get_judge
-from .cli import positive_int
+from .cli import HelpFormatter, positive_int
 from .utils import fail, interruptible, resolve_device
 
 DATASET_SIDES = [f"{name}-{split}" for name in DATASETS for split in ("test", "train")]
@@ -31,16 +31,17 @@ MIN_UNBIASED = 2048  # fewer samples than feature dimensions: the FID estimate i
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="FID and FD-judge between two image sets.")
+    p = argparse.ArgumentParser(description="FID and FD-judge between two image sets.", formatter_class=HelpFormatter)
     p.add_argument("real", help=f"an .npz with key 'images' (uint8 N x 28 x 28), or one of {', '.join(DATASET_SIDES)}")
     p.add_argument("fake", help="same choices as REAL")
-    p.add_argument("--inception-weights", default=None, help=f"path to {FID_WEIGHTS_FILE}")
+    p.add_argument("--inception-weights", default=None,
+                   help=f"path to {FID_WEIGHTS_FILE} (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
     p.add_argument("--judge-dataset", choices=DATASETS, default=None,
                    help="which judge gives FD-judge (default: the dataset named on either side)")
     p.add_argument("--n", type=positive_int, default=10_000, help="use at most this many images per side")
     p.add_argument("--no-fid", action="store_true", help="skip FID even if the Inception weights are there")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default="data", help="torchvision dataset root")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     return p.parse_args(argv)
 
 

@@ -2,20 +2,12 @@
 import argparse
 
 from .data import load_dataset, synthetic_dataset
-from .cli import OUT_DIR_HELP, positive_float, positive_int
-
-
-class GanHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """'(default: X)' after each flag's help, except where the default is None: that help says the default itself
-    (--lr: each model's own). Overrides the one method ArgumentDefaultsHelpFormatter itself overrides."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+from .cli import OUT_DIR_HELP, HelpFormatter, positive_float, positive_int
 
 
 def gan_parser(description, epochs=30, batch_size=64):
     """Shared training flags; defaults are Handout A Problem 3's (model-specific ones live in gan_runs.RECIPES)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=GanHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="training epochs of each model this run trains (a DCGAN/WGAN that 05 reuses from 04 keeps "
                         "its own)")
@@ -35,7 +27,7 @@ def gan_parser(description, epochs=30, batch_size=64):
     p.add_argument("--clip", type=positive_float, default=0.01, help="WGAN weight clipping c (max_amp)")
     p.add_argument("--n-eval", type=positive_int, default=10000, help="samples per model for npz, FD, FID")
     p.add_argument("--n-grid", type=positive_int, default=100, help="samples per epoch grid (fixed noise)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
     p.add_argument("--out-dir", default=None, help=OUT_DIR_HELP)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .cli import non_negative_int, positive_float, positive_int
+from .cli import HelpFormatter, non_negative_int, positive_float, positive_int
 from .data import batches, load_dataset, synthetic_dataset
 from .judge_net import Judge, JudgeNet, load_judge, save_judge
 from .utils import (Progress, autocast, fail, interruptible, make_grad_scaler, make_out_dir, resolve_device,
@@ -40,19 +40,20 @@ RECIPES = {"mnist": dict(epochs=6, shift=2, flip=False), "fashion": dict(epochs=
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train a judge classifier (for class accuracy, FD-judge, diversity).")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out-dir", default="results/judge")
-    p.add_argument("--epochs", type=positive_int, default=None, help="default: 6 (mnist), 8 (fashion)")
+    p = argparse.ArgumentParser(description="Train a judge classifier (for class accuracy, FD-judge, diversity).",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, required=True, help="which judge to train")
+    p.add_argument("--data-dir", default="data", help="torchvision dataset root")
+    p.add_argument("--out-dir", default="results/judge", help="where <dataset>.pt is written (the scripts look here)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: 6 (mnist), 8 (fashion))")
     p.add_argument("--shift", type=non_negative_int, default=None,
                    help="max random shift in pixels (default: per dataset)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: per dataset)")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
     p.add_argument("--lr", type=positive_float, default=3e-3, help="peak of the one-cycle schedule (AdamW)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and the random shifts and flips")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dry-run", action="store_true", help="tiny judge, synthetic data, a few seconds")
     return p.parse_args(argv)
 

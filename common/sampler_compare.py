@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli import existing_parent, finite_float, positive_int, unit_interval
+from .cli import HelpFormatter, existing_parent, finite_float, positive_int, unit_interval
 from .data import load_dataset, synthetic_dataset, to_uint8
 from .files import save_json
 from .judge import get_judge
@@ -42,7 +42,7 @@ DEFAULT_CHECKPOINT = "results/02_cfg_mnist/checkpoint.pt"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT,
                    help="checkpoint.pt of 02_cfg_mnist.py (or of 01_ddpm_mnist.py: unconditional)")
     p.add_argument("--guidance", type=finite_float, default=5.0, help="γ of Algorithm 4, the same for every sampler")
@@ -53,8 +53,8 @@ def parse_args(argv=None):
                    help="DDIM η values (0: deterministic; 1: fresh noise each step, like the ancestral sampler)")
     p.add_argument("--batch", type=positive_int, default=None,
                    help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU, where big batches are slower)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seeds x_T and every sampler's noise")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (for the MNIST test set)")
     p.add_argument("--json", type=existing_parent, default=None, help="also write the rows to this JSON file")
     p.add_argument("--grid", default=None,
