@@ -133,3 +133,39 @@ def test_conditional_unet_follows_handout_d_3_1_update_rules():
     D2 = seen["U"].shape[1]
     torch.testing.assert_close(seen["up1_in"][:, :D2], c1 * seen["U"] + t1)
     torch.testing.assert_close(seen["up2_in"][:, :seen["O"].shape[1]], c2 * seen["O"] + t2)
+
+
+def test_unflatten_equals_conv_transpose_batchnorm_gelu():
+    # Handout D §1: Unflatten is a (transposed) conv layer 1×1 -> S×S; like every op but FC and Flatten,
+    # it is followed by BatchNorm and GELU (common/blocks.py)
+    torch.manual_seed(0)
+    block, conv, bn = Unflatten(6, 7), nn.ConvTranspose2d(6, 6, 7, stride=7), nn.BatchNorm2d(6)
+    _copy_conv_bn(block, conv, bn)
+    x = torch.randn(4, 6, 1, 1)
+    torch.testing.assert_close(block(x), F.gelu(bn(conv(x))))
+
+
+def test_unet_skip_connections_concatenate_the_matching_down_path_outputs():
+    # Handout D Figure 1: each up stage sees [its input, the down-path output at its resolution] along channels:
+    # up1 <- [unflatten, down2], up2 <- [up1, down1], conv_out <- [up2, conv_in]
+    torch.manual_seed(0)
+    model = DenoisingUNet(hidden=8).train()
+    seen = {}
+    hooks = [_capture(model.conv_in, seen, "h"), _capture(model.down1, seen, "d1"), _capture(model.down2, seen, "d2"),
+             _capture(model.up1, seen, "u1"), _capture(model.up2, seen, "u2"),
+             _capture(model.up1, seen, "up1_in", inputs=True), _capture(model.up2, seen, "up2_in", inputs=True),
+             _capture(model.conv_out, seen, "out_in", inputs=True)]
+    model(torch.randn(2, 1, 28, 28), torch.rand(2))
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(seen["up1_in"][:, -seen["d2"].shape[1]:], seen["d2"])
+    torch.testing.assert_close(seen["up2_in"][:, -seen["d1"].shape[1]:], seen["d1"])
+    torch.testing.assert_close(seen["out_in"], torch.cat([seen["u2"], seen["h"]], dim=1))
+
+
+def test_time_conditioned_encoder_time_input_matters():
+    # the noisy classifier p_φ(y | x_t, t) and the age regressor f(z_t, t) must see t (Handout A 2(b), C 3)
+    torch.manual_seed(0)
+    model = TimeConditionedEncoder(hidden=8, out_features=10).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(model(x, torch.full((2,), 0.1)), model(x, torch.full((2,), 0.9)))

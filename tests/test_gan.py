@@ -1,6 +1,7 @@
 """GAN nets, losses, clipping and gradient penalty (common/gan_*.py) against the handout and closed forms."""
 import argparse
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,9 @@ from common.gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss
                                wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
 from common.gan_nets import Discriminator, Generator
 from common.gan_runs import build_gan, check_resumable, differing_settings, gan_config, load_gan_state
-from common.gan_train import D_WINS_CHECKS, check_losses, train_gan, train_step
+import common.gan_train as gan_train
+from common.gan_train import (D_WINS_CHECKS, check_losses, discriminator_loss, generator_loss, train_gan,
+                               train_one_epoch, train_step)
 
 
 def count(model, *types):
@@ -188,6 +191,76 @@ def test_gradient_penalty_matches_a_per_sample_loop_on_the_real_critic():
     expected = 10 * torch.stack(terms).mean()
     assert gradient_penalty(D, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
 
+
+
+def test_clipping_clamps_both_signs_and_leaves_weights_inside_alone():
+    """Handout A 3(b): p.clamp_(−c, c): large weights of either sign go to ±c, the rest are untouched."""
+    D = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        D.weight.copy_(torch.tensor([[-1.0, -0.005, 0.003, 2.0]]))
+    clip_weights_(D, 0.01)
+    assert torch.equal(D.weight, torch.tensor([[-0.01, -0.005, 0.003, 0.01]]))
+
+
+def test_gradient_penalty_draws_one_epsilon_per_sample_on_the_real_fake_segment():
+    """Handout A 4(b): x̂ = ε x + (1 − ε) x̃ with ε ~ U[0, 1] per sample (not per pixel, not per batch).
+    With x = 1 and x̃ = 0, x̂_i is the constant image ε_i."""
+    seen = {}
+
+    def recording_critic(x, y=None):
+        seen["x_hat"] = x.detach().clone()
+        return x.sum((1, 2, 3))
+    torch.manual_seed(0)
+    gradient_penalty(recording_critic, torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28))
+    per_sample = seen["x_hat"].flatten(1)
+    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))   # one ε for all pixels of a sample
+    eps = per_sample[:, 0]
+    assert eps.min() >= 0 and eps.max() <= 1 and len(eps.unique()) == 8        # a different ε for each sample
+
+
+def test_discriminator_loss_of_each_recipe_is_the_handouts():
+    """Handout A 3(a), 3(b), 4(b) through gan_train's dispatch; WGAN-GP's penalty is taken at the interpolates
+    x̂ = ε x + (1 − ε) x̃ (same seeded ε), with D(x) = ½‖x‖² so that ∇D(x̂) = x̂ differs from ∇D(x) = x."""
+    x_real, x_fake = torch.randn(5, 1, 28, 28), torch.randn(5, 1, 28, 28) * 0.1
+    d_real, d_fake = half_squared_norm(x_real), half_squared_norm(x_fake)
+
+    def loss(kind):
+        torch.manual_seed(0)
+        return discriminator_loss(SimpleNamespace(D=half_squared_norm, cfg={"loss": kind, "gp_lambda": 10.0}),
+                                  x_real, x_fake, None).item()
+    sig = torch.sigmoid
+    assert loss("bce") == pytest.approx((-torch.log(sig(d_real)).mean() - torch.log(1 - sig(d_fake)).mean()).item(),
+                                        rel=1e-5)
+    assert loss("wgan") == pytest.approx((d_fake.mean() - d_real.mean()).item(), rel=1e-5)
+    torch.manual_seed(0)
+    eps = torch.rand(5, 1, 1, 1)
+    x_hat = eps * x_real + (1 - eps) * x_fake
+    penalty = 10 * ((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert loss("wgangp") == pytest.approx((d_fake.mean() - d_real.mean() + penalty).item(), rel=1e-5)
+
+
+def test_generator_loss_of_each_recipe_is_the_handouts():
+    """G minimises log(1 − D(G(z))) (minimax) or −log D(G(z)) (non-saturating) for DCGAN, and −D(G(z)) for
+    both WGANs (Handout A 3(a), 3(b), 4(b))."""
+    sig = torch.sigmoid
+    for cfg, expected in [({"loss": "bce", "g_loss": "minimax"}, torch.log(1 - sig(L_FAKE)).mean()),
+                          ({"loss": "bce", "g_loss": "nonsaturating"}, -torch.log(sig(L_FAKE)).mean()),
+                          ({"loss": "wgan", "g_loss": "nonsaturating"}, -L_FAKE.mean()),
+                          ({"loss": "wgangp", "g_loss": "nonsaturating"}, -L_FAKE.mean())]:
+        assert generator_loss(cfg, L_FAKE).item() == pytest.approx(expected.item(), rel=1e-6), cfg
+
+
+def test_generator_steps_after_every_n_critic_critic_steps(monkeypatch):
+    """Handout A 3(b): n_critic critic updates, then one G update: with n_critic = 3, steps 3 and 6 update G."""
+    g_steps = []
+
+    def fake_step(gan, x, y, g_step):
+        g_steps.append(g_step)
+        return torch.tensor(0.0), torch.tensor(0.0) if g_step else None
+    monkeypatch.setattr(gan_train, "train_step", fake_step)
+    gan = build_gan(gan_config("wgan", flags(n_critic=3, batch_size=8)), torch.device("cpu"))
+    _, g_losses = train_one_epoch(gan, "wgan", *synthetic_dataset(48), epoch=1)
+    assert g_steps == [False, False, True] * 2 and len(g_losses) == 2
 
 # --- divergence checks and exact resume ---
 

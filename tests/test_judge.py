@@ -6,7 +6,7 @@ import torch
 
 import common.fid as fid
 from common.data import synthetic_dataset, to_uint8
-from common.frechet import mean_pairwise_distance
+from common.frechet import fd_from_features, mean_pairwise_distance
 from common.judge import augment, get_judge, main
 
 
@@ -47,6 +47,13 @@ def test_fd_judge_zero_for_same_set_and_larger_for_other_set(judge):
     d_same, d_other = judge.fd(x, x_same_dist), judge.fd(x[y < 5], x[y >= 5])
     assert 0 <= d_same < d_other
     assert judge.fd(x, judge.stats(x_same_dist)) == pytest.approx(d_same)   # reusing a reference's stats
+
+
+def test_fd_judge_is_the_frechet_distance_of_the_penultimate_features(judge):
+    # FD-judge fits its Gaussians to the judge's features (the 16-d penultimate layer here), not to its logits
+    x, y = synthetic_dataset(200, seed=9)
+    a, b = x[y < 5], x[y >= 5]
+    assert judge.fd(a, b) == pytest.approx(fd_from_features(judge.features(a), judge.features(b)), rel=1e-9)
 
 
 def test_diversity(judge):

@@ -179,3 +179,17 @@ def test_the_timestep_convention_is_asserted():
     with pytest.raises(AssertionError, match="t_prev"):
         ddim_step(xt, 5, 5, xt, s)
     assert posterior_mean(xt, 1, xt, s).shape == xt.shape and ddim_step(xt, 5, 0, xt, s).shape == xt.shape
+
+
+def test_ddim_eta_1_step_with_clipped_x0_is_the_clipped_ancestral_step():
+    # with clip_x0, ε̂ must be re-derived from the clamped x̂0 (ε̂ = (x_t − √ᾱ_t x̂0)/√(1 − ᾱ_t)); only then is the
+    # η = 1, t_prev = t − 1 step still Algorithm 2's clipped posterior mean plus √β̃_t z (the unclipped identity
+    # of test_ddim_eta_1_all_steps_is_the_ancestral_step_with_posterior_variance, for any x̂0)
+    beta = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 300)]).double()
+    s = Schedule(beta, 1 - beta, torch.cumprod(1 - beta, 0))
+    g = torch.Generator().manual_seed(0)
+    xt, eps, z = (torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    xt = 3 * xt                                   # x̂0 far outside [-1, 1]: the clamp acts
+    for t in (2, 50, 299):
+        ancestral = posterior_mean(xt, t, eps, s, clip_x0=True) + ddpm_sigma(s, t, "posterior") * z
+        torch.testing.assert_close(ddim_step(xt, t, t - 1, eps, s, eta=1.0, z=z, clip_x0=True), ancestral)

@@ -196,3 +196,17 @@ def test_resume_with_more_epochs_decays_the_lr_over_the_new_length(tmp_path, cap
     for _ in _ddpm_epochs(longer, *x, sched):
         lrs.append(longer.optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([1e-3 * 0.1 ** (e / 4) for e in (2, 3, 4)])   # ends at lr × lr_decay_to
+
+
+def test_class_vector_is_a_num_classes_wide_one_hot_whatever_labels_the_batch_holds():
+    # Handout D Algorithm 3 line 4: c = one-hot(y) over all K = 10 classes, also for a batch that lacks class 9
+    # (F.one_hot(y) without K would size c by the batch's largest label)
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, xt, t, c, keep):
+            seen["c"] = c
+            return torch.zeros_like(xt)
+    y = torch.tensor([0, 3, 1, 3])
+    ddpm_loss(Spy(), torch.zeros(4, 1, 2, 2), ddpm_schedule(10), y)
+    assert torch.equal(seen["c"], torch.nn.functional.one_hot(y, 10))
