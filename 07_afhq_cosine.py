@@ -12,7 +12,9 @@ The tables' parameter names map to flags: data_path → --data-dir, time_steps �
 unet_dim_mults → --dim-mults, save_folder → --out-dir, load_path → --resume (<out-dir>/checkpoint.pt);
 the others keep their names in kebab-case (train_steps → --train-steps, data_class → --data-class, ...).
 Training: Algorithm 1 with the L1 loss, for --train-steps steps. Sampling: Algorithm 2 (x̂0 clamped
-to [-1, 1], posterior mean and variance of Eq. 18). Every --save-and-sample-every steps: a sample
+to [-1, 1], posterior mean and variance of Eq. 18); `--sampler ddim --sample-steps N --eta η` swaps in
+DDIM (x̂0 clamped too) for the grids, FID and samples.npz, while the backward figure (7.5) stays Algorithm 2.
+Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
 training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
 statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
@@ -32,14 +34,14 @@ import numpy as np
 import torch
 
 from common.afhq import CLASSES, load_afhq, synthetic_afhq
-from common.cli import HelpFormatter, parse_with_presets, positive_int
+from common.cli import HelpFormatter, add_sampler_flags, check_sampler_args, parse_with_presets, positive_int
 from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import frechet_distance
 from common.inception import InceptionFeatures
 from common.inception_weights import inception_available, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import ddpm_sample, ddpm_sample_from, fixed_noise
+from common.samplers import ddpm_sample_from, fixed_noise, generate
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.train_state import checked_state
@@ -49,7 +51,7 @@ from common.utils import (Progress, count_parameters, fail, interruptible, load_
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
-               n_vis=4, eval_batch=16)
+               n_vis=4, eval_batch=16, sample_steps=5)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.99)   # Handout E 7.4 and 7.5
 CHECK_EVERY = 50                           # steps between host syncs (progress line, NaN check)
 
@@ -71,10 +73,11 @@ def parse_args(argv):
                    help="steps between checkpoint, sample grid and (with --fid) FID")
     p.add_argument("--fid", action="store_true", help="FID vs the training images at every save step")
     p.add_argument("--inception-weights", default=None,
-                   help="path of the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
+                   help="the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
     p.add_argument("--n-samples", type=positive_int, default=512, help="samples for FID and samples.npz")
     p.add_argument("--n-vis", type=positive_int, default=8, help="images in the forward/backward figures")
     p.add_argument("--eval-batch", type=positive_int, default=256, help="samples drawn per batch")
+    add_sampler_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--out-dir", default=None, help="default: results/07_afhq_cosine/ (a --dry-run: its dry-run/)")
@@ -82,7 +85,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="CPU preset (its flags are listed at the end of --help)")
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic images, tiny model, every output file written")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN)
+    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_sampler_args)
     if args.image_size % 2 ** (len(args.dim_mults) - 1):
         p.error(f"--image-size {args.image_size} must be divisible by 2^(len(--dim-mults) − 1) = "
                 f"{2 ** (len(args.dim_mults) - 1)}")
@@ -148,11 +151,16 @@ def train_steps(model, optimizer, scaler, x_train, sched, data_gen, first, last,
 # --- Algorithm 2: sampling ---
 
 def draw_samples(model, sched, x_T, args):
-    """Algorithm 2 with x̂0 clamped to [-1, 1] and Eq. 18's posterior mean and variance, in batches.
-    The per-step noise z comes from its own generator, so the training random stream is untouched."""
-    generator = torch.Generator(device=x_T.device).manual_seed(args.seed + 2)
-    return torch.cat([ddpm_sample(model, x_T[i:i + args.eval_batch], sched, generator, clip_x0=True,
-                                  sigma="posterior") for i in range(0, len(x_T), args.eval_batch)])
+    """Algorithm 2 with x̂0 clamped to [-1, 1] and Eq. 18's posterior mean and variance (or DDIM with --sampler
+    ddim, x̂0 clamped too), in batches. The per-step noise z comes from its own generator, so the training
+    random stream is untouched."""
+    generator, b = torch.Generator(device=x_T.device).manual_seed(args.seed + 2), args.eval_batch
+    return torch.cat([generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta,
+                               generator=generator, clip_x0=True, sigma="posterior") for i in range(0, len(x_T), b)])
+
+
+def sampler_label(args):
+    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else "Algorithm 2"
 
 
 def reverse_process(model, xt, t_start, sched, keep, generator=None):
@@ -217,7 +225,7 @@ def milestone(model, sched, x_train, args, out, state, device, fid_ref):
     step, shape = state["step"], x_train.shape[1:]
     grid = draw_samples(model, sched, fixed_noise(args.batch_size, args.seed, device, shape), args)
     save_grid(to_uint8(grid), out / f"samples_step_{step:06d}.png", ncols=8,
-              suptitle=f"samples after {step:,} steps (Algorithm 2, fixed noise)")
+              suptitle=f"samples after {step:,} steps ({sampler_label(args)}, fixed noise)")
     if fid_ref is None:
         return None
     samples = draw_samples(model, sched, fixed_noise(args.n_samples, args.seed + 1, device, shape), args)
@@ -321,7 +329,7 @@ def main(argv=None):
     diffusion_figures(model, sched, x_train, args, out)
     metrics = {"data": source, "n_train_images": len(x_train), "steps": state["step"],
                "final_l1_loss_last_100_steps": float(np.mean(state["losses"][-100:])),
-               "fid": state["fid"] or None, "n_samples": len(samples),
+               "fid": state["fid"] or None, "n_samples": len(samples), "sampler": sampler_label(args),
                "seconds_this_run": round(time.time() - t_start, 1)}
     save_json(metrics, out / "metrics.json")
     print(f"L1 loss (last 100 steps) {metrics['final_l1_loss_last_100_steps']:.4f}; outputs in {out}")

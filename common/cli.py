@@ -118,11 +118,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--sample-epochs", type=positive_int, nargs="+", default=list(HANDOUT_SAMPLE_EPOCHS),
                    help="epochs after which a sample grid is drawn (same noise each time); the default list "
                         "goes on every 5 epochs and always ends with --epochs; a given epoch beyond it is an error")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
-                   help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
-    p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
-    p.add_argument("--eta", type=unit_interval, default=0.0,
-                   help="DDIM η: 0 deterministic, 1 ancestral-like (1 samples better with T = 300: BENCHMARKS.md)")
+    add_sampler_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help=data_help)
@@ -132,6 +128,20 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
     p.add_argument("--dry-run", action="store_true",
                    help="seconds: synthetic data, tiny model, every output file written")
     return p
+
+
+def add_sampler_flags(p):
+    """--sampler, --sample-steps, --eta: the handout's ancestral sampler or DDIM (issue 8), in 01, 02, 06 and 07."""
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
+                   help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
+    p.add_argument("--eta", type=unit_interval, default=0.0,
+                   help="DDIM η: 0 deterministic, 1 ancestral-like (1 samples better with T = 300: BENCHMARKS.md)")
+
+
+def check_sampler_args(parser, args):
+    if args.sampler == "ddim" and args.sample_steps > args.T:
+        parser.error(f"--sample-steps {args.sample_steps} is more than --T {args.T}")
 
 
 def parse_with_presets(parser, argv, quick, dry_run, check=None):
@@ -183,7 +193,6 @@ def check_sample_epochs(parser, args, given):
 def check_schedule_args(parser, args):
     if not 0 < args.beta_1 <= args.beta_T < 1:
         parser.error(f"need 0 < --beta-1 <= --beta-T < 1, got {args.beta_1} and {args.beta_T}")
-    if args.sampler == "ddim" and args.sample_steps > args.T:
-        parser.error(f"--sample-steps {args.sample_steps} is more than --T {args.T}")
+    check_sampler_args(parser, args)
     if not 0 < args.lr_decay_to <= 1:
         parser.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")

@@ -164,11 +164,12 @@ def ddim_sample(model, x_T, sched, steps=50, eta=0.0, generator=None, c=None, w=
     return xt
 
 
-def generate(model, x_T, sched, sampler="ddpm", steps=50, eta=0.0, c=None, w=1.0, generator=None):
-    """The scripts' one entry point: `--sampler ddpm` (Algorithm 2, or 4 when c is given) or
-    `--sampler ddim --sample-steps N --eta η`."""
+def generate(model, x_T, sched, sampler="ddpm", steps=50, eta=0.0, c=None, w=1.0, generator=None, clip_x0=False,
+             sigma="beta"):
+    """The scripts' one entry point: `--sampler ddpm` (Algorithm 2, or 4 when c is given; σ_t by `sigma`) or
+    `--sampler ddim --sample-steps N --eta η`. clip_x0 clamps x̂0 to [-1, 1] in either (07 does)."""
     if sampler == "ddim":
-        return ddim_sample(model, x_T, sched, steps, eta, generator, c, w)
+        return ddim_sample(model, x_T, sched, steps, eta, generator, c, w, clip_x0)
     if c is None:
-        return ddpm_sample(model, x_T, sched, generator)
-    return ddpm_cfg_sample(model, x_T, c, w, sched, generator)
+        return ddpm_sample(model, x_T, sched, generator, clip_x0, sigma)
+    return ddpm_cfg_sample(model, x_T, c, w, sched, generator, clip_x0, sigma)

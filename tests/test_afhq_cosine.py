@@ -196,14 +196,16 @@ def test_missing_or_empty_folder_is_a_one_line_error(tmp_path):
 def test_dry_run_writes_every_file(script, tmp_path, monkeypatch):
     m = script(SCRIPT)
     calls = {"loss": [], "sample": []}
-    real_loss, real_sample = m.ddpm_loss, m.ddpm_sample
+    real_loss, real_generate = m.ddpm_loss, m.generate
     monkeypatch.setattr(m, "ddpm_loss", lambda *a, **k: calls["loss"].append(k) or real_loss(*a, **k))
-    monkeypatch.setattr(m, "ddpm_sample", lambda *a, **k: calls["sample"].append(k) or real_sample(*a, **k))
+    monkeypatch.setattr(m, "generate", lambda *a, **k: calls["sample"].append((a[3], k)) or real_generate(*a, **k))
     out = tmp_path / "out"
     metrics = m.main(["--dry-run", "--out-dir", str(out), "--device", "cpu"])
     # Algorithm 1 with the L1 loss at every step; Algorithm 2 with the clamp and Eq. 18's variance
     assert len(calls["loss"]) == 4 and all(k == {"loss": "l1"} for k in calls["loss"])
-    assert calls["sample"] and all(k["clip_x0"] and k["sigma"] == "posterior" for k in calls["sample"])
+    assert calls["sample"] and all(sampler == "ddpm" and k["clip_x0"] and k["sigma"] == "posterior"
+                                   for sampler, k in calls["sample"])
+    assert metrics["sampler"] == "Algorithm 2"
     for name in ["config.json", "losses.csv", "loss_curve.png", "samples_step_000002.png",
                  "samples_step_000004.png", "samples_final.png", "forward_process.png",
                  "backward_process.png", "samples.npz", "checkpoint.pt", "metrics.json"]:
@@ -214,6 +216,22 @@ def test_dry_run_writes_every_file(script, tmp_path, monkeypatch):
     assert len((out / "losses.csv").read_text().splitlines()) == 1 + 4
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["steps"] == 4 and metrics["fid"] is None and 0.3 < metrics["final_l1_loss_last_100_steps"] < 1.5
+
+
+def test_dry_run_with_ddim_samples_with_ddim_and_says_so(script, tmp_path, monkeypatch):
+    """--sampler ddim (issue 8) draws the grids and samples.npz with DDIM, x̂0 clamped as in 07's Algorithm 2."""
+    m = script(SCRIPT)
+    calls = []
+    real_generate = m.generate
+    monkeypatch.setattr(m, "generate", lambda *a, **k: calls.append((a[3:6], k["clip_x0"])) or real_generate(*a, **k))
+    out = tmp_path / "out"
+    metrics = m.main(["--dry-run", "--sampler", "ddim", "--sample-steps", "3", "--eta", "1", "--out-dir", str(out),
+                      "--device", "cpu"])
+    assert calls and all(call == (("ddim", 3, 1.0), True) for call in calls)
+    assert metrics["sampler"] == "DDIM, 3 steps, η = 1"
+    assert (out / "samples.npz").stat().st_size > 0 and (out / "backward_process.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        m.parse_args(["--sampler", "ddim", "--sample-steps", "51"])   # more DDIM steps than T = 50
 
 
 def test_fid_without_weights_fails_before_training(script, tmp_path, monkeypatch):

@@ -192,7 +192,6 @@ def test_gradient_penalty_matches_a_per_sample_loop_on_the_real_critic():
     assert gradient_penalty(D, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
-
 def test_clipping_clamps_both_signs_and_leaves_weights_inside_alone():
     """Handout A 3(b): p.clamp_(−c, c): large weights of either sign go to ±c, the rest are untouched."""
     D = nn.Linear(4, 1, bias=False)

@@ -193,3 +193,14 @@ def test_ddim_eta_1_step_with_clipped_x0_is_the_clipped_ancestral_step():
     for t in (2, 50, 299):
         ancestral = posterior_mean(xt, t, eps, s, clip_x0=True) + ddpm_sigma(s, t, "posterior") * z
         torch.testing.assert_close(ddim_step(xt, t, t - 1, eps, s, eta=1.0, z=z, clip_x0=True), ancestral)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_generate_passes_clip_x0_to_either_sampler(sampler):
+    # the last step returns x̂0 itself (ᾱ_0 = 1): clamped to [-1, 1] with clip_x0, far outside without it
+    # (07 samples both ways with x̂0 clamped; a dropped clip_x0 in generate() would leave its images unclamped)
+    sched, x_T = ddpm_schedule(10), torch.zeros(4, 1, 4, 4)
+    model = PointMassDenoiser(torch.full((1, 1, 4, 4), 3.0), sched)   # the data sits at 3, outside [-1, 1]
+    clipped = generate(model, x_T, sched, sampler, steps=5, clip_x0=True, sigma="posterior")
+    free = generate(model, x_T, sched, sampler, steps=5)
+    assert clipped.abs().max() <= 1.0 + 1e-5 and free.min() > 2.0
