@@ -283,8 +283,8 @@ def train(model, optimizer, scaler, data_gen, x_train, sched, args, out, state, 
     Returns the FID samples of the last save step (or None). Ctrl-C or SIGTERM keeps the last checkpoint."""
     progress, fid_samples = Progress(args.train_steps - state["step"], prefix="train"), None
     progress.first_step = state["step"] + 1   # progress counts this run's steps (a resumed run starts later)
-    with interruptible(f"the last save step is in {out / 'checkpoint.pt'}; continue with --resume"):
-        for end in save_steps(state["step"], args):
+    for end in save_steps(state["step"], args):
+        with interruptible(interrupted_note(state["step"], out)):
             losses = train_steps(model, optimizer, scaler, x_train, sched, data_gen, state["step"] + 1, end,
                                  args, progress)
             state["step"], state["losses"] = end, state["losses"] + losses.tolist()
@@ -292,6 +292,13 @@ def train(model, optimizer, scaler, data_gen, x_train, sched, args, out, state, 
             write_losses(state["losses"], len(x_train), args.batch_size, out)   # kept if interrupted later
             save_checkpoint(out / "checkpoint.pt", model, optimizer, scaler, data_gen, state, args, device)
     return fid_samples
+
+
+def interrupted_note(saved_step, out):
+    """What a Ctrl-C leaves: the checkpoint of the last save step, or (before the first) nothing to resume."""
+    if saved_step == 0:
+        return "stopped before the first save step, so nothing was saved: start the same command again"
+    return f"step {saved_step} is saved in {out / 'checkpoint.pt'}; continue with --resume"
 
 
 def main(argv=None):

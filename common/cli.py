@@ -152,9 +152,11 @@ def parse_with_presets(parser, argv, quick, dry_run, check=None):
     presets = f"--quick means: {preset_flags(quick)}.  --dry-run means: {preset_flags(dry_run)}."
     parser.epilog = f"{parser.epilog}  {presets}" if parser.epilog else presets
     args = parser.parse_args(argv)
+    if args.quick and args.dry_run:
+        parser.error("--quick and --dry-run are two presets (a short real run, a synthetic smoke run): pass one")
     if args.quick or args.dry_run:
         parser.set_defaults(**(quick if args.quick else {}))
-        parser.set_defaults(**(dry_run if args.dry_run else {}))  # --dry-run wins over --quick
+        parser.set_defaults(**(dry_run if args.dry_run else {}))
         args = parser.parse_args(argv)                            # explicit flags override the presets
     if check is not None:
         check(parser, args)

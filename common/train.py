@@ -108,7 +108,7 @@ def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylab
     """
     args, history = training.args, training.history
     for epoch in range(training.start + 1, args.epochs + 1):
-        with interruptible(f"the last finished epoch is saved in {training.path}; {how_to_continue}"):
+        with interruptible(interrupted_note(training.path, epoch, how_to_continue)):
             torch.manual_seed(args.seed + 1000 * epoch)
             t0 = time.time()
             losses = fit_epoch(training.model, training.optimizer, training.scaler, loss_fn, data,
@@ -125,6 +125,13 @@ def run_epochs(training, loss_fn, data, name="epoch", metric="loss {:.4f}", ylab
         yield epoch
     if training.start >= args.epochs:   # nothing was left to train: still write the finished run's curves
         write_loss_outputs(training.path.parent, history, ylabel, file_prefix)
+
+
+def interrupted_note(path, epoch, how_to_continue):
+    """What a Ctrl-C during `epoch` leaves: the checkpoint of epoch − 1, or (in epoch 1) nothing to resume."""
+    if epoch == 1:
+        return "stopped in epoch 1, before any checkpoint was saved: start the same command again"
+    return f"the last finished epoch is saved in {path}; {how_to_continue}"
 
 
 def train_epochs(training, loss_fn, data, **kwargs):

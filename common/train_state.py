@@ -48,9 +48,13 @@ def load_state(path, model, optimizer, lr_scheduler, scaler, device, args, must_
     """Restore a checkpoint from save_state; returns (last finished epoch, loss history).
 
     `must_match` are (name, value) pairs of settings (architecture and training) that must equal the
-    checkpoint's; a different --epochs is allowed and stretches the lr decay (stretch_lr_decay).
+    checkpoint's; a larger --epochs is allowed and stretches the lr decay (stretch_lr_decay), a smaller one is
+    refused (the checkpoint has trained past it).
     """
     state = checked_state(path, device, must_match)
+    if args.epochs < state["epoch"]:
+        fail(f"{path} has {state['epoch']} epochs trained; --epochs {args.epochs} would claim fewer: "
+             f"pass --epochs {state['epoch']} (resample) or more (train on)")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:   # other layer names or shapes: another script's model

@@ -131,7 +131,10 @@ def make_out_dir(out_dir, script_file, dry_run=False):
     path = Path(out_dir) if out_dir else default
     if path.exists() and not path.is_dir():
         fail(f"--out-dir {path} is a file, not a folder: name a folder")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:   # no permission, a read-only disk, a parent that is a file, ...
+        fail(f"--out-dir {path}: cannot create it ({e.strerror}); name a folder you can write to")
     return path
 
 

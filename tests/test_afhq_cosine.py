@@ -278,6 +278,26 @@ def test_resume_continues_exactly_on_a_jpeg_folder(script, tmp_path):
     assert (tmp_path / "resumed" / "config.json").read_text() == config
 
 
+def test_ctrl_c_says_what_was_saved(script, tmp_path, monkeypatch, capsys):
+    """Before the first save step there is nothing to resume; after it, --resume continues from its step."""
+    m = script(SCRIPT)
+    real_train_steps, calls = m.train_steps, []
+
+    def ctrl_c_at_call(at):
+        def train_steps(*args):
+            calls.append(1)
+            if len(calls) == at:
+                raise KeyboardInterrupt
+            return real_train_steps(*args)
+        return train_steps
+    for at, note in [(1, "nothing was saved: start the same command again"), (2, "step 2 is saved in")]:
+        calls.clear()
+        monkeypatch.setattr(m, "train_steps", ctrl_c_at_call(at))
+        with pytest.raises(SystemExit) as stop:
+            m.main(["--dry-run", "--out-dir", str(tmp_path / f"out{at}"), "--device", "cpu"])
+        assert stop.value.code == 130 and note in capsys.readouterr().err
+
+
 def test_bad_flags_are_errors(script, tmp_path):
     m = script(SCRIPT)
     with pytest.raises(SystemExit):

@@ -83,6 +83,12 @@ def test_an_out_dir_that_is_a_file(tmp_path):
         make_out_dir(tmp_path / "taken", "01_ddpm_mnist.py")
 
 
+def test_an_out_dir_that_cannot_be_created(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(SystemExit, match=r"^error: --out-dir .*notes.txt/run: cannot create it"):
+        make_out_dir(tmp_path / "notes.txt" / "run", "01_ddpm_mnist.py")
+
+
 def test_resuming_another_scripts_checkpoint(tmp_path):
     # 01's and 02's checkpoints share hidden and T; the weights themselves tell them apart
     args = __import__("argparse").Namespace(epochs=1, batch_size=32, lr=1e-3, lr_decay_to=0.1, seed=0, hidden=8,

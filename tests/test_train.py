@@ -76,6 +76,26 @@ def test_sigterm_during_an_epoch_ends_training_like_ctrl_c_with_the_checkpoint_i
     assert signal.getsignal(signal.SIGTERM) == handler_before    # the handler is put back
 
 
+def test_ctrl_c_in_epoch_1_says_there_is_nothing_to_resume(tmp_path, capsys):
+    args, sched = _args(epochs=3), ddpm_schedule(20)
+    x, y = synthetic_dataset(64)                   # call 1 is in epoch 1: no checkpoint exists yet
+    with pytest.raises(SystemExit) as stop:
+        list(run_epochs(_training(args, tmp_path), _loss_with_sigterm_at_call, {"x0": x, "y": y},
+                        sched=sched, calls=[], at=1))
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and "before any checkpoint was saved" in err and "--resume" not in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path):
+    args, sched = _args(epochs=2), ddpm_schedule(20)
+    x, y = synthetic_dataset(64)
+    list(run_epochs(_training(args, tmp_path), ddpm_loss, {"x0": x, "y": y}, sched=sched))
+    with pytest.raises(SystemExit, match="has 2 epochs trained; --epochs 1 would claim fewer"):
+        _training(_args(epochs=1), tmp_path, resume=True)
+    assert _training(_args(epochs=2), tmp_path, resume=True).start == 2   # the same --epochs: resample only
+
+
 def test_lr_decays_to_a_tenth_over_the_run(tmp_path):
     args = _args(epochs=4)
     model, optimizer, lr_scheduler, scaler = _setup(args)
