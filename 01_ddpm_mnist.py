@@ -21,13 +21,14 @@ from common.data import as_saved, load_dataset, synthetic_dataset, to_uint8
 from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.plotting import save_grid
-from common.samplers import fixed_noise, generate, noise_generator
+from common.samplers import fixed_noise, generate, noise_generator, sampler_label
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, epoch_grid_path, run_epochs, undrawn_grid
 from common.train_state import start_training
 from common.unet import DenoisingUNet
 from common.utils import count_parameters, interruptible, save_config, start_run, to_device
 
+ANCESTRAL = "Algorithm 2"   # the sampler unless --sampler ddim: figure titles and metrics.json say which
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2], n_samples=200)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], n_samples=16,
                n_grid=8, eval_batch=16, sample_steps=5)
@@ -65,7 +66,8 @@ def evaluate(args, samples, device):
     x_real = synthetic_dataset(256, device)[0] if args.dry_run else \
         load_dataset("mnist", args.data_dir, train=False, device=device)[0]
     digits = judge.predict(samples).cpu()
-    return {"judge": judge.card, "n_samples": len(samples), "fd_judge_vs_mnist_test": judge.fd(samples, x_real),
+    return {"judge": judge.card, "sampler": sampler_label(args, ANCESTRAL), "n_samples": len(samples),
+            "fd_judge_vs_mnist_test": judge.fd(samples, x_real),
             "judge_digit_histogram": torch.bincount(digits, minlength=10).tolist()}
 
 
@@ -91,12 +93,13 @@ def main(argv=None):
         if epoch in args.sample_epochs:
             grid = draw_samples(args, model, sched, x_T_grid, seed=args.seed + 2)   # same x_T and z's each time
             save_grid(to_uint8(grid), epoch_grid_path(out, epoch),
-                      suptitle=f"DDPM samples after epoch {epoch} (Algorithm 2, fixed noise)")
-    # --- final samples (Algorithm 2) and metrics ---
+                      suptitle=f"DDPM samples after epoch {epoch} ({sampler_label(args, ANCESTRAL)}, fixed noise)")
+    # --- final samples (Algorithm 2, or DDIM) and metrics ---
     x_T = fixed_noise(args.n_samples, args.seed + 1, device)
     samples = as_saved(draw_samples(args, model, sched, x_T, seed=args.seed + 3))   # measured as saved: 8 bits
     save_npz(out / "samples.npz", images=to_uint8(samples))
-    save_grid(to_uint8(samples[:100]), out / "samples_final.png", suptitle="DDPM samples (final model)")
+    save_grid(to_uint8(samples[:100]), out / "samples_final.png",
+              suptitle=f"DDPM samples (final model, {sampler_label(args, ANCESTRAL)})")
     metrics = evaluate(args, samples, device)
     save_json(metrics, out / "metrics.json")
     print(f"FD-judge vs MNIST test ({len(samples)} samples): {metrics['fd_judge_vs_mnist_test']:.2f}; "

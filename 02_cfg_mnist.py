@@ -32,7 +32,7 @@ from common.files import save_json, save_npz
 from common.judge import get_judge
 from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import fixed_noise, generate, noise_generator
+from common.samplers import fixed_noise, generate, noise_generator, sampler_label
 from common.schedules import ddpm_schedule
 from common.train import ddpm_loss, epoch_grid_path, run_epochs, undrawn_grid
 from common.train_state import start_training
@@ -44,6 +44,7 @@ from common.utils import (Progress, amp_dtype, count_parameters, interruptible, 
 SWEEP_CODE = source_hash(__file__, blocks, samplers, schedules, unet)
 # --quick on 2 idle CPU cores: 7:43-9:41 end to end (three runs: 9:41, 7:43, 8:12); the judge gave 90-95% of the γ = 5
 # samples the asked-for digit (1 epoch at D = 32: 82%; 2 epochs at D = 32: 96-99% but 17 min). See README.
+ANCESTRAL = "Algorithm 4"   # the sampler unless --sampler ddim: figure titles and metrics.json say which
 QUICK = dict(hidden=24, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
              eval_per_class=10, n_grid=20)
 DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
@@ -133,7 +134,8 @@ def evaluate(args, samples, y, w, device):
                      "judge_accuracy": judge.class_accuracy(samples[pick], y.to(device)[pick]),
                      "fd_judge": judge.fd(samples[pick], real),
                      "judge_diversity": judge.diversity(samples[pick])})
-    return {"judge": judge.card, "per_guidance": rows, "judge_test_set_diversity": judge.diversity(x_test)}
+    return {"judge": judge.card, "sampler": sampler_label(args, ANCESTRAL), "per_guidance": rows,
+            "judge_test_set_diversity": judge.diversity(x_test)}
 
 
 def print_table(metrics):
@@ -149,7 +151,8 @@ def save_sweep_outputs(args, out, samples, y, w, metrics):
     # first sample of each (γ, digit): rows = γ, columns = digits
     first = images.reshape(len(args.sweep), len(args.digits), args.eval_per_class, 28, 28)[:, :, 0]
     save_labelled_grid(first, out / "guidance_sweep.png", row_labels=[f"γ={g:g}" for g in args.sweep],
-                       col_labels=args.digits, suptitle="Algorithm 4: digits (columns) × guidance γ (rows)")
+                       col_labels=args.digits,
+                       suptitle=f"{sampler_label(args, ANCESTRAL)}: digits (columns) × guidance γ (rows)")
     rows = metrics["per_guidance"]
     save_line_plot(args.sweep, {"judge accuracy (%)": [100 * r["judge_accuracy"] for r in rows]},
                    out / "guidance_metrics.png", xlabel="guidance scale γ", ylabel="accuracy (%)",
@@ -182,7 +185,8 @@ def main(argv=None):
             grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device),
                                 noise_generator(args.seed + 3, device))          # the same z's every time
             save_grid(to_uint8(grid), epoch_grid_path(out, epoch), titles=y_grid.tolist(),
-                      suptitle=f"epoch {epoch}: Algorithm 4 with γ = {args.guidance:g} (title = asked-for digit)")
+                      suptitle=f"epoch {epoch}: {sampler_label(args, ANCESTRAL)} with γ = {args.guidance:g} "
+                               f"(title = asked-for digit)")
     # --- guidance sweep (Handout D §3.4) and metrics ---
     samples, y, w = guidance_sweep(args, model, sched, device, out)
     samples = as_saved(samples)                      # measured as samples.npz holds them: 8 bits

@@ -21,11 +21,11 @@ Problem 1: 100 faces by Prince Algorithm 18.2 (= Handout D Algorithm 2), σ_t = 
 Problem 2: five pairs; both faces diffused to the same t, z_t = left half of z_t⁽¹⁾ | right half
            of z_t⁽²⁾, then the reverse process from t, for each t in --merge-ts.
 Problem 3: an age regressor f(z_t, t) (UNet down half + time embedding), MSE on noised faces with
-           ages in [0, 100], read as P(y | z_t) = N(f, 1); guided sampling adds
-           --guidance-scale × ∇_{z_t} log P(y | z_t) to every step's mean. We differentiate
-           log N(y; f, 1) = −(f − y)²/2; the handout's −∂(ŷ − y)²/∂z_t is twice that (its scale
-           s is our 2s). With no Σ_t factor the step can overshoot when f is very sharp in z_t
-           (tests/test_faces.py: an exact brightness regressor needs s ≲ 0.03).
+           ages in [0, 100], read as P(y | z_t) = N(f, 1); guided sampling adds the handout's step,
+           --guidance-scale × (−∂(f − y)²/∂z_t) = 2 · --guidance-scale × ∇_{z_t} log N(y; f, 1), to every
+           step's mean. With no Σ_t factor the step can overshoot when f is very sharp in z_t
+           (tests/test_faces.py: an exact brightness regressor reaches its targets at --guidance-scale
+           0.01 and diverges at 0.2, the handout's suggestion, which is unvalidated on real faces here).
 
 Writes to results/06_faces/ (or --out-dir):
     config.json, losses.csv, loss_curve.png, checkpoint.pt (DDPM), samples_epoch_001.png ...,
@@ -47,7 +47,8 @@ from common.faces_data import SIZE, convert_utkface, load_faces, synthetic_faces
 from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
-from common.samplers import ddpm_sample, ddpm_sample_from, fixed_noise, generate, noise_generator
+from common.samplers import (ddpm_sample, ddpm_sample_from, fixed_noise, generate, noise_generator,
+                             sampler_label)
 from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
 from common.train import ddpm_loss, epoch_grid_path, run_epochs, train_epochs, undrawn_grid
 from common.train_state import checked_state, start_training
@@ -77,7 +78,8 @@ def parse_args(argv):
     p.add_argument("--from-utkface", metavar="DIR", default=None,
                    help="convert DIR's AGE_GENDER_RACE_DATE.jpg files into --faces and --ages, then exit")
     p.add_argument("--rgb", action="store_true", help="with --from-utkface: keep colour (default grayscale)")
-    p.add_argument("--n-train", type=positive_int, default=None, help="train on a random subset of N faces (default: all)")
+    p.add_argument("--n-train", type=positive_int, default=None,
+                   help="train on a random subset of N faces (default: all)")
     p.add_argument("--sigma", choices=["beta", "posterior"], default="beta",
                    help="σ_t of the reverse step: √β_t (Handout C) or the posterior's √β̃_t")
     p.add_argument("--n-samples", type=positive_int, default=100, help="Problem 1 samples (first 100 in the collage)")
@@ -228,9 +230,13 @@ def mean_sd(values):
 def save_samples(args, out, samples):
     """samples.npz and the 10×10 collage of Problem 1."""
     save_npz(out / "samples.npz", images=to_uint8(samples))
-    how = f"DDIM, {args.sample_steps} steps" if args.sampler == "ddim" else \
-        f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}"
-    save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10, suptitle=f"Problem 1: DDPM faces ({how})")
+    save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
+              suptitle=f"Problem 1: DDPM faces ({label(args)})")
+
+
+def label(args):
+    """The Problem 1 sampler: Algorithm 18.2 with --sigma's σ_t, or DDIM."""
+    return sampler_label(args, f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
 
 
 def save_merge_outputs(args, out, x1, x2, merged, pairs):
@@ -338,6 +344,7 @@ def main(argv=None):
     # --- metrics ---
     metrics = evaluate(args, regressor, sched, x, ages, val_idx, samples, predicted, y, history, reg_history)
     metrics["merge_half_rmse"] = merge_metrics(args, x1, x2, merged)
+    metrics["sampler"] = label(args)          # of the Problem 1 samples (merging and guidance: Algorithm 18.2)
     metrics["wall_seconds"] = round(time.time() - t_start, 1)
     save_json(metrics, out / "metrics.json")
     print_summary(metrics, out)

@@ -41,7 +41,7 @@ from common.frechet import frechet_distance
 from common.inception import InceptionFeatures
 from common.inception_weights import inception_available, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import ddpm_sample_from, fixed_noise, generate
+from common.samplers import ddpm_sample_from, fixed_noise, generate, sampler_label
 from common.schedules import cosine_schedule, ddpm_forward
 from common.train import ddpm_loss, write_loss_outputs
 from common.train_state import checked_state
@@ -49,6 +49,7 @@ from common.unet_multires import MultiResUNet
 from common.utils import (Progress, count_parameters, fail, interruptible, load_grad_scaler, make_grad_scaler,
                           save_config, start_run, to_device)
 
+ANCESTRAL = "Algorithm 2"   # the sampler unless --sampler ddim: figure titles and metrics.json say which
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(unet_dim=4, T=10, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=16,
                n_vis=4, eval_batch=16, sample_steps=5)
@@ -159,10 +160,6 @@ def draw_samples(model, sched, x_T, args):
                                generator=generator, clip_x0=True, sigma="posterior") for i in range(0, len(x_T), b)])
 
 
-def sampler_label(args):
-    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else "Algorithm 2"
-
-
 def reverse_process(model, xt, t_start, sched, keep, generator=None):
     """Algorithm 2 started from x_{t_start} instead of x_T, with x̂0 clamped and Eq. 18's posterior mean and
     variance (line 7 as printed puts the square roots over the products √(α_t (1 − ᾱ_{t−1})), √(ᾱ_{t−1} (1 − α_t));
@@ -225,7 +222,7 @@ def milestone(model, sched, x_train, args, out, state, device, fid_ref):
     step, shape = state["step"], x_train.shape[1:]
     grid = draw_samples(model, sched, fixed_noise(args.batch_size, args.seed, device, shape), args)
     save_grid(to_uint8(grid), out / f"samples_step_{step:06d}.png", ncols=8,
-              suptitle=f"samples after {step:,} steps ({sampler_label(args)}, fixed noise)")
+              suptitle=f"samples after {step:,} steps ({sampler_label(args, ANCESTRAL)}, fixed noise)")
     if fid_ref is None:
         return None
     samples = draw_samples(model, sched, fixed_noise(args.n_samples, args.seed + 1, device, shape), args)
@@ -336,7 +333,7 @@ def main(argv=None):
     diffusion_figures(model, sched, x_train, args, out)
     metrics = {"data": source, "n_train_images": len(x_train), "steps": state["step"],
                "final_l1_loss_last_100_steps": float(np.mean(state["losses"][-100:])),
-               "fid": state["fid"] or None, "n_samples": len(samples), "sampler": sampler_label(args),
+               "fid": state["fid"] or None, "n_samples": len(samples), "sampler": sampler_label(args, ANCESTRAL),
                "seconds_this_run": round(time.time() - t_start, 1)}
     save_json(metrics, out / "metrics.json")
     print(f"L1 loss (last 100 steps) {metrics['final_l1_loss_last_100_steps']:.4f}; outputs in {out}")

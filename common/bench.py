@@ -1,4 +1,4 @@
-"""Issue 8: the speed of every model family on this device, printed as BENCHMARKS.md-ready rows.
+"""The speed of every model family on this device, printed as BENCHMARKS.md-ready rows.
 
     python -m common.bench                                   # every family, handout configurations
     python -m common.bench --device cpu --steps 2 --sample-timed-steps 10    # a slow CPU (extrapolates)

@@ -131,7 +131,7 @@ def diffusion_parser(description, epochs=20, batch_size=128, lr=1e-3, hidden=64,
 
 
 def add_sampler_flags(p):
-    """--sampler, --sample-steps, --eta: the handout's ancestral sampler or DDIM (issue 8), in 01, 02, 06 and 07."""
+    """--sampler, --sample-steps, --eta: the handout's ancestral sampler or DDIM (beyond the handouts); 01, 02, 06, 07."""
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm",
                    help="ddpm = the handout's Algorithm 2/4 (T steps); ddim = Song et al. 2021 (fewer steps)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")

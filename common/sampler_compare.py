@@ -1,4 +1,4 @@
-"""Issue 8: DDIM (Song et al. 2021) against the handout's ancestral sampler, on one trained model.
+"""DDIM (Song et al. 2021) against the handout's ancestral sampler, on one trained model.
 
     python -m common.sampler_compare                                   # results/02_cfg_mnist/checkpoint.pt
     python -m common.sampler_compare results/02_quick_T300/checkpoint.pt --ddim-steps 25 50 --eta 0 1
@@ -8,7 +8,7 @@
 Every sampler starts from the same x_T for each (digit, k) and samples at one guidance γ
 (Handout D Algorithm 4; DDIM replaces only the update rule). Per sampler it prints the
 accuracy judged by the independent MNIST classifier (common/judge.py), FD-judge against the
-MNIST test set, and seconds of sampling, as BENCHMARKS.md-ready rows. Issue 8's target: DDIM
+MNIST test set, and seconds of sampling, as BENCHMARKS.md-ready rows. The project's target: DDIM
 with 50 steps within 1 point of accuracy and 10% of FD-judge of DDPM with all T steps, ≥ 5× faster.
 Because every sampler starts from the same x_T, the accuracy gap comes with a paired 95% interval
 (per-sample right/wrong against DDPM's on the same x_T), and the 1-point target reads "within",

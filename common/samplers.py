@@ -164,6 +164,12 @@ def ddim_sample(model, x_T, sched, steps=50, eta=0.0, generator=None, c=None, w=
     return xt
 
 
+def sampler_label(args, ancestral):
+    """How the --sampler flags draw samples, for figure titles and metrics.json: `ancestral` (e.g. "Algorithm 2")
+    or DDIM's settings."""
+    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else ancestral
+
+
 def generate(model, x_T, sched, sampler="ddpm", steps=50, eta=0.0, c=None, w=1.0, generator=None, clip_x0=False,
              sigma="beta"):
     """The scripts' one entry point: `--sampler ddpm` (Algorithm 2, or 4 when c is given; σ_t by `sigma`) or

@@ -1,5 +1,6 @@
 """Smoke tests: 01 and 02 in --dry-run write every promised file, and bad input is a one-line error."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -36,6 +37,13 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2 * 4   # header + 2 epochs × 4 batches
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "lr_scheduler", "args"} <= set(ckpt)
+    # the README's DDIM recipe: a copy of the checkpoint resampled with DDIM says so in metrics.json
+    assert metrics["sampler"] == "Algorithm 2"
+    (tmp_path / "ddim").mkdir()
+    shutil.copy(tmp_path / "checkpoint.pt", tmp_path / "ddim")
+    ddim = script("01_ddpm_mnist.py").main(["--dry-run", "--out-dir", str(tmp_path / "ddim"), "--resume",
+                                            "--sampler", "ddim", "--eta", "1"])
+    assert ddim["sampler"] == "DDIM, 5 steps, η = 1"
 
 
 @pytest.mark.parametrize("name", ["01_ddpm_mnist.py", "02_cfg_mnist.py"])
@@ -103,6 +111,7 @@ def test_02_dry_run_writes_every_file(dry_run_02):
     assert sorted(set(npz["guidance"].tolist())) == [0, 1, 5, 7, 10, 15]
     assert np.bincount(npz["labels"]).tolist() == [12] * 10
     rows = metrics["per_guidance"]
+    assert metrics["sampler"] == "Algorithm 4"
     assert [r["guidance"] for r in rows] == [0, 1, 5, 7, 10, 15]
     assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
 

@@ -286,6 +286,7 @@ def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
     assert saved["data"]["n_age_excluded"] > 0 and set(saved["guided_predicted_age_t1"]) == {"18", "40", "60", "80"}
     assert np.isfinite(saved["regressor_val_rmse_t1_years"])
     assert saved["merge_half_rmse"].keys() == {"2", "5", "8", "9"}
+    assert saved["sampler"] == "Algorithm 18.2, σ_t = √β_t"
     assert json.loads((tmp_path / "config.json").read_text())["image_channels"] == 1
     # --resume: both checkpoints are complete, so nothing trains and the figures are redrawn
     again = script.main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
