@@ -43,7 +43,7 @@ import torch
 from common.cli import check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int
 from common.data import from_uint8, to_uint8
 from common.faces import AgeRegressor, merge_halves, predict_age
-from common.faces_data import SIZE, convert_utkface, load_faces, synthetic_faces, valid_age
+from common.faces_data import AGE_MAX, AGE_MIN, SIZE, convert_utkface, load_faces, synthetic_faces, valid_age
 from common.files import save_json, save_npz
 from common.guidance import classifier_guided_sample
 from common.plotting import save_grid, save_labelled_grid
@@ -99,6 +99,9 @@ def parse_args(argv):
     args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
     if not all(1 <= t < args.T for t in args.merge_ts):   # Handout C 2(b): "some t < T"
         p.error(f"--merge-ts must lie in 1..T−1 = 1..{args.T - 1}, got {args.merge_ts}")
+    if not all(AGE_MIN <= age <= AGE_MAX for age in args.target_ages):   # the ages the regressor is trained on
+        p.error(f"--target-ages must lie in {AGE_MIN}..{AGE_MAX} (the regressor's training ages), "
+                f"got {args.target_ages}")
     args.faces = args.faces or f"{args.data_dir}/faces23k_48x48.npy.gz"
     args.ages = args.ages or f"{args.data_dir}/ages23k.npy"
     return args

@@ -39,7 +39,7 @@ from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import frechet_distance
 from common.inception import InceptionFeatures
-from common.inception_weights import inception_available, where_to_put_weights
+from common.inception_weights import find_weights, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import ddpm_sample_from, fixed_noise, generate, sampler_label
 from common.schedules import cosine_schedule, ddpm_forward
@@ -302,7 +302,7 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
     # --- setup (FID weights are checked before anything is trained) ---
-    if args.fid and not inception_available(args.inception_weights):
+    if args.fid and find_weights(args.inception_weights) is None:   # a named path that is missing: named in its error
         fail(f"--fid needs the FID Inception weights, which are not here: {where_to_put_weights()}")
     device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---

@@ -118,9 +118,9 @@ def judge_dataset_for(args):
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
-    judge_dataset = judge_dataset_for(args)
-    # --- data ---
+    # --- data (a side that is neither a file nor a dataset name is an error before the judge is chosen) ---
     x_real, x_fake = load_side(args.real, args.data_dir, args.n), load_side(args.fake, args.data_dir, args.n)
+    judge_dataset = judge_dataset_for(args)
     for spec, x in ((args.real, x_real), (args.fake, x_fake)):
         if tuple(x.shape[1:]) != (1, 28, 28):
             fail(f"{spec}: the judges take 28×28 grayscale images, got (C, H, W) = {tuple(x.shape[1:])}")

@@ -45,14 +45,15 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=DATASETS, required=True, help="which judge to train")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root")
     p.add_argument("--out-dir", default="results/judge", help="where <dataset>.pt is written (the scripts look here)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: 6 (mnist), 8 (fashion))")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs (default: 6 (mnist), 8 (fashion))")
     p.add_argument("--shift", type=non_negative_int, default=None,
                    help="max random shift in pixels (default: per dataset)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: per dataset)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
     p.add_argument("--lr", type=positive_float, default=3e-3, help="peak of the one-cycle schedule (AdamW)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and the random shifts and flips")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order, the shifts and flips")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dry-run", action="store_true", help="tiny judge, synthetic data, a few seconds")
     return p.parse_args(argv)
@@ -94,7 +95,7 @@ def fit(net, x, y, device, epochs, batch_size=128, lr=3e-3, shift=2, flip=False)
             sched.step()
             total, step = total + loss.item() * len(idx), step + 1
             progress.update(step, len(idx), extra=f"loss {loss.item():.4f}")
-        print(f"epoch {epoch}/{epochs}  loss {total / len(x):.4f}  {time.time() - start:.0f}s", flush=True)
+        print(f"judge epoch {epoch}/{epochs}  loss {total / len(x):.4f}  {time.time() - start:.0f}s", flush=True)
     return net.eval()
 
 

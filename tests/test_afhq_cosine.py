@@ -236,15 +236,22 @@ def test_dry_run_with_ddim_samples_with_ddim_and_says_so(script, tmp_path, monke
 
 def test_fid_without_weights_fails_before_training(script, tmp_path, monkeypatch):
     m = script(SCRIPT)
-    monkeypatch.setattr(m, "inception_available", lambda path=None: False)
+    monkeypatch.setattr(m, "find_weights", lambda path=None: None)
     with pytest.raises(SystemExit, match=r"^error: --fid needs the FID Inception weights"):
         m.main(["--dry-run", "--fid", "--out-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()   # nothing trained, nothing written
 
 
+def test_fid_with_named_weights_that_do_not_exist_names_them(script, tmp_path):
+    with pytest.raises(SystemExit, match=r"--inception-weights .*nope.pth: no such file"):
+        script(SCRIPT).main(["--dry-run", "--fid", "--inception-weights", str(tmp_path / "nope.pth"),
+                             "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_fid_curve_with_a_stand_in_fid(script, tmp_path, monkeypatch):
     m = script(SCRIPT)
-    monkeypatch.setattr(m, "inception_available", lambda path=None: True)
+    monkeypatch.setattr(m, "find_weights", lambda path=None: "weights.pth")
     monkeypatch.setattr(m, "fid_reference", lambda x_train, args, device: "reference statistics")
     monkeypatch.setattr(m, "fid_of_samples", lambda samples, fid_ref: 100.0 / len(samples))
     out = tmp_path / "out"

@@ -29,6 +29,7 @@ from common.utils import make_out_dir, resolve_device
     ("03_classifier_guidance.py", ["--lr", "inf"], "--lr"),
     ("03_classifier_guidance.py", ["--unet-checkpoint", "/nonexistent/ddpm.pt"], "--unet-checkpoint"),
     ("06_faces.py", ["--target-ages", "18", "nan"], "--target-ages"),
+    ("06_faces.py", ["--target-ages", "-5", "200"], "--target-ages"),
     ("06_faces.py", ["--guidance-scale", "inf"], "--guidance-scale"),
 ])
 def test_script_flags(script, argv, flag, capsys):

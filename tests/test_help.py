@@ -1,4 +1,4 @@
-"""Every --help a student runs: each flag says what it does, and no default reads "None"."""
+"""Every --help a student runs: each flag says what it does, and no default reads "None" or "False"."""
 import re
 
 import pytest
@@ -32,10 +32,11 @@ def _undocumented_flags(text):
 
 
 @pytest.mark.parametrize("name", SCRIPTS + list(TOOLS))
-def test_help_documents_every_flag_and_never_says_default_none(name, capsys):
+def test_help_documents_every_flag_and_never_says_default_none_or_false(name, capsys):
     parse = TOOLS[name] if name in TOOLS else __import__("conftest").load_script(name).parse_args
     text = _help(parse, capsys)
-    assert "default: None" not in text
+    assert "default: None" not in text and "default: False" not in text
+    assert not re.search(r"--[a-z0-9-]*[a-z0-9]-\n", text)          # no flag split at a hyphen across lines
     assert _undocumented_flags(text) == []
 
 

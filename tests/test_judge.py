@@ -122,6 +122,8 @@ def test_fid_cli_with_npz_files_skips_fid_without_weights(judge, tmp_path, monke
         fid.main([str(tmp_path / "a.npz"), str(tmp_path / "nope.npz"), "--judge-dataset", "mnist"])
     with pytest.raises(SystemExit, match="--judge-dataset"):
         fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+    with pytest.raises(SystemExit, match="mnist-tset is neither an existing .npz file"):   # a typo is named as such
+        fid.main(["mnist-tset", str(tmp_path / "b.npz")])
 
 
 def test_compute_fid_offline_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
