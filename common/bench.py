@@ -42,7 +42,7 @@ def parse_args(argv):
                    help="training batch of every family (default: each handout's: 128, GAN 64, AFHQ 32)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed training steps per family")
     p.add_argument("--sample-batch", type=positive_int, default=None,
-                   help="samples drawn per batch (default: the scripts' --eval-batch default, 1,000 on CUDA, 100 on CPU)")
+                   help="samples drawn per batch (default: as the scripts' --eval-batch, 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--sample-timed-steps", type=positive_int, default=None, metavar="K",
                    help="time only K reverse steps and extrapolate to T (slow CPUs; default: all T)")
     p.add_argument("--workers", type=non_negative_int, default=0,
