@@ -15,7 +15,7 @@
     step (c = 0.01), 5 critic steps per G step (Handout B 1(b)).
 (c) Samples of both, side by side, and their FD-judge and FID against the 10,000 Fashion-MNIST
     test images. FID needs the FID Inception weights: `python -m common.inception_weights` fetches
-    them once (without them the FID column says n/a).
+    them once, or pass --inception-weights PATH (without them the FID column says n/a).
 Runtime: full configuration (30 epochs, width 128): minutes on a GPU, hours on a CPU. --quick
 (3 epochs, width 64): 8.7 CPU-minutes in one thread, measured as 20 min wall on a 2-core CPU
 shared with other jobs (an upper bound); FD-judge then DCGAN ≈ 131, WGAN ≈ 230.
@@ -128,14 +128,14 @@ def main(argv=None):
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- train: (a) DCGAN, (b) WGAN, and the clipping sweep ---
     check_batch_size(len(x_train), args.batch_size)
-    if args.resume:                                  # every checkpoint is checked before config.json changes
+    if args.resume:                          # every checkpoint is checked (one must exist) before config.json changes
         check_resumable(out, planned_runs(args))
         save_config(args, out)
-    runs = {}
-    for name, cfg in planned_runs(args).items():
+    runs, planned = {}, planned_runs(args)
+    for name, cfg in planned.items():
         print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
               f"{len(x_train):,} images on {device}, {cfg['epochs']} epochs ---", flush=True)
-        runs[name] = train_gan(name, cfg, x_train, y_train, out, device, z_fixed, args.resume)
+        runs[name] = train_gan(name, cfg, x_train, y_train, out, device, z_fixed, args.resume, others=planned)
         print(f"G {count_parameters(runs[name][0].G):,} / D {count_parameters(runs[name][0].D):,} parameters")
     write_losses_csv(out / "losses.csv", {name: history for name, (_, history) in runs.items()})
     # --- (c) samples and metrics ---
@@ -154,5 +154,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+    with interruptible("files written so far are complete; --resume continues from the checkpoints saved so far "
+                       "(none yet: run the command again without --resume)"):
         main()

@@ -17,7 +17,8 @@ Handout A Problem 4 writes "extends Problem 4", "as in Problem 4(a)", "Problem 4
     10,000 samples of DCGAN, WGAN-clip, WGAN-GP and cGAN against the 10,000 test images; per
     class, the cGAN's FD-judge and its within-class spread against the real class's, to answer
     "how does the conditional model affect sample diversity within each class?". FID needs the
-    FID Inception weights: `python -m common.inception_weights` fetches them once (else n/a).
+    FID Inception weights: `python -m common.inception_weights` fetches them once, or pass
+    --inception-weights PATH (else n/a).
 DCGAN and WGAN come from 04_dcgan_wgan.py's checkpoints in --gan-dir, as they are when this script
 reaches them (it trains its own models first, while 04 may still run): an unfinished one, or one
 whose width, epochs or lr differ from this run's flags, is used with a printed note, recorded in
@@ -92,8 +93,9 @@ def check_reusable(args):
             load_gan_state(reusable_checkpoint(name, args), torch.device("cpu"))
 
 
-def reuse_or_train(name, args, x, y, out, device, z_fixed):
-    """(gan, history, source): 04's run of `name` from --gan-dir if it is there, else trained here."""
+def reuse_or_train(name, args, x, y, out, device, z_fixed, trained_here):
+    """(gan, history, source): 04's run of `name` from --gan-dir if it is there, else trained here (--resume
+    continues its checkpoint in --out-dir; trained_here: the runs this command trains, for the Ctrl-C line)."""
     path = reusable_checkpoint(name, args)
     if path is not None:
         gan, epoch, history = load_gan_state(path, device)
@@ -104,7 +106,7 @@ def reuse_or_train(name, args, x, y, out, device, z_fixed):
     cfg = gan_config(name, args)
     print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
           f"{len(x):,} images on {device}, {cfg['epochs']} epochs ---", flush=True)
-    gan, history = train_gan(name, cfg, x, y, out, device, z_fixed, args.resume)
+    gan, history = train_gan(name, cfg, x, y, out, device, z_fixed, args.resume, others=trained_here)
     return gan, history, "trained here"
 
 
@@ -227,10 +229,12 @@ def main(argv=None):
     # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
     check_reusable(args)
     check_batch_size(len(x_train), args.batch_size)
-    if args.resume:                                  # every checkpoint is checked before config.json changes
-        check_resumable(out, {n: gan_config(n, args) for n in TRAIN_ORDER if reusable_checkpoint(n, args) is None})
+    trained_here = [n for n in TRAIN_ORDER if reusable_checkpoint(n, args) is None]  # at least wgangp and cgan
+    if args.resume:                          # every checkpoint is checked (one must exist) before config.json changes
+        check_resumable(out, {n: gan_config(n, args) for n in trained_here})
         save_config(args, out)
-    runs = {name: reuse_or_train(name, args, x_train, y_train, out, device, z_fixed) for name in TRAIN_ORDER}
+    runs = {name: reuse_or_train(name, args, x_train, y_train, out, device, z_fixed, trained_here)
+            for name in TRAIN_ORDER}
     runs = {name: runs[name] for name in MODELS}
     write_losses_csv(out / "losses.csv", {n: h for n, (_, h, source) in runs.items() if source == "trained here"})
     # --- (c) 10,000 samples per model (the cGAN: every class equally often, like the test set) ---
@@ -249,5 +253,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+    with interruptible("files written so far are complete; --resume continues from the checkpoints saved so far "
+                       "(none yet: run the command again without --resume)"):
         main()

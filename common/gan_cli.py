@@ -3,6 +3,7 @@ import argparse
 
 from .data import load_dataset, synthetic_dataset
 from .cli import OUT_DIR_HELP, HelpFormatter, positive_float, positive_int
+from .inception_weights import find_weights
 
 
 def gan_parser(description, epochs=30, batch_size=64):
@@ -26,6 +27,8 @@ def gan_parser(description, epochs=30, batch_size=64):
                    help="critic steps per G step of WGAN and WGAN-GP (DCGAN and cGAN: 1)")
     p.add_argument("--clip", type=positive_float, default=0.01, help="WGAN weight clipping c (max_amp)")
     p.add_argument("--n-eval", type=positive_int, default=10000, help="samples per model for npz, FD, FID")
+    p.add_argument("--inception-weights", default=None,
+                   help="the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
     p.add_argument("--n-grid", type=positive_int, default=100, help="samples per epoch grid (fixed noise)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and every noise draw")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -47,6 +50,8 @@ def check_gan_args(parser, args):
         parser.error(f"--clip {args.clip}: weight clipping needs a small c (the handout explores 0.001..0.1)")
     if args.width < 4 or args.width % 4:
         parser.error(f"--width must be a multiple of 4 (G and D use width/4 and width/2), got {args.width}")
+    if args.inception_weights:   # a named file that is not there: one line now, not after hours of training
+        find_weights(args.inception_weights)
 
 
 def load_data(args, device, train=True):

@@ -2,8 +2,9 @@
 
 generate() runs G in eval mode (batch norm uses its running statistics), in batches.
 FD-judge (common/judge.py: Fréchet distance over judge-classifier features, NOT FID) is
-always computed; FID only when the FID Inception weights are on this machine (`python -m
-common.inception_weights` fetches them once), else the tables say FID_NA. Both judge exactly what
+always computed; FID only when the FID Inception weights are on this machine (--inception-weights,
+$FID_INCEPTION_WEIGHTS or torch's hub cache, where `python -m common.inception_weights` fetches them
+once), else the tables say FID_NA. Both judge exactly what
 samples_<model>.npz holds (8-bit pixels), so `python -m common.fid fashion-test samples_<model>.npz`
 reproduces metrics.json.
 """
@@ -81,34 +82,36 @@ def save_loss_curve(history, path, title):
                 xlabel="training step (D updates)", ylabel="batch loss", title=title)
 
 
-def fid_note(dry_run):
-    """metrics.json's word on FID: why it is missing, or what it is."""
+def fid_note(dry_run, weights=None):
+    """metrics.json's word on FID: why it is missing, or what it is (weights: --inception-weights)."""
     if dry_run:
         return "a dry run computes no FID (its 'real' images are synthetic); FD-judge is not FID"
-    if not inception_available():
-        return f"FID needs the FID Inception weights: run `{FETCH_WEIGHTS}` once; FD-judge is not FID"
+    if not inception_available(weights):
+        return (f"FID needs the FID Inception weights: run `{FETCH_WEIGHTS}` once, or pass --inception-weights PATH; "
+                f"FD-judge is not FID")
     return "FID over the FID Inception network's features (pytorch-fid's weights); FD-judge is not FID"
 
 
 def metrics_header(args, judge, x_test):
     """The start of both GAN scripts' metrics.json: reference set, FID note, judge, the test set's spread."""
     return {"reference": f"{len(x_test)} Fashion-MNIST test images" if not args.dry_run else "synthetic",
-            "fid_note": fid_note(args.dry_run), "judge": judge.card,
+            "fid_note": fid_note(args.dry_run, args.inception_weights), "judge": judge.card,
             "real_test": {"judge_diversity": judge.diversity(x_test)}, "models": {}}
 
 
-def fid_or_na(x_fake, n_real, device, data_dir, dry_run=False):
+def fid_or_na(x_fake, n_real, device, data_dir, dry_run=False, weights=None):
     """FID of x_fake vs the first n_real Fashion-MNIST test images if the Inception weights are here, else FID_NA.
+    `weights`: --inception-weights (None: $FID_INCEPTION_WEIGHTS, else torch's hub cache).
 
     The real images' Inception statistics are cached (results/fid_stats/), so only x_fake is run through
     Inception. A dry run never computes FID (its "real" images are synthetic).
     """
     if dry_run:
         return FID_NA
-    if not inception_available():
+    if not inception_available(weights):
         return FID_NA
     from .fid import fid_vs_real  # imported here: torchvision's model zoo (the Inception) takes seconds to import
-    return fid_vs_real(x_fake, "fashion", "test", device, n=n_real, data_dir=data_dir)
+    return fid_vs_real(x_fake, "fashion", "test", device, weights=weights, n=n_real, data_dir=data_dir)
 
 
 def evaluate_samples(judge, x_fake, x_real, args, device):
@@ -116,7 +119,7 @@ def evaluate_samples(judge, x_fake, x_real, args, device):
     of the samples as samples_<model>.npz holds them (as_saved), so the .npz reproduces these numbers."""
     x_fake = as_saved(x_fake)
     return {"n": len(x_fake), "fd_judge": judge.fd(x_fake, x_real),
-            "fid": fid_or_na(x_fake, len(x_real), device, args.data_dir, args.dry_run),
+            "fid": fid_or_na(x_fake, len(x_real), device, args.data_dir, args.dry_run, args.inception_weights),
             "judge_diversity": judge.diversity(x_fake)}
 
 

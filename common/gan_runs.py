@@ -115,6 +115,9 @@ def checked_gan_state(path, device, cfg=None):
         key, saved, value = differ[0]
         fail(f"{path} was trained with {setting(key, saved)}, not {setting(key, value) if key == 'small' else value}; "
              f"pass the same value or use another --out-dir")
+    if cfg and state["epoch"] > cfg["epochs"]:   # --epochs may grow, never shrink below what is trained
+        fail(f"{path} has {state['epoch']} trained epochs, more than --epochs {cfg['epochs']}; "
+             f"pass --epochs {state['epoch']} or more, or use another --out-dir")
     return state
 
 
@@ -136,9 +139,20 @@ def setting(key, value):
     return f"{FLAGS.get(key, key)} {value}"
 
 
+def checkpoint_path(out, name):
+    return out / f"checkpoint_{name}.pt"
+
+
 def check_resumable(out, cfgs):
     """--resume: load every run's checkpoint in `out` (on the CPU, then dropped) before training any of them,
-    so a checkpoint that does not fit stops the run before config.json changes (cfgs: name -> cfg)."""
+    so a checkpoint that does not fit stops the run before config.json changes (cfgs: name -> cfg).
+
+    At least one run must have a checkpoint (as 01/02/06/07 refuse a --resume with none); a run that has
+    none yet (Ctrl-C came before its first epoch finished) then starts from scratch."""
+    paths = {name: checkpoint_path(out, name) for name in cfgs}
+    if not any(path.is_file() for path in paths.values()):
+        fail(f"--resume: no checkpoint in {out} ({', '.join(path.name for path in paths.values())}) to continue "
+             f"(train first, or drop --resume)")
     for name, cfg in cfgs.items():
-        if (out / f"checkpoint_{name}.pt").is_file():
-            load_gan_state(out / f"checkpoint_{name}.pt", torch.device("cpu"), cfg)
+        if paths[name].is_file():
+            load_gan_state(paths[name], torch.device("cpu"), cfg)

@@ -15,7 +15,7 @@ from .data import batches
 from .gan_eval import save_epoch_grid
 from .gan_losses import (clip_weights_, d_loss_bce, g_loss_minimax, g_loss_nonsaturating, gradient_penalty,
                          wgan_critic_loss, wgan_generator_loss, wgan_gp_critic_loss)
-from .gan_runs import build_gan, check_batch_size, load_gan_state, new_history, save_gan_state
+from .gan_runs import build_gan, check_batch_size, checkpoint_path, load_gan_state, new_history, save_gan_state
 from .utils import Progress, autocast, fail, interruptible
 
 D_WINS_LOSS, D_WINS_CHECKS = 0.05, 4  # warn when D's BCE loss stays below this for this many checks
@@ -114,13 +114,14 @@ def stack_to_cpu(losses):
     return torch.stack(losses).float().cpu() if losses else torch.zeros(0)
 
 
-def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
+def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False, others=()):
     """Train run `name` for cfg['epochs'] epochs (continuing its checkpoint with resume). Returns (gan, history).
 
     After every epoch: checkpoint_<name>.pt and samples_<name>_epoch_<E>.png, drawn from the
     fixed noise z_fixed (a cGAN draws one row per class), so the grids are comparable across epochs.
+    `others`: the names of the other runs the same command trains into `out` (for the Ctrl-C line).
     """
-    path = out / f"checkpoint_{name}.pt"
+    path = checkpoint_path(out, name)
     check_batch_size(len(x), cfg["batch_size"])
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
@@ -128,18 +129,40 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False):
         gan, start, history = load_gan_state(path, device, cfg)
     elif resume:
         print(f"--resume: no {path} yet, so {name} starts from scratch", flush=True)
-    with interruptible(f"the last finished epoch of {name} is saved in {path}; continue with --resume"):
-        for epoch in range(start + 1, cfg["epochs"] + 1):
-            # reseed from (seed, epoch): --resume continues bit-exactly on the CPU (on CUDA, AMP and cuDNN's
-            # kernel choice are not deterministic, so a resumed run is close, not identical)
-            torch.manual_seed(cfg["seed"] + 1000 * epoch)
-            t0 = time.time()
-            d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
-            history["d"].append(d_losses.tolist())
-            history["g"].append(g_losses.tolist())
-            history["seconds"].append(time.time() - t0)
-            save_gan_state(path, gan, epoch, history)
-            save_epoch_grid(gan, name, epoch, z_fixed, out)
-            print(f"{name} epoch {epoch}/{cfg['epochs']}: D {d_losses.mean():.4f}  G {g_losses.mean():.4f}  "
-                  f"({history['seconds'][-1]:.0f} s)", flush=True)
+    try:   # Ctrl-C, or SIGTERM (which the scripts' interruptible() around main() turns into a KeyboardInterrupt)
+        train_epochs(gan, name, x, y, range(start + 1, cfg["epochs"] + 1), history, out, z_fixed)
+    except KeyboardInterrupt:
+        # what is saved is known only now (was an epoch finished?); interruptible() prints the line and exits 130
+        other_paths = [checkpoint_path(out, n) for n in others if n != name]
+        with interruptible(interrupted_hint(name, path, history, other_paths)):
+            raise
     return gan, history
+
+
+def train_epochs(gan, name, x, y, epochs, history, out, z_fixed):
+    """The given epochs of run `name`, each followed by its checkpoint (history grows in place) and its grid."""
+    for epoch in epochs:
+        # reseed from (seed, epoch): --resume continues bit-exactly on the CPU (on CUDA, AMP and cuDNN's
+        # kernel choice are not deterministic, so a resumed run is close, not identical)
+        torch.manual_seed(gan.cfg["seed"] + 1000 * epoch)
+        t0 = time.time()
+        d_losses, g_losses = train_one_epoch(gan, name, x, y, epoch)
+        history["d"].append(d_losses.tolist())
+        history["g"].append(g_losses.tolist())
+        history["seconds"].append(time.time() - t0)
+        save_gan_state(checkpoint_path(out, name), gan, epoch, history)
+        save_epoch_grid(gan, name, epoch, z_fixed, out)
+        print(f"{name} epoch {epoch}/{gan.cfg['epochs']}: D {d_losses.mean():.4f}  G {g_losses.mean():.4f}  "
+              f"({history['seconds'][-1]:.0f} s)", flush=True)
+
+
+def interrupted_hint(name, path, history, other_paths):
+    """What a Ctrl-C during run `name` leaves behind, and how to go on: with --resume once one of its epochs is
+    saved (or one of the command's other runs is: --resume keeps it), else the same command without --resume."""
+    if history["d"] and path.is_file():
+        return f"the last finished epoch of {name} is saved in {path}; continue with --resume"
+    saved = [p.name for p in other_paths if p.is_file()]
+    if saved:
+        return (f"no epoch of {name} finished, so nothing of it was saved; --resume keeps {', '.join(saved)} "
+                f"and trains {name} from scratch")
+    return f"no epoch of {name} finished, so nothing was saved; run the same command again without --resume"

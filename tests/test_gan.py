@@ -326,6 +326,68 @@ def test_resume_refuses_other_training_settings(tmp_path):
     assert differing_settings({"betas": (0.5, 0.9)}, {"betas": (0.5, 0.999)}, ["betas"]) != []
 
 
+def test_resume_needs_a_checkpoint_of_at_least_one_run(tmp_path):
+    """--resume into a folder with no checkpoint of any of the command's runs is refused in one line (as 01, 02,
+    06, 07 do); with one there, a run without one yet (Ctrl-C before its first epoch) starts from scratch."""
+    cfgs = {"dcgan": gan_config("dcgan", flags()), "wgan": gan_config("wgan", flags(n_critic=2))}
+    message = (f"--resume: no checkpoint in {tmp_path} (checkpoint_dcgan.pt, checkpoint_wgan.pt) to continue "
+               f"(train first, or drop --resume)")
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        check_resumable(tmp_path, cfgs)
+    assert not list(tmp_path.iterdir())
+    train_gan("dcgan", cfgs["dcgan"], *synthetic_dataset(64), tmp_path, torch.device("cpu"), torch.randn(10, 16))
+    check_resumable(tmp_path, cfgs)  # dcgan's checkpoint continues, wgan starts from scratch
+
+
+def test_resume_refuses_fewer_epochs_than_trained(tmp_path):
+    """Only --epochs may grow: a resume asking for fewer epochs than the checkpoint has is one line; the same
+    number re-evaluates the finished run without training."""
+    cfg = gan_config("wgan", flags(epochs=2, n_critic=2))
+    x, y = synthetic_dataset(64)
+    train_gan("wgan", cfg, x, y, tmp_path, torch.device("cpu"), torch.randn(10, 16))
+    message = re.escape("checkpoint_wgan.pt has 2 trained epochs, more than --epochs 1; pass --epochs 2 or more")
+    with pytest.raises(SystemExit, match=message):
+        check_resumable(tmp_path, {"wgan": dict(cfg, epochs=1)})
+    with pytest.raises(SystemExit, match=message):
+        train_gan("wgan", dict(cfg, epochs=1), x, y, tmp_path, torch.device("cpu"), torch.randn(10, 16), resume=True)
+    check_resumable(tmp_path, {"wgan": cfg})
+    _, history = train_gan("wgan", cfg, x, y, tmp_path, torch.device("cpu"), torch.randn(10, 16), resume=True)
+    assert len(history["d"]) == torch.load(tmp_path / "checkpoint_wgan.pt", weights_only=False)["epoch"] == 2
+
+
+class InterruptAt:
+    """Stands in for train_one_epoch: Ctrl-C at its `call`-th call, the real epoch before it."""
+
+    def __init__(self, call):
+        self.call, self.calls, self.train_one_epoch = call, 0, gan_train.train_one_epoch
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.call:
+            raise KeyboardInterrupt
+        return self.train_one_epoch(*args, **kwargs)
+
+
+@pytest.mark.parametrize("call, others, hint", [
+    (1, (), "no epoch of wgan finished, so nothing was saved; run the same command again without --resume"),
+    (2, (), "the last finished epoch of wgan is saved in {out}/checkpoint_wgan.pt; continue with --resume"),
+    (1, ("dcgan", "wgan"), "no epoch of wgan finished, so nothing of it was saved; --resume keeps "
+                           "checkpoint_dcgan.pt and trains wgan from scratch")])
+def test_ctrl_c_says_what_is_saved_and_how_to_go_on(tmp_path, monkeypatch, capsys, call, others, hint):
+    """Ctrl-C in epoch 1 leaves no checkpoint, so "continue with --resume" would be wrong (--resume refuses an empty
+    folder); once an epoch, or another run of the same command (04's DCGAN before its WGAN), is saved, it is right."""
+    x, y = synthetic_dataset(64)
+    if "dcgan" in others:
+        train_gan("dcgan", gan_config("dcgan", flags()), x, y, tmp_path, torch.device("cpu"), torch.randn(10, 16))
+    monkeypatch.setattr(gan_train, "train_one_epoch", InterruptAt(call))
+    with pytest.raises(SystemExit) as stop:
+        train_gan("wgan", gan_config("wgan", flags(epochs=2, n_critic=2)), x, y, tmp_path, torch.device("cpu"),
+                  torch.randn(10, 16), others=others)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip() == f"interrupted: {hint.format(out=tmp_path)}"
+    assert (tmp_path / "checkpoint_wgan.pt").is_file() == (call > 1)
+
+
 class RecordingJudge:
     """Stands in for the judge and for FID: records the images it is given and returns a number that every
     pixel moves."""
@@ -348,13 +410,42 @@ def test_gan_evaluation_judges_what_the_npz_holds(monkeypatch):
     """FD-judge and FID of G's floats are those of the 8-bit images samples_<model>.npz holds, so
     `python -m common.fid fashion-test samples_<model>.npz` reproduces metrics.json."""
     judge = RecordingJudge()
-    monkeypatch.setattr(gan_eval, "inception_available", lambda: True)
+    monkeypatch.setattr(gan_eval, "inception_available", lambda weights=None: True)
     monkeypatch.setattr(common.fid, "fid_vs_real", judge.record)
     torch.manual_seed(0)
     x = torch.rand(20, 1, 28, 28) * 2.2 - 1.1  # G's floats, a few outside [-1, 1]
     saved = from_uint8(to_uint8(x))
-    args, cpu = argparse.Namespace(data_dir="data", dry_run=False), torch.device("cpu")
+    args, cpu = argparse.Namespace(data_dir="data", dry_run=False, inception_weights=None), torch.device("cpu")
     row = evaluate_samples(judge, x, saved, args, cpu)
     assert row == evaluate_samples(judge, saved, saved, args, cpu)
     assert len(judge.seen) == 6 and all(torch.equal(seen, saved) for seen in judge.seen)  # FD, FID, spread, twice
     assert row["fid"] != judge.record(x)  # the floats themselves would give another number
+
+
+class RecordingFid:
+    """Stands in for common.fid.fid_vs_real: records the weights file it is asked to load."""
+
+    def __init__(self):
+        self.weights = []
+
+    def __call__(self, x, *rest, weights=None, **kwargs):
+        self.weights.append(weights)
+        return 1.0
+
+
+@pytest.mark.parametrize("name", ["04_dcgan_wgan.py", "05_cgan_wgangp_fid.py"])
+def test_inception_weights_flag_reaches_the_fid(name, tmp_path, monkeypatch):
+    """--inception-weights PATH (README, "Measuring sample quality") is the file FID loads, with neither
+    $FID_INCEPTION_WEIGHTS nor the hub cache there; the metrics' note then says FID was computed."""
+    from conftest import load_script
+    monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"stands in for the weights file")
+    fid = RecordingFid()
+    monkeypatch.setattr(common.fid, "fid_vs_real", fid)
+    args = load_script(name).parse_args(["--inception-weights", str(weights)])
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    assert evaluate_samples(RecordingJudge(), x, x, args, torch.device("cpu"))["fid"] == 1.0
+    assert fid.weights == [str(weights)]
+    assert gan_eval.fid_note(args.dry_run, args.inception_weights).startswith("FID over the FID Inception")

@@ -52,7 +52,8 @@ def test_04_dry_run_writes_every_file(run04):
     (["--width", "24"], "checkpoint_dcgan.pt was trained with --width 8, not 24; pass the same value"),
     (["--lr", "1e-3"], "checkpoint_dcgan.pt was trained with --lr 0.0002, not 0.001; pass the same value"),
     (["--n-critic", "3"], "checkpoint_wgan.pt was trained with --n-critic 2, not 3; pass the same value"),
-    (["--batch-size", "1000"], "--batch-size 1000 is more than")])
+    (["--batch-size", "1000"], "--batch-size 1000 is more than"),
+    (["--epochs", "1"], "checkpoint_dcgan.pt has 2 trained epochs, more than --epochs 1; pass --epochs 2 or more")])
 def test_04_a_rejected_resume_keeps_config_json(run04, flags, message):
     from conftest import load_script
     out = run04[0]
@@ -70,6 +71,69 @@ def test_04_resume_with_the_same_flags_and_more_epochs(run04, tmp_path):
     for name in ["dcgan", "wgan", "wgan_clip0.1"]:
         state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
         assert state["epoch"] == len(state["history"]["d"]) == metrics["models"][name]["epochs_trained"] == 3
+
+
+def test_04_resume_with_the_same_epochs_trains_nothing(run04, tmp_path):
+    from conftest import load_script
+    out = tmp_path / "04"
+    shutil.copytree(run04[0], out)
+    checkpoint = (out / "checkpoint_dcgan.pt").read_bytes()
+    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume"])
+    assert (out / "checkpoint_dcgan.pt").read_bytes() == checkpoint  # not trained, not rewritten
+    assert metrics["models"]["dcgan"]["epochs_trained"] == 2
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("script, names", [("04_dcgan_wgan.py", "checkpoint_dcgan.pt, checkpoint_wgan.pt"),
+                                           ("05_cgan_wgangp_fid.py", "checkpoint_wgangp.pt, checkpoint_cgan.pt")])
+def test_resume_into_a_folder_without_checkpoints_is_refused(run04, tmp_path, script, names):
+    """As 01, 02, 06 and 07: --resume with nothing to continue is one line, before training or config.json.
+    05 counts only the models it trains itself: 04's DCGAN and WGAN in --gan-dir are reused, not resumed."""
+    from conftest import load_script
+    argv = ["--dry-run", "--out-dir", str(tmp_path), "--resume"]
+    gan_dir = ["--gan-dir", str(run04[0])] if script.startswith("05") else []
+    with pytest.raises(SystemExit, match=rf"--resume: no checkpoint in \S+ \({names}\b.*\(train first, or drop"):
+        load_script(script).main(argv + gan_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_05_resume_continues_its_own_models_and_still_reuses_04s(run04, tmp_path, capsys):
+    from conftest import load_script
+    main05, argv = load_script("05_cgan_wgangp_fid.py").main, ["--dry-run", "--gan-dir", str(run04[0]),
+                                                                "--out-dir", str(tmp_path)]
+    main05(argv + ["--epochs", "1"])
+    main05(argv + ["--resume"])  # --epochs 2
+    assert "reusing" in capsys.readouterr().out and not (tmp_path / "checkpoint_dcgan.pt").exists()
+    for name in ["wgangp", "cgan"]:
+        assert torch.load(tmp_path / f"checkpoint_{name}.pt", weights_only=False)["epoch"] == 2
+    with pytest.raises(SystemExit, match="checkpoint_wgangp.pt has 2 trained epochs, more than --epochs 1"):
+        main05(argv + ["--resume", "--epochs", "1"])
+
+
+def test_04_ctrl_c_before_the_wgans_first_epoch_then_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the WGAN's first epoch, after the DCGAN finished: the line says --resume keeps the DCGAN, and
+    --resume (accepted: one checkpoint is there) trains the WGAN from scratch."""
+    from conftest import load_script
+    from test_gan import InterruptAt
+    import common.gan_train as gan_train
+    argv = ["--dry-run", "--out-dir", str(tmp_path), "--clip-sweep", "0.01"]
+    monkeypatch.setattr(gan_train, "train_one_epoch", InterruptAt(3))  # DCGAN: calls 1, 2; WGAN: 3
+    with pytest.raises(SystemExit):
+        load_script("04_dcgan_wgan.py").main(argv)
+    assert capsys.readouterr().err.strip() == ("interrupted: no epoch of wgan finished, so nothing of it was saved; "
+                                               "--resume keeps checkpoint_dcgan.pt and trains wgan from scratch")
+    monkeypatch.undo()
+    metrics = load_script("04_dcgan_wgan.py").main(argv + ["--resume"])
+    assert "--resume: no" in capsys.readouterr().out and metrics["models"]["wgan"]["epochs_trained"] == 2
+
+
+def test_a_missing_inception_weights_file_stops_before_training(tmp_path):
+    from conftest import load_script
+    for script in ["04_dcgan_wgan.py", "05_cgan_wgangp_fid.py"]:
+        with pytest.raises(SystemExit, match=r"^error: --inception-weights \S+missing.pth: no such file [^\n]*$"):
+            load_script(script).main(["--dry-run", "--out-dir", str(tmp_path / "out"),
+                                      "--inception-weights", str(tmp_path / "missing.pth")])
+        assert not (tmp_path / "out").exists()
 
 
 def test_04_metrics_and_losses_are_sensible(run04):
