@@ -1,5 +1,6 @@
-"""Handout A Problem 2: classifier guidance. A noisy classifier p_φ(y | x_t, t) steers 01's frozen,
-unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https://arxiv.org/abs/2105.05233).
+"""Handout A Problem 2: classifier guidance steers 01's frozen, unconditional MNIST DDPM towards a chosen digit.
+
+The guide is a noisy classifier p_φ(y | x_t, t) (Dhariwal & Nichol 2021, https://arxiv.org/abs/2105.05233).
 
     python 03_classifier_guidance.py                 # needs results/01_ddpm_mnist/checkpoint.pt
     python 03_classifier_guidance.py --train-unet    # ... and trains it first (01's defaults) if missing
@@ -7,6 +8,9 @@ unconditional MNIST DDPM towards a chosen digit (Dhariwal & Nichol 2021, https:/
                                                      # (trains 01 --quick first if it is missing)
     python 03_classifier_guidance.py --dry-run       # seconds, synthetic data (what the tests run)
     python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist/samples.npz   # + 02's sweep
+
+With --train-unet, --quick or --dry-run, 01's DDPM is trained where --unet-checkpoint points (01's own folder by
+default, whatever --out-dir says), and one whose training was interrupted is finished first (01 --resume).
 
 (a) 01's checkpoint is loaded, put in eval mode with requires_grad_(False), and its SHA-256 is
     compared at the end of the run (metrics.json: frozen_unet.bit_identical).
@@ -31,6 +35,7 @@ Writes to results/03_classifier_guidance/ (or --out-dir):
     starts at the s it was drawing).
 """
 import argparse
+import functools
 import importlib.util
 import time
 from pathlib import Path
@@ -50,13 +55,16 @@ from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import train_epochs
+from common.train import run_epochs, train_epochs
 from common.train_state import start_training
 from common.unet import DenoisingUNet, TimeConditionedEncoder
 from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
                           load_checkpoint, make_out_dir, memory_format, resolve_device, seed_everything, to_device)
 
 DEFAULT_UNET = Path("results/01_ddpm_mnist/checkpoint.pt")
+DDPM_ARGS = ("hidden", "T", "beta_1", "beta_T")   # what 03 reads from 01's checkpoint's args
+# how to go on after a Ctrl-C while 03 trains 01's DDPM (the line 01's run_epochs prints, after the checkpoint)
+RESUME_HINT = "rerun the same 03_classifier_guidance.py command: it finishes training this DDPM first"
 # the code that draws the guided sweep, hashed now (when it is loaded) for the keys of its saved parts
 SWEEP_CODE = source_hash(__file__, blocks, guidance, noisy_classifier, samplers, schedules, DenoisingUNet,
                          TimeConditionedEncoder)
@@ -70,11 +78,13 @@ CLASSIFIER_KEYS = ("hidden", "epochs", "batch_size", "lr", "lr_decay_to", "seed"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--unet-checkpoint", default=None,
-                   help=f"01_ddpm_mnist.py's checkpoint.pt (default {DEFAULT_UNET}; --dry-run trains its own)")
-    p.add_argument("--train-unet", action="store_true", help="train 01_ddpm_mnist.py first if it is missing")
+                   help=f"01_ddpm_mnist.py's checkpoint.pt: default {DEFAULT_UNET} (01's folder, for any "
+                        f"--out-dir: 03 reuses 01's model), and 01_dry_run/checkpoint.pt in 03's output folder for "
+                        f"--dry-run. --train-unet and --quick train 01 there if it is missing or unfinished")
+    p.add_argument("--train-unet", action="store_true",
+                   help="train 01_ddpm_mnist.py first if its checkpoint is missing, or finish it if interrupted")
     p.add_argument("--retrain-classifier", action="store_true", help="ignore a saved classifier.pt")
     p.add_argument("--epochs", type=positive_int, default=3, help="p_φ training epochs")
     p.add_argument("--batch-size", type=positive_int, default=128, help="p_φ images per step")
@@ -111,66 +121,141 @@ def check_args(p, args):
         p.error("--per-class must be at least 2 (diversity and FD-judge need two samples per digit)")
     if not 0 < args.lr_decay_to <= 1:
         p.error(f"--lr-decay-to must be in (0, 1], got {args.lr_decay_to}")
-    if args.cfg_samples and not Path(args.cfg_samples).is_file():
-        p.error(f"--cfg-samples {args.cfg_samples} does not exist (02_cfg_mnist.py writes samples.npz)")
+    if args.cfg_samples:
+        check_cfg_samples(p, args.cfg_samples, args.digits)
     trains_if_missing = args.train_unet or args.quick or args.dry_run
     if args.unet_checkpoint and not trains_if_missing and not Path(args.unet_checkpoint).is_file():
         p.error(f"--unet-checkpoint {args.unet_checkpoint} does not exist (01_ddpm_mnist.py writes "
                 f"<out-dir>/checkpoint.pt; with --train-unet, 03 trains one at such a path)")
 
 
+def check_cfg_samples(p, path, digits):
+    """--cfg-samples must be 02_cfg_mnist.py's samples.npz (uint8 `images` N×28×28, N `labels` and N `guidance`)
+    with samples of every --digits: checked here, before any work, not after the sweep."""
+    if not Path(path).is_file():
+        p.error(f"--cfg-samples {path} does not exist (02_cfg_mnist.py writes results/02_cfg_mnist/samples.npz)")
+    try:
+        z = np.load(path)
+        arrays = {k: z[k] for k in ("images", "labels", "guidance") if k in z.files}
+    except Exception as e:   # numpy raises several types for a file that is not an .npz (or a plain .npy)
+        p.error(f"--cfg-samples {path} is not an .npz file ({type(e).__name__}); pass 02_cfg_mnist.py's samples.npz")
+    missing = [k for k in ("images", "labels", "guidance") if k not in arrays]
+    if missing:
+        p.error(f"--cfg-samples {path} has no {', '.join(missing)}: it is not 02_cfg_mnist.py's samples.npz "
+                f"(images, labels, guidance)")
+    images, n = arrays["images"], len(arrays["images"])
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or \
+            arrays["labels"].shape != (n,) or arrays["guidance"].shape != (n,):
+        p.error(f"--cfg-samples {path}: needs uint8 images N×28×28 with N labels and N guidance values, got images "
+                f"{images.dtype} {images.shape}, labels {arrays['labels'].shape}, guidance {arrays['guidance'].shape}")
+    absent = sorted(set(digits) - set(arrays["labels"].tolist()))
+    if absent:
+        p.error(f"--cfg-samples {path} has no samples of digit(s) {absent} (asked for by --digits)")
+
+
 # --- (a) the frozen DDPM of 01_ddpm_mnist.py ---
 
 def unet_checkpoint_path(args, out):
+    """--unet-checkpoint, else 01's own checkpoint (03 reuses 01's model; --out-dir is only 03's outputs), else
+    for a --dry-run its tiny DDPM under --out-dir."""
     if args.unet_checkpoint:
         return Path(args.unet_checkpoint)
     return out / "01_dry_run" / "checkpoint.pt" if args.dry_run else DEFAULT_UNET
 
 
-def train_unet_if_missing(args, path):
-    """Run 01_ddpm_mnist.py's main() into path's folder when the checkpoint is missing (and we may).
+def started_with(saved):
+    """The 01_ddpm_mnist.py flags a run was started with, from its checkpoint's args (where it runs and writes
+    are left out): what its --resume needs, since it refuses other training settings."""
+    argv = []
+    for name, value in saved.items():
+        if name in ("out_dir", "device", "data_dir", "resume") or value is None or value is False:
+            continue
+        argv.append(f"--{name.replace('_', '-')}")
+        if value is not True:                      # --quick, --dry-run: the flag alone
+            argv += map(str, value if isinstance(value, list) else [value])
+    return argv
 
-    Returns the seconds it took, or None when the checkpoint was already there.
-    """
-    if path.is_file():
+
+def unet_to_train(args, path):
+    """None when path holds a finished DDPM, else (what is wrong, the 01_ddpm_mnist.py flags that fix it):
+    missing: 01 with 03's preset; unfinished (01 was interrupted): 01 --resume with the flags it was started with."""
+    if not path.is_file():
+        mode = ["--dry-run"] if args.dry_run else ["--quick"] if args.quick else []
+        return f"no DDPM checkpoint at {path}", mode + ["--out-dir", str(path.parent)]
+    _, ckpt = read_ddpm_checkpoint(path, "cpu")
+    epoch, epochs = ckpt.get("epoch") or 0, ckpt["args"].get("epochs", 0)
+    if epoch >= epochs:
         return None
-    mode = ["--dry-run"] if args.dry_run else ["--quick"] if args.quick else []
-    command = "python 01_ddpm_mnist.py " + " ".join(mode + ["--out-dir", str(path.parent)])
-    if not (args.train_unet or args.quick or args.dry_run):
-        fail(f"no DDPM checkpoint at {path}: train it with `{command}`, or pass --train-unet")
-    if path.name != "checkpoint.pt":
-        fail(f"01_ddpm_mnist.py writes <folder>/checkpoint.pt, not {path.name}; point --unet-checkpoint at such a path")
-    print(f"no DDPM checkpoint at {path}: training one first ({command})", flush=True)
+    return (f"{path} holds {epoch} of its {epochs} epochs (its training was interrupted)",
+            started_with(ckpt["args"]) + ["--resume", "--out-dir", str(path.parent)])
+
+
+def load_01():
+    """01_ddpm_mnist.py as a module (its name starts with a digit), whose Ctrl-C line tells 03's user what to do."""
     spec = importlib.util.spec_from_file_location("ddpm_mnist_01", Path(__file__).with_name("01_ddpm_mnist.py"))
     ddpm_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ddpm_script)
+    # 01's epochs end a Ctrl-C with "continue with --resume", a flag 03 lacks: this copy of 01 (its own module,
+    # no other script's) says instead what 03's user should do, since a rerun of 03 finishes the DDPM first
+    ddpm_script.run_epochs = functools.partial(run_epochs, how_to_continue=RESUME_HINT)
+    return ddpm_script
+
+
+def train_unet_if_missing(args, path):
+    """Run 01_ddpm_mnist.py's main() into path's folder when the checkpoint is missing, or with --resume when
+    it is unfinished, if we may (--train-unet, --quick, --dry-run). Returns the seconds it took, or None when
+    path already held a finished DDPM."""
+    todo = unet_to_train(args, path)
+    if todo is None:
+        return None
+    problem, argv = todo
+    command = "python 01_ddpm_mnist.py " + " ".join(argv)
+    if not (args.train_unet or args.quick or args.dry_run):
+        fail(f"{problem}: run `{command}`, or pass --train-unet")
+    if path.name != "checkpoint.pt":
+        fail(f"01_ddpm_mnist.py writes <folder>/checkpoint.pt, not {path.name}; point --unet-checkpoint at such a path")
+    where = " (01's folder, whatever --out-dir says: 03 reuses 01's model; --unet-checkpoint names another)"
+    print(f"{problem}: running `{command}` first{where * (path == DEFAULT_UNET)}", flush=True)
     start = time.time()
-    ddpm_script.main(mode + ["--out-dir", str(path.parent), "--device", args.device, "--data-dir", args.data_dir])
+    load_01().main(argv + ["--device", args.device, "--data-dir", args.data_dir])
     return time.time() - start
 
 
-def load_frozen_unet(path, device):
-    """01's ε_θ(x_t, t) in eval mode with requires_grad_(False), its schedule, and a description."""
+def weights_mismatch(model, state):
+    """How a state dict differs from model's: 'N tensors missing, M extra, K of another shape'."""
+    own = model.state_dict()
+    reshaped = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    return (f"{len(own.keys() - state.keys())} tensors missing, {len(state.keys() - own.keys())} extra, "
+            f"{len(reshaped)} of another shape")
+
+
+def read_ddpm_checkpoint(path, device):
+    """(01's unconditional UNet with path's weights, the checkpoint), or a one-line error for another file."""
     ckpt = load_checkpoint(path, device)
     saved = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
-    if "model" not in ckpt or not all(k in saved for k in ("hidden", "T", "beta_1", "beta_T")):
+    if not isinstance(ckpt, dict) or "model" not in ckpt or not all(k in saved for k in DDPM_ARGS):
         fail(f"{path} is not a checkpoint of 01_ddpm_mnist.py (it needs `model` and `args`)")
     unet = DenoisingUNet(hidden=saved["hidden"])
     try:
         unet.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        fail(f"{path} does not hold 01_ddpm_mnist.py's unconditional UNet (a 02_cfg_mnist.py checkpoint?)")
+    except RuntimeError:   # another script's model (layer names or shapes); its checkpoint does not say which script
+        fail(f"{path} is not a checkpoint of 01_ddpm_mnist.py: its weights do not fit 01's unconditional 28×28 UNet "
+             f"of width {saved['hidden']} ({weights_mismatch(unet, ckpt['model'])}); pass the checkpoint.pt 01 wrote")
+    return unet, ckpt
+
+
+def load_frozen_unet(path, device):
+    """01's ε_θ(x_t, t) in eval mode with requires_grad_(False), its schedule, and a description."""
+    unet, ckpt = read_ddpm_checkpoint(path, device)
+    saved = ckpt["args"]
     info = {"path": str(path), "epochs_trained": ckpt.get("epoch"), "quick": bool(saved.get("quick")),
-            "parameters": count_parameters(unet), **{k: saved[k] for k in ("hidden", "T", "beta_1", "beta_T")}}
-    if (ckpt.get("epoch") or 0) < saved.get("epochs", 0):   # e.g. 01 was interrupted: usable, but say so
-        print(f"note: {path} holds {ckpt.get('epoch')} of its {saved['epochs']} epochs; finish it with "
-              f"`python 01_ddpm_mnist.py --resume --out-dir {path.parent}` and the flags it was started with")
+            "parameters": count_parameters(unet), **{k: saved[k] for k in DDPM_ARGS}}
     unet = to_device(unet, device).eval().requires_grad_(False)
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"], device), info
 
 
 def frozen_ddpm(args, out, device):
-    """(a) 01's DDPM, trained first if missing and allowed: (unet, sched, info, SHA-256 of its weights).
+    """(a) 01's DDPM, trained (or finished) first if allowed: (unet, sched, info, SHA-256 of its weights).
     The schedule comes from the checkpoint, so args' T, beta_1 and beta_T are set to its values."""
     path = unet_checkpoint_path(args, out)
     train_seconds = train_unet_if_missing(args, path)
@@ -352,15 +437,10 @@ def evaluate(args, samples, y, scale, seconds_per_s, reused, clf, sched, judge, 
 
 @torch.no_grad()
 def cfg_rows(path, args, judge, real, device):
-    """The same judged numbers for 02_cfg_mnist.py's samples.npz, one row per γ (Handout A 2(d))."""
-    if not Path(path).is_file():
-        fail(f"--cfg-samples {path} does not exist (02_cfg_mnist.py writes results/02_cfg_mnist/samples.npz)")
+    """The same judged numbers for 02_cfg_mnist.py's samples.npz, one row per γ (Handout A 2(d)); its keys,
+    shapes and digits were checked by check_cfg_samples."""
     z = np.load(path)
-    if not {"images", "labels", "guidance"} <= set(z.files):
-        fail(f"{path} is not a samples.npz of 02_cfg_mnist.py (it needs images, labels, guidance)")
     x, y, w = from_uint8(z["images"], device), torch.as_tensor(z["labels"]), torch.as_tensor(z["guidance"])
-    if not set(args.digits) <= set(y.tolist()):
-        fail(f"{path} has no samples of digit(s) {sorted(set(args.digits) - set(y.tolist()))}")
     keep = torch.isin(y, torch.tensor(args.digits))
     return [{"w": g, **judged_metrics(x[keep & (w == g)], y[keep & (w == g)], args.digits, judge, real)}
             for g in sorted(set(w.tolist()))]

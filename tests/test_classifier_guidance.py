@@ -149,18 +149,6 @@ def test_frozen_unet_is_bit_identical_after_guided_sampling(script, tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in frozen.state_dict().items())
 
 
-def test_a_partly_trained_unet_is_used_but_named(script, tmp_path, capsys):
-    cg = script("03_classifier_guidance.py")
-    args = {"hidden": 4, "T": 5, "beta_1": 1e-3, "beta_T": 0.1, "epochs": 3}
-    for epoch in (3, 1):
-        torch.save({"model": DenoisingUNet(hidden=4).state_dict(), "args": args, "epoch": epoch},
-                   tmp_path / "checkpoint.pt")
-        _, _, info = cg.load_frozen_unet(tmp_path / "checkpoint.pt", torch.device("cpu"))
-        assert info["epochs_trained"] == epoch
-        note = capsys.readouterr().out
-        assert ("holds 1 of its 3 epochs" in note and "01_ddpm_mnist.py --resume" in note) == (epoch == 1)
-
-
 def test_bad_inputs_are_one_line_errors(script, tmp_path):
     cg = script("03_classifier_guidance.py")
     args = cg.parse_args(["--unet-checkpoint", str(tmp_path / "checkpoint.pt"), "--train-unet"])
