@@ -71,7 +71,9 @@ def evaluate(args, samples, device):
             "judge_digit_histogram": torch.bincount(digits, minlength=10).tolist()}
 
 
-def main(argv=None):
+def main(argv=None, how_to_continue="continue with --resume"):
+    """how_to_continue: the advice a Ctrl-C during an epoch prints (03, which trains this DDPM for itself, says
+    to rerun 03)."""
     args = parse_args(argv)
     # --- setup ---
     device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
@@ -87,7 +89,7 @@ def main(argv=None):
           f"{len(x_train):,} images on {device}, {training.plan()}")
     # --- train (Algorithm 1), with a grid of samples from fixed noise after chosen epochs ---
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)
-    epochs = run_epochs(training, ddpm_loss, {"x0": x_train}, sched=sched)
+    epochs = run_epochs(training, ddpm_loss, {"x0": x_train}, how_to_continue=how_to_continue, sched=sched)
     # first the grid a Ctrl-C cut short (after a --resume; usually none), then each newly trained epoch
     for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):
         if epoch in args.sample_epochs:

@@ -35,7 +35,6 @@ Writes to results/03_classifier_guidance/ (or --out-dir):
     starts at the s it was drawing).
 """
 import argparse
-import functools
 import importlib.util
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ from common.parts import load_part, save_part, source_hash, state_hash
 from common.plotting import save_line_plot, save_mosaic
 from common.samplers import fixed_noise
 from common.schedules import ddpm_schedule
-from common.train import run_epochs, train_epochs
+from common.train import train_epochs
 from common.train_state import start_training
 from common.unet import DenoisingUNet, TimeConditionedEncoder
 from common.utils import (Progress, amp_dtype, autocast, count_parameters, default_eval_batch, fail, interruptible,
@@ -191,13 +190,10 @@ def unet_to_train(args, path):
 
 
 def load_01():
-    """01_ddpm_mnist.py as a module (its name starts with a digit), whose Ctrl-C line tells 03's user what to do."""
+    """01_ddpm_mnist.py as a module (its name starts with a digit)."""
     spec = importlib.util.spec_from_file_location("ddpm_mnist_01", Path(__file__).with_name("01_ddpm_mnist.py"))
     ddpm_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ddpm_script)
-    # 01's epochs end a Ctrl-C with "continue with --resume", a flag 03 lacks: this copy of 01 (its own module,
-    # no other script's) says instead what 03's user should do, since a rerun of 03 finishes the DDPM first
-    ddpm_script.run_epochs = functools.partial(run_epochs, how_to_continue=RESUME_HINT)
     return ddpm_script
 
 
@@ -217,7 +213,8 @@ def train_unet_if_missing(args, path):
     where = " (01's folder, whatever --out-dir says: 03 reuses 01's model; --unet-checkpoint names another)"
     print(f"{problem}: running `{command}` first{where * (path == DEFAULT_UNET)}", flush=True)
     start = time.time()
-    load_01().main(argv + ["--device", args.device, "--data-dir", args.data_dir])
+    # a Ctrl-C in 01's epochs says what 03's user should do (01's own line says "continue with --resume")
+    load_01().main(argv + ["--device", args.device, "--data-dir", args.data_dir], how_to_continue=RESUME_HINT)
     return time.time() - start
 
 
