@@ -285,21 +285,25 @@ def test_resume_continues_exactly_on_a_jpeg_folder(script, tmp_path):
     assert (tmp_path / "resumed" / "config.json").read_text() == config
 
 
+class CtrlCAtCall:
+    """Stands in for 07's train_steps: call number `at` is a Ctrl-C, the others train."""
+
+    def __init__(self, train_steps, at):
+        self.train_steps, self.at, self.calls = train_steps, at, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.train_steps(*args)
+
+
 def test_ctrl_c_says_what_was_saved(script, tmp_path, monkeypatch, capsys):
     """Before the first save step there is nothing to resume; after it, --resume continues from its step."""
     m = script(SCRIPT)
-    real_train_steps, calls = m.train_steps, []
-
-    def ctrl_c_at_call(at):
-        def train_steps(*args):
-            calls.append(1)
-            if len(calls) == at:
-                raise KeyboardInterrupt
-            return real_train_steps(*args)
-        return train_steps
+    real_train_steps = m.train_steps
     for at, note in [(1, "nothing was saved: start the same command again"), (2, "step 2 is saved in")]:
-        calls.clear()
-        monkeypatch.setattr(m, "train_steps", ctrl_c_at_call(at))
+        monkeypatch.setattr(m, "train_steps", CtrlCAtCall(real_train_steps, at))
         with pytest.raises(SystemExit) as stop:
             m.main(["--dry-run", "--out-dir", str(tmp_path / f"out{at}"), "--device", "cpu"])
         assert stop.value.code == 130 and note in capsys.readouterr().err
