@@ -62,7 +62,7 @@ N_PAIRS = 5
 # batch 32 at lr 2e-3 gives 4× more steps for the same compute (at batch 128 the samples stay noise)
 QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_1=1e-3, beta_T=0.2,
              batch_size=32, lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, merge_ts=[20, 50, 75, 99], n_val=200)
-DRY_RUN = dict(n_train=None, hidden=8, epochs=2, regressor_epochs=2, T=10, batch_size=32, sample_epochs=[2],
+DRY_RUN = dict(hidden=8, epochs=2, regressor_epochs=2, T=10, batch_size=32, sample_epochs=[2],
                n_grid=8, n_samples=20, merge_ts=[2, 5, 8, 9], per_age=3, n_val=8, eval_batch=100)
 FACES_MATCH = ("hidden", "T", "image_channels")   # settings a --resume must share with both checkpoints
 

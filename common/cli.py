@@ -184,8 +184,6 @@ def preset_flags(preset):
 
 
 def flag_value(value):
-    if value is None:
-        return "unset"
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 

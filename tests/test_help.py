@@ -43,3 +43,23 @@ def test_help_documents_every_flag_and_never_says_default_none_or_false(name, ca
 def test_the_undocumented_flag_check_finds_one():
     text = "options:\n  -h, --help  show this\n  --seed SEED\n  --device DEVICE       auto, cpu\n"
     assert _undocumented_flags(text) == ["--seed"]
+
+
+def _preset_argv(text, preset):
+    """The flags --help lists for a preset ('--quick means: --epochs 2 --T 100.'), as an argv."""
+    flat = " ".join(text.split())
+    listed = re.search(rf"--{preset} means: (.*?)\.(?: --dry-run means:|$)", flat)
+    return listed.group(1).split()
+
+
+@pytest.mark.parametrize("preset", ["quick", "dry-run"])
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_lists_each_preset_as_flags_that_reproduce_it(name, preset, capsys):
+    """A student who copies the flags --help lists for --quick (or --dry-run) gets the same settings."""
+    parse = __import__("conftest").load_script(name).parse_args
+    argv = _preset_argv(_help(parse, capsys), preset)
+    with_preset, from_listed_flags = vars(parse([f"--{preset}"])), vars(parse(argv))
+    for differs in (preset.replace("-", "_"), "gan_dir"):   # 05's dry run also ignores the default --gan-dir,
+        with_preset.pop(differs, None)                       # which its --gan-dir help says
+        from_listed_flags.pop(differs, None)
+    assert from_listed_flags == with_preset
