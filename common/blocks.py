@@ -3,6 +3,7 @@
 Every op is a layer followed by BatchNorm and GELU, except FC (Linear + GELU) and
 Flatten (average pooling + GELU). Shapes below use B = batch, H×W = resolution.
 """
+import torch
 import torch.nn as nn
 
 
@@ -113,7 +114,7 @@ class UpBlock(nn.Module):
 
 
 class FCBlock(nn.Module):
-    """FC followed by a Linear layer: (B, F_in) -> (B, F_out). Embeds t (or a class vector)."""
+    """FC followed by a Linear layer: (B, F_in) -> (B, F_out). Embeds a class vector (or t: TimeFCBlock)."""
 
     def __init__(self, in_features, out_features):
         super().__init__()
@@ -121,3 +122,18 @@ class FCBlock(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class TimeFCBlock(FCBlock):
+    """FCBlock(1, F) of the time input t/T: (B,) -> (B, F), always in float32.
+
+    Under CUDA's bf16 autocast the first Linear would round t/T to 8 significant bits: at T = 1000 only
+    about 500 of the 1,000 timesteps would stay distinct (t = 997 and 998 get one input), at T = 300 about
+    280. So this block leaves autocast; it is (B, 1) -> (B, F), a negligible cost."""
+
+    def __init__(self, out_features):
+        super().__init__(1, out_features)
+
+    def forward(self, t_frac):
+        with torch.autocast(t_frac.device.type, enabled=False):
+            return super().forward(t_frac.reshape(-1, 1).float())

@@ -90,7 +90,8 @@ def ddpm_sample_from(model, xt, t_start, sched, generator=None, clip_x0=False, s
 def cfg_eps(model, xt, t_frac, c, w):
     """Handout D Algorithm 4, lines 11–13, with both predictions in ONE batched forward pass.
 
-    c: (B, K) one-hot; w: guidance scale γ, a float or a (B,) tensor (one γ per sample).
+    c: (B, K) one-hot; w: guidance scale γ, a float or a (B,) tensor (one γ per sample). γ is Handout D's:
+    0 is unconditional, 1 conditional; Ho & Salimans's w (ε̃ = (1 + w) ε_cond − w ε_uncond) is γ − 1.
     """
     B = len(xt)
     keep = torch.cat([torch.ones(B, device=xt.device), torch.zeros(B, device=xt.device)])

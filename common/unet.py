@@ -8,7 +8,7 @@ since Flatten/Unflatten follow `image_size`.
 import torch
 import torch.nn as nn
 
-from .blocks import ConvBlock, DownBlock, Flatten, FCBlock, Unflatten, UpBlock
+from .blocks import ConvBlock, DownBlock, Flatten, FCBlock, TimeFCBlock, Unflatten, UpBlock
 
 
 class DenoisingUNet(nn.Module):
@@ -29,12 +29,11 @@ class DenoisingUNet(nn.Module):
         self.conv_out = ConvBlock(2 * D, D)
         self.final = nn.Conv2d(D, in_channels, 3, padding=1)
         # time t/T enters through two FCBlocks, added to the unflatten and up1 outputs
-        self.fc1_t = FCBlock(1, 2 * D)
-        self.fc2_t = FCBlock(1, D)
+        self.fc1_t = TimeFCBlock(2 * D)
+        self.fc2_t = TimeFCBlock(D)
 
     def forward(self, x, t_frac):
         """x: (B, C, H, W) noisy images; t_frac: (B,) timesteps t already divided by T."""
-        t_frac = t_frac.reshape(-1, 1).to(x.dtype)
         t1 = self.fc1_t(t_frac)[:, :, None, None]   # (B, 2D, 1, 1)
         t2 = self.fc2_t(t_frac)[:, :, None, None]   # (B, D, 1, 1)
         return self.decode(x, t1, t2, c1=1.0, c2=1.0)
@@ -69,7 +68,6 @@ class ConditionalDenoisingUNet(DenoisingUNet):
 
     def forward(self, x, t_frac, c, mask=None):
         """x: (B, C, H, W); t_frac: (B,) = t/T; c: (B, K) one-hot; mask: (B,) 1 = keep, 0 = drop."""
-        t_frac = t_frac.reshape(-1, 1).to(x.dtype)
         c = c.to(x.dtype)
         if mask is not None:
             c = c * mask.reshape(-1, 1).to(x.dtype)   # dropped label -> zero vector
@@ -94,12 +92,12 @@ class TimeConditionedEncoder(nn.Module):
         self.down1 = DownBlock(D, D)
         self.down2 = DownBlock(D, 2 * D)
         self.flatten = Flatten(S)
-        self.fc_t = FCBlock(1, 2 * D)
+        self.fc_t = TimeFCBlock(2 * D)
         self.head = nn.Sequential(nn.Linear(2 * D, 2 * D), nn.GELU(), nn.Linear(2 * D, out_features))
 
     def forward(self, x, t_frac):
         """x: (B, C, H, W); t_frac: (B,) = t/T. Returns (B, out_features)."""
         h = self.down2(self.down1(self.conv_in(x)))   # (B, 2D, H/4, W/4)
         h = self.flatten(h).flatten(1)                # (B, 2D)
-        h = h + self.fc_t(t_frac.reshape(-1, 1).to(x.dtype))
+        h = h + self.fc_t(t_frac)
         return self.head(h)

@@ -16,7 +16,7 @@ This is a deliberately plain UNet (no ResNet blocks or attention, unlike the sta
 import torch
 import torch.nn as nn
 
-from .blocks import ConvBlock, DownBlock, FCBlock, UpBlock
+from .blocks import ConvBlock, DownBlock, TimeFCBlock, UpBlock
 
 
 class MultiResUNet(nn.Module):
@@ -37,8 +37,8 @@ class MultiResUNet(nn.Module):
         self.conv_out = ConvBlock(2 * widths[0], widths[0])
         self.final = nn.Conv2d(widths[0], in_channels, 3, padding=1)
         # time t/T -> one embedding per level and side (added to the feature map of that level)
-        self.time_down = nn.ModuleList(FCBlock(1, w) for w in widths)
-        self.time_up = nn.ModuleList(FCBlock(1, w) for w in widths)
+        self.time_down = nn.ModuleList(TimeFCBlock(w) for w in widths)
+        self.time_up = nn.ModuleList(TimeFCBlock(w) for w in widths)
 
     def check_size(self, height, width):
         factor = 2 ** (self.levels - 1)
@@ -48,7 +48,6 @@ class MultiResUNet(nn.Module):
     def forward(self, x, t_frac):
         """x: (B, C, H, W) noisy images; t_frac: (B,) timesteps t already divided by T. Returns (B, C, H, W)."""
         self.check_size(*x.shape[-2:])
-        t_frac = t_frac.reshape(-1, 1).to(x.dtype)                              # (B, 1)
         emb_down = [fc(t_frac)[:, :, None, None] for fc in self.time_down]      # level i: (B, w_i, 1, 1)
         emb_up = [fc(t_frac)[:, :, None, None] for fc in self.time_up]
         # encoder, keeping every level's output for the skip connections

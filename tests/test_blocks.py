@@ -4,9 +4,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.blocks import (FC, Conv, ConvBlock, DownBlock, DownConv, Flatten, FCBlock, Unflatten,
+from common.blocks import (FC, Conv, ConvBlock, DownBlock, DownConv, Flatten, FCBlock, TimeFCBlock, Unflatten,
                            UpBlock, UpConv)
 from common.unet import ConditionalDenoisingUNet, DenoisingUNet, TimeConditionedEncoder
+from common.unet_multires import MultiResUNet
 
 
 @pytest.mark.parametrize("block, x_shape, y_shape", [
@@ -169,3 +170,31 @@ def test_time_conditioned_encoder_time_input_matters():
     model = TimeConditionedEncoder(hidden=8, out_features=10).eval()
     x = torch.randn(2, 1, 28, 28)
     assert not torch.allclose(model(x, torch.full((2,), 0.1)), model(x, torch.full((2,), 0.9)))
+
+
+def _bf16(fn, *args):
+    """fn(*args) under bf16 autocast, as the CUDA path runs it (CPU autocast rounds the same way)."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn(*args)
+
+
+def test_time_fcblock_keeps_t_over_T_in_float32_under_autocast():
+    torch.manual_seed(0)
+    block = TimeFCBlock(16)
+    t_frac = torch.arange(1, 1001) / 1000
+    assert torch.equal(_bf16(block, t_frac), block(t_frac))     # the same numbers as without autocast
+    # what it avoids: a plain FCBlock under bf16 autocast rounds t/T, so about half of T = 1000 timesteps collide
+    assert len(torch.unique(_bf16(FCBlock(1, 16), t_frac[:, None]), dim=0)) < 600
+
+
+@pytest.mark.parametrize("model, cond", [
+    (DenoisingUNet(hidden=8), ()),
+    (ConditionalDenoisingUNet(hidden=8), (torch.eye(10)[[3, 3]],)),
+    (MultiResUNet(in_channels=1, dim=8, dim_mults=(1, 2)), ()),
+])
+def test_networks_tell_neighbouring_timesteps_apart_under_bf16_autocast(model, cond):
+    """T = 1000: t = 997 and 998 round to one bf16 value; the networks must still see two timesteps."""
+    model.eval()
+    x = torch.randn(1, 1, 28, 28).expand(2, -1, -1, -1)
+    out = _bf16(model, x, torch.tensor([0.997, 0.998]), *cond)
+    assert not torch.equal(out[0], out[1])
