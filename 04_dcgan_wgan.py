@@ -14,7 +14,9 @@
     2017; the handouts give no lr), every critic parameter clipped to [−c, c] after each critic
     step (c = 0.01), 5 critic steps per G step (Handout B 1(b)).
 (c) Samples of both, side by side, and their FD-judge and FID against the 10,000 Fashion-MNIST
-    test images. FID needs the FID Inception weights: `python -m common.inception_weights` fetches
+    test images. These come from the last epoch. Handout B keeps the epoch of lowest G loss, but a low
+    G loss means a weak D, not good samples (its own "best" DCGAN epoch is 3 of 100); metrics.json names
+    that epoch per model (lowest_g_loss_epoch), and its grid is samples_<model>_epoch_<E>.png. FID needs the FID Inception weights: `python -m common.inception_weights` fetches
     them once, or pass --inception-weights PATH (without them the FID column says n/a).
 Runtime: full configuration (30 epochs, width 128): minutes on a GPU, hours on a CPU. --quick
 (3 epochs, width 64): 8.7 CPU-minutes in one thread, measured as 20 min wall on a 2-core CPU
@@ -76,6 +78,12 @@ def sweep_names(args):
             for c in sorted(args.clip_sweep or [])]
 
 
+def lowest_g_loss_epoch(history):
+    """Handout B 1(a)'s "best" epoch: "saved based on the lowest generator loss" (the epoch's mean G loss)."""
+    means = [sum(g) / len(g) for g in history["g"]]
+    return 1 + means.index(min(means))
+
+
 def evaluate(args, runs, samples, judge, x_test, device):
     """(c) FD-judge (and FID) of every run's samples vs the test set; diversity of the test set itself."""
     metrics = metrics_header(args, judge, x_test)
@@ -83,6 +91,7 @@ def evaluate(args, runs, samples, judge, x_test, device):
         row = evaluate_samples(judge, samples[name], x_test, args, device)
         clip, epochs = (gan.cfg["clip"] if gan.cfg["loss"] == "wgan" else None), len(history["d"])
         metrics["models"][name] = dict(row, name=MODEL_NAMES.get(name, name), clip=clip, epochs_trained=epochs,
+                                       lowest_g_loss_epoch=lowest_g_loss_epoch(history),
                                        train_seconds=round(sum(history["seconds"]), 1))
     metrics["clip_sweep"] = [dict(clip=c, **{k: metrics["models"][name][k] for k in ("fd_judge", "fid")})
                              for c, name in sweep_names(args)]
@@ -116,6 +125,8 @@ def print_table(metrics):
         print(f"| {label} | {m['epochs_trained']} | {m['fd_judge']:.2f} | {fid} | {m['judge_diversity']:.2f} |")
     print(f"| real test images | | | | {metrics['real_test']['judge_diversity']:.2f} |")
     print(f"FID: {metrics['fid_note']}")
+    lowest = ", ".join(f"{m['name']} {m['lowest_g_loss_epoch']}" for m in metrics["models"].values())
+    print(f"Handout B's \"best\" epoch, the lowest mean G loss: {lowest} (its grid: samples_<model>_epoch_<E>.png)")
 
 
 def main(argv=None):

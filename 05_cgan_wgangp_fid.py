@@ -61,6 +61,9 @@ GAN_DIR = "results/04_dcgan_wgan"
 MODELS = ("dcgan", "wgan", "wgangp", "cgan")  # the table's rows; dcgan and wgan come from 04 if possible
 # this script's own models first: 04 may still be writing its checkpoints while these train
 TRAIN_ORDER = ("wgangp", "cgan", "dcgan", "wgan")
+# the flags of 04 that change a reused model (--seed only draws another one of the same recipe)
+REUSE_SETTINGS = {"dcgan": ("width", "epochs", "lr", "batch_size", "z_dim", "small", "dropout", "g_loss"),
+                  "wgan": ("width", "epochs", "lr", "batch_size", "z_dim", "small", "dropout", "clip", "n_critic")}
 
 
 def parse_args(argv):
@@ -111,12 +114,12 @@ def reuse_or_train(name, args, x, y, out, device, z_fixed, trained_here):
 
 
 def reuse_notes(name, cfg, history, args):
-    """One line each: a reused 04 run that is unfinished, or whose width / epochs / lr are not this run's flags."""
+    """One line each: a reused 04 run that is unfinished, or trained with settings other than this run's flags."""
     notes, done = [], len(history["d"])
     if done < cfg["epochs"]:
         notes.append(f"04's {name} has {done} of {cfg['epochs']} epochs: its row is that model; "
                      f"rerun 05 when 04 is done")
-    differ = differing_settings(cfg, gan_config(name, args), ("width", "epochs", "lr"))
+    differ = differing_settings(cfg, gan_config(name, args), REUSE_SETTINGS[name])
     if differ:
         there = ", ".join(f"{setting(key, saved)} (this run: {new})" for key, saved, new in differ)
         notes.append(f"04's {name} was trained with {there}: its row is that model, not one with this run's flags")

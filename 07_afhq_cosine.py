@@ -18,6 +18,8 @@ Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
 training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
 statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
+The FID resizes as clean-fid does, as the handout's starter code (PIL's bicubic on 8-bit images), not
+as pytorch-fid (bilinear) like 01, 04 and 05, so the two kinds of FID are not comparable.
 Runtime: README.md.
 
 Writes to results/07_afhq_cosine/ (or --out-dir):
@@ -37,7 +39,7 @@ from common.afhq import CLASSES, load_afhq, synthetic_afhq
 from common.cli import HelpFormatter, add_sampler_flags, check_sampler_args, parse_with_presets, positive_int
 from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
-from common.frechet import frechet_distance
+from common.frechet import MIN_UNBIASED, frechet_distance
 from common.inception import InceptionFeatures
 from common.inception_weights import find_weights, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
@@ -72,10 +74,11 @@ def parse_args(argv):
     p.add_argument("--train-steps", type=positive_int, default=10000, help="optimiser steps")
     p.add_argument("--save-and-sample-every", type=positive_int, default=1000,
                    help="steps between checkpoint, sample grid and (with --fid) FID")
-    p.add_argument("--fid", action="store_true", help="FID vs the training images at every save step")
+    p.add_argument("--fid", action="store_true",
+                   help="FID (clean-fid's resize) vs the training images at every save step")
     p.add_argument("--inception-weights", default=None,
                    help="the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
-    p.add_argument("--n-samples", type=positive_int, default=512, help="samples for FID and samples.npz")
+    p.add_argument("--n-samples", type=positive_int, default=512, help="samples for FID and samples.npz (FID is biased upwards below 2,048)")
     p.add_argument("--n-vis", type=positive_int, default=8, help="images in the forward/backward figures")
     p.add_argument("--eval-batch", type=positive_int, default=256, help="samples drawn per batch")
     add_sampler_flags(p)
@@ -197,7 +200,11 @@ def diffusion_figures(model, sched, x_train, args, out):
 def fid_reference(x_train, args, device):
     """The FID Inception network and its feature statistics (μ, Σ) of all training images, computed
     once before training (common/fid.py's compute_fid would recompute them at every save step)."""
-    extractor = InceptionFeatures(device, args.inception_weights)
+    # Handout E §7: "We use clean-fid package to easily compute the FID score": its resize (common/inception.py)
+    extractor = InceptionFeatures(device, args.inception_weights, resize="clean-fid")
+    if args.n_samples < MIN_UNBIASED:
+        print(f"note: FID of {args.n_samples:,} samples (--n-samples) is biased upwards (fewer than "
+              f"{MIN_UNBIASED:,}, the feature dimension): compare values only at the same sample count")
     return extractor, extractor.stats(x_train).mean_cov()
 
 
@@ -213,7 +220,8 @@ def write_fid_outputs(history, n_train, out):
               + [[h["step"], f"{h['fid']:.4f}", h["n_samples"], n_train] for h in history], out / "fid.csv")
     save_line_plot([h["step"] for h in history], {"FID": [h["fid"] for h in history]}, out / "fid.png",
                    xlabel="training step", ylabel="FID",
-                   title=f"FID of {history[-1]['n_samples']:,} samples vs {n_train:,} training images")
+                   title=f"FID (clean-fid resize) of {history[-1]['n_samples']:,} samples "
+                         f"vs {n_train:,} training images")
 
 
 def milestone(model, sched, x_train, args, out, state, device, fid_ref):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import from_uint8, load_dataset
-from .frechet import frechet_distance
+from .frechet import MIN_UNBIASED, frechet_distance
 from .inception import InceptionFeatures, real_stats
 from .inception_weights import FID_WEIGHTS_FILE, find_weights, where_to_put_weights
 from .judge import DATASETS, get_judge
@@ -27,7 +27,6 @@ from .cli import HelpFormatter, positive_int
 from .utils import fail, interruptible, resolve_device
 
 DATASET_SIDES = [f"{name}-{split}" for name in DATASETS for split in ("test", "train")]
-MIN_UNBIASED = 2048  # fewer samples than feature dimensions: the FID estimate is biased upwards
 
 
 def parse_args(argv=None):

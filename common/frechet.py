@@ -15,6 +15,8 @@ rank-deficient covariances (fewer samples than feature dimensions) stay finite.
 import numpy as np
 import torch
 
+MIN_UNBIASED = 2048  # fewer samples than the Inception feature dimension: the FID estimate is biased upwards
+
 
 def _as_float64(a):
     """numpy array or tensor (any device) -> float64 CPU tensor."""

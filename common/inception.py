@@ -9,7 +9,10 @@ no aux head, plus the TF graph's pooling quirks:
     (count_include_pad=False: TF does not count the zero padding),
   - Mixed_7c's pool branch is a 3x3 *max* pool.
 Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 299 x 299
-(align_corners=False, no antialias), values in [-1, 1].
+(align_corners=False, no antialias), values in [-1, 1]. Or, with resize="clean-fid", as clean-fid
+(Parmar et al. 2022, https://arxiv.org/abs/2104.11222), which Handout E §7 uses: 8-bit images, each
+channel resized as PIL's bicubic does (on 32 x 32 random pixels, 10 of 255 grey levels from bilinear on average).
+clean-fid runs NVIDIA's export of the same 2015-12-05 graph; here it is pytorch-fid's port.
 
 Where the weights file is looked up: common/inception_weights.py. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
 10,000 images take about 20 minutes on a 2-core CPU (8 images/s, BENCHMARKS.md) and seconds on a GPU;
@@ -90,14 +93,29 @@ class FIDInceptionV3(Inception3):
         return torch.flatten(self.avgpool(x), 1)  # (N, 2048)
 
 
-def to_inception_input(x):
-    """(N, 1 or 3, H, W) in [-1, 1] -> (N, 3, 299, 299): bilinear, align_corners=False, no antialias.
+RESIZES = ("pytorch-fid", "clean-fid")
 
-    pytorch-fid resizes [0, 1] images, then maps them to [-1, 1]; bilinear weights sum to 1,
-    so resizing the [-1, 1] images directly gives the same tensor.
+
+def to_inception_input(x, resize="pytorch-fid"):
+    """(N, 1 or 3, H, W) in [-1, 1] -> (N, 3, 299, 299), resized as `resize` does (one of RESIZES).
+
+    pytorch-fid: bilinear, align_corners=False, no antialias. It resizes [0, 1] images, then maps them
+    to [-1, 1]; bilinear weights sum to 1, so resizing the [-1, 1] images directly gives the same tensor.
     """
-    x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=False)
+    if resize == "clean-fid":
+        x = clean_fid_resize(x)
+    else:
+        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=False)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+def clean_fid_resize(x):
+    """clean-fid's "clean" resize: [-1, 1] -> 8-bit grey levels 0..255 (as its PNG files hold them) -> each
+    channel resized to 299 x 299 by PIL's bicubic filter on floats, clipped to 0..255 -> back to [-1, 1].
+    torch's antialiased bicubic is PIL's filter (a = -0.5): equal to 5e-4 of a level (tests/test_inception.py)."""
+    levels = ((x.float().clamp(-1, 1) + 1) * 127.5).round()
+    levels = F.interpolate(levels, size=(299, 299), mode="bicubic", align_corners=False, antialias=True)
+    return levels.clamp(0, 255) / 127.5 - 1
 
 
 def load_fid_inception(path=None, device="cpu"):
@@ -119,10 +137,11 @@ def load_fid_inception(path=None, device="cpu"):
 class InceptionFeatures:
     """Images in [-1, 1], (N, 1, H, W) on any device -> FID Inception features, in fp32 batches on `device`."""
 
-    name = "inception"
-
-    def __init__(self, device="cpu", weights=None, batch_size=None, net=None, quiet=False):
-        self.device, self.quiet = torch.device(device), quiet
+    def __init__(self, device="cpu", weights=None, batch_size=None, net=None, quiet=False, resize="pytorch-fid"):
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
+        self.device, self.quiet, self.resize = torch.device(device), quiet, resize
+        self.name = "inception" if resize == "pytorch-fid" else f"inception-{resize}"   # names cached statistics
         self.net = net if net is not None else load_fid_inception(weights, self.device)
         # on CPU small batches run faster (16: 1.1-1.2x the images/s of 50, BENCHMARKS.md)
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 16)
@@ -134,7 +153,7 @@ class InceptionFeatures:
         show = self.device.type == "cpu" and not self.quiet                  # a GPU is done in seconds
         progress = Progress(total, prefix="inception features") if show else None
         for step, start in enumerate(range(0, len(x), self.batch_size), 1):
-            xb = to_inception_input(x[start:start + self.batch_size].to(self.device))
+            xb = to_inception_input(x[start:start + self.batch_size].to(self.device), self.resize)
             yield self.net(xb.contiguous(memory_format=memory_format(self.device))).float()
             if progress is not None:
                 progress.update(step, len(xb))

@@ -43,6 +43,11 @@ def test_04_dry_run_writes_every_file(run04):
         assert_png(out / f"{name}.png")
     assert_npz(out / "samples_dcgan.npz", 64)
     assert_npz(out / "samples_wgan.npz", 64)
+    rows = list(csv.DictReader((out / "losses.csv").open()))
+    for name in ["dcgan", "wgan"]:   # Handout B's "best" epoch, recomputed from losses.csv
+        g = {e: np.mean([float(r["g_loss"]) for r in rows if (r["model"], r["epoch"]) == (name, e) and r["g_loss"]])
+             for e in ("1", "2")}
+        assert metrics["models"][name]["lowest_g_loss_epoch"] == int(min(g, key=g.get))
     for name in ["dcgan", "wgan", "wgan_clip0.1"]:  # the sweep's c = 0.01 is the main WGAN
         state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
         assert {"G", "D", "opt_G", "opt_D", "epoch", "history", "cfg"} <= set(state) and state["epoch"] == 2
@@ -197,6 +202,19 @@ def test_05_notes_an_unfinished_04_run_with_other_flags(tmp_path, capsys):
     assert (row["epochs_trained"], row["epochs_planned"], row["width"]) == (1, 3, 12)
     assert "| DCGAN | 1 of 3 | 12 |" in (out / "fid_table.md").read_text()
     assert json.loads((out / "metrics.json").read_text())["models"]["wgan"]["notes"] == []  # trained here
+
+
+def test_05_notes_a_reused_wgan_trained_with_another_clip_and_n_critic():
+    from conftest import load_script
+    from common.gan_runs import gan_config
+    m05 = load_script("05_cgan_wgangp_fid.py")
+    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--clip", "0.05", "--n-critic", "3"])
+    args05 = m05.parse_args(["--dry-run"])
+    history = {"d": [[0.0], [0.0]]}
+    notes = m05.reuse_notes("wgan", gan_config("wgan", args04), history, args05)
+    assert notes == ["04's wgan was trained with --clip 0.05 (this run: 0.01), --n-critic 3 (this run: 2): "
+                     "its row is that model, not one with this run's flags"]
+    assert m05.reuse_notes("dcgan", gan_config("dcgan", args04), history, args05) == []   # no clip in a DCGAN
 
 
 @pytest.mark.parametrize("script, bad", [

@@ -111,6 +111,25 @@ def test_resize_is_bilinear_with_half_pixel_centres():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_clean_fid_resize_is_pils_bicubic_on_8_bit_levels():
+    """Oracle: clean-fid's own recipe, PIL's BICUBIC resize of each channel as a float ('F') image, clipped."""
+    from PIL import Image
+    levels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float()
+    x = levels / 127.5 - 1 + 0.003          # off by less than half a grey level: quantised away
+    expected = torch.tensor(np.stack([[np.asarray(Image.fromarray(channel.numpy(), mode="F").resize(
+        (299, 299), Image.BICUBIC)).clip(0, 255) for channel in image] for image in levels]))
+    got = to_inception_input(x, resize="clean-fid")
+    torch.testing.assert_close(got, expected / 127.5 - 1, atol=1e-5, rtol=0)
+    assert (to_inception_input(x) - got).abs().max() > 0.1      # pytorch-fid's bilinear is another resize
+
+
+def test_clean_fid_statistics_are_cached_under_their_own_name(net):
+    assert InceptionFeatures(net=net).name == "inception"
+    assert InceptionFeatures(net=net, resize="clean-fid").name == "inception-clean-fid"
+    with pytest.raises(ValueError, match="resize must be one of"):
+        InceptionFeatures(net=net, resize="bicubic")
+
+
 def test_random_network_maps_mnist_sized_images_to_2048_features_deterministically(net):
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     f1 = InceptionFeatures(net=net, batch_size=1)(x)  # two batches of one
