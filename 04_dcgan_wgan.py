@@ -15,9 +15,11 @@
     step (c = 0.01), 5 critic steps per G step (Handout B 1(b)).
 (c) Samples of both, side by side, and their FD-judge and FID against the 10,000 Fashion-MNIST
     test images. These come from the last epoch. Handout B keeps the epoch of lowest G loss, but a low
-    G loss means a weak D, not good samples (its own "best" DCGAN epoch is 3 of 100); metrics.json names
-    that epoch per model (lowest_g_loss_epoch), and its grid is samples_<model>_epoch_<E>.png. FID needs the FID Inception weights: `python -m common.inception_weights` fetches
-    them once, or pass --inception-weights PATH (without them the FID column says n/a).
+    G loss says G fools the current D, which is easiest while D is weak (Handout B's "best" DCGAN
+    epoch is 3 of 100); metrics.json names that epoch per model (lowest_g_loss_epoch), and the script
+    prints the name of its grid, samples_<model>_epoch_<EEE>.png. FID needs the FID Inception weights:
+    `python -m common.inception_weights` fetches them once, or pass --inception-weights PATH (without
+    them the FID column says n/a).
 Runtime: full configuration (30 epochs, width 128): minutes on a GPU, hours on a CPU. --quick
 (3 epochs, width 64): 8.7 CPU-minutes in one thread, measured as 20 min wall on a 2-core CPU
 shared with other jobs (an upper bound); FD-judge then DCGAN ≈ 131, WGAN ≈ 230.
@@ -79,9 +81,10 @@ def sweep_names(args):
 
 
 def lowest_g_loss_epoch(history):
-    """Handout B 1(a)'s "best" epoch: "saved based on the lowest generator loss" (the epoch's mean G loss)."""
-    means = [sum(g) / len(g) for g in history["g"]]
-    return 1 + means.index(min(means))
+    """Handout B 1(a)'s "best" epoch: "saved based on the lowest generator loss" (the epoch's mean G loss).
+    An epoch of fewer batches than --n-critic has no G step and no G loss; None if no epoch has one."""
+    means = {epoch: sum(g) / len(g) for epoch, g in enumerate(history["g"], start=1) if g}
+    return min(means, key=means.get) if means else None
 
 
 def evaluate(args, runs, samples, judge, x_test, device):
@@ -125,8 +128,10 @@ def print_table(metrics):
         print(f"| {label} | {m['epochs_trained']} | {m['fd_judge']:.2f} | {fid} | {m['judge_diversity']:.2f} |")
     print(f"| real test images | | | | {metrics['real_test']['judge_diversity']:.2f} |")
     print(f"FID: {metrics['fid_note']}")
-    lowest = ", ".join(f"{m['name']} {m['lowest_g_loss_epoch']}" for m in metrics["models"].values())
-    print(f"Handout B's \"best\" epoch, the lowest mean G loss: {lowest} (its grid: samples_<model>_epoch_<E>.png)")
+    print("Handout B's \"best\" epoch, the one of lowest mean G loss, and its grid:")
+    for name, m in metrics["models"].items():
+        epoch = m["lowest_g_loss_epoch"]
+        print(f"  {m['name']}: " + (f"epoch {epoch}, samples_{name}_epoch_{epoch:03d}.png" if epoch else "no G step"))
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples sam
 training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
 statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
 The FID resizes as clean-fid does, as the handout's starter code (PIL's bicubic on 8-bit images), not
-as pytorch-fid (bilinear) like 01, 04 and 05, so the two kinds of FID are not comparable.
+as pytorch-fid (bilinear) like 04 and 05, so the two kinds of FID are not comparable.
 Runtime: README.md.
 
 Writes to results/07_afhq_cosine/ (or --out-dir):
@@ -78,7 +78,8 @@ def parse_args(argv):
                    help="FID (clean-fid's resize) vs the training images at every save step")
     p.add_argument("--inception-weights", default=None,
                    help="the FID Inception weights file (default: $FID_INCEPTION_WEIGHTS, else torch's hub cache)")
-    p.add_argument("--n-samples", type=positive_int, default=512, help="samples for FID and samples.npz (FID is biased upwards below 2,048)")
+    p.add_argument("--n-samples", type=positive_int, default=512,
+                   help="samples for FID and samples.npz (the FID is strongly biased below 2,048)")
     p.add_argument("--n-vis", type=positive_int, default=8, help="images in the forward/backward figures")
     p.add_argument("--eval-batch", type=positive_int, default=256, help="samples drawn per batch")
     add_sampler_flags(p)
@@ -203,7 +204,7 @@ def fid_reference(x_train, args, device):
     # Handout E §7: "We use clean-fid package to easily compute the FID score": its resize (common/inception.py)
     extractor = InceptionFeatures(device, args.inception_weights, resize="clean-fid")
     if args.n_samples < MIN_UNBIASED:
-        print(f"note: FID of {args.n_samples:,} samples (--n-samples) is biased upwards (fewer than "
+        print(f"note: FID of {args.n_samples:,} samples (--n-samples) is strongly biased upwards (fewer than "
               f"{MIN_UNBIASED:,}, the feature dimension): compare values only at the same sample count")
     return extractor, extractor.stats(x_train).mean_cov()
 

@@ -129,7 +129,8 @@ class TimeFCBlock(FCBlock):
 
     Under CUDA's bf16 autocast the first Linear would round t/T to 8 significant bits: at T = 1000 only
     about 500 of the 1,000 timesteps would stay distinct (t = 997 and 998 get one input), at T = 300 about
-    280. So this block leaves autocast; it is (B, 1) -> (B, F), a negligible cost."""
+    280. So this block leaves autocast; it is (B, 1) -> (B, F), a negligible cost. A bf16 feature map plus
+    this float32 embedding is float32 (type promotion) until the next convolution casts it back to bf16."""
 
     def __init__(self, out_features):
         super().__init__(1, out_features)

@@ -15,7 +15,10 @@ rank-deficient covariances (fewer samples than feature dimensions) stay finite.
 import numpy as np
 import torch
 
-MIN_UNBIASED = 2048  # fewer samples than the Inception feature dimension: the FID estimate is biased upwards
+# FID's estimate is biased upwards at every sample count N (about as 1/N, Chong & Forsyth 2020: compare only at
+# equal N), and
+# strongly below the Inception feature dimension, where the sample covariance is singular
+MIN_UNBIASED = 2048
 
 
 def _as_float64(a):

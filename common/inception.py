@@ -11,8 +11,9 @@ no aux head, plus the TF graph's pooling quirks:
 Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 299 x 299
 (align_corners=False, no antialias), values in [-1, 1]. Or, with resize="clean-fid", as clean-fid
 (Parmar et al. 2022, https://arxiv.org/abs/2104.11222), which Handout E §7 uses: 8-bit images, each
-channel resized as PIL's bicubic does (on 32 x 32 random pixels, 10 of 255 grey levels from bilinear on average).
-clean-fid runs NVIDIA's export of the same 2015-12-05 graph; here it is pytorch-fid's port.
+channel resized as PIL's bicubic does (on 32 x 32 random pixels, 10 of 255 grey levels from bilinear on
+average), grey level v fed as (v - 128) / 128. clean-fid runs NVIDIA's export of the same 2015-12-05
+graph; here it is pytorch-fid's port.
 
 Where the weights file is looked up: common/inception_weights.py. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
 10,000 images take about 20 minutes on a 2-core CPU (8 images/s, BENCHMARKS.md) and seconds on a GPU;
@@ -110,12 +111,14 @@ def to_inception_input(x, resize="pytorch-fid"):
 
 
 def clean_fid_resize(x):
-    """clean-fid's "clean" resize: [-1, 1] -> 8-bit grey levels 0..255 (as its PNG files hold them) -> each
-    channel resized to 299 x 299 by PIL's bicubic filter on floats, clipped to 0..255 -> back to [-1, 1].
-    torch's antialiased bicubic is PIL's filter (a = -0.5): equal to 5e-4 of a level (tests/test_inception.py)."""
+    """clean-fid's "clean" mode: [-1, 1] -> 8-bit grey levels v (assumed: Handout E does not show the call; image
+    files hold 8 bits, while clean-fid given a generator function does not round) -> each channel resized to
+    299 x 299 by PIL's bicubic filter on floats, clipped to 0..255 -> (v - 128) / 128, clean-fid's input scaling
+    (pytorch-fid's is v / 127.5 - 1). torch's antialiased bicubic is PIL's filter (a = -0.5): equal within
+    5e-4 of a grey level at 32 x 32 (tests/test_inception.py), within 1e-2 for sides from 28 to 1,024."""
     levels = ((x.float().clamp(-1, 1) + 1) * 127.5).round()
     levels = F.interpolate(levels, size=(299, 299), mode="bicubic", align_corners=False, antialias=True)
-    return levels.clamp(0, 255) / 127.5 - 1
+    return (levels.clamp(0, 255) - 128) / 128
 
 
 def load_fid_inception(path=None, device="cpu"):
@@ -141,7 +144,7 @@ class InceptionFeatures:
         if resize not in RESIZES:
             raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
         self.device, self.quiet, self.resize = torch.device(device), quiet, resize
-        self.name = "inception" if resize == "pytorch-fid" else f"inception-{resize}"   # names cached statistics
+        self.name = "inception" if resize == "pytorch-fid" else f"inception-{resize}"   # real_stats' cache names
         self.net = net if net is not None else load_fid_inception(weights, self.device)
         # on CPU small batches run faster (16: 1.1-1.2x the images/s of 50, BENCHMARKS.md)
         self.batch_size = batch_size or (200 if self.device.type == "cuda" else 16)

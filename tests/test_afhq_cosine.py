@@ -317,3 +317,18 @@ def test_bad_flags_are_errors(script, tmp_path):
         m.parse_args(["--data-class", "horse"])
     with pytest.raises(SystemExit, match="^error: no AFHQ folder"):
         m.main(["--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "out")] + TINY)
+
+
+def test_fid_reference_uses_clean_fids_resize_and_warns_of_a_small_sample(script, monkeypatch, capsys):
+    """Handout E §7 computes its FID with clean-fid: 07's Inception features take clean-fid's resize. A stand-in
+    network (2×2 average pooling of the resized images: 12 features) replaces the Inception weights."""
+    import common.inception as inception
+    m = script(SCRIPT)
+    monkeypatch.setattr(inception, "load_fid_inception", lambda path, device: nn.Sequential(
+        nn.AdaptiveAvgPool2d(2), nn.Flatten()))
+    args = m.parse_args(["--dry-run"])
+    x_train = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ref = m.fid_reference(x_train, args, torch.device("cpu"))
+    assert ref[0].resize == "clean-fid"
+    assert f"FID of {args.n_samples:,} samples (--n-samples) is strongly biased" in capsys.readouterr().out
+    assert m.fid_of_samples(x_train, ref) < 1e-6 < m.fid_of_samples(x_train * 0.5, ref)

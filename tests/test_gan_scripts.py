@@ -204,6 +204,14 @@ def test_05_notes_an_unfinished_04_run_with_other_flags(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["models"]["wgan"]["notes"] == []  # trained here
 
 
+def test_04_lowest_g_loss_epoch_is_handout_bs_best_epoch():
+    from conftest import load_script
+    lowest = load_script("04_dcgan_wgan.py").lowest_g_loss_epoch
+    assert lowest({"g": [[1.0, 1.2], [0.5, 0.9], [0.8, 0.6], [0.9]]}) == 2     # means 1.1, 0.7, 0.7, 0.9: the first
+    assert lowest({"g": [[], [0.4], [0.3, 0.7]]}) == 2                        # an epoch with no G step is skipped
+    assert lowest({"g": [[], []]}) is None
+
+
 def test_05_notes_a_reused_wgan_trained_with_another_clip_and_n_critic():
     from conftest import load_script
     from common.gan_runs import gan_config
@@ -215,6 +223,10 @@ def test_05_notes_a_reused_wgan_trained_with_another_clip_and_n_critic():
     assert notes == ["04's wgan was trained with --clip 0.05 (this run: 0.01), --n-critic 3 (this run: 2): "
                      "its row is that model, not one with this run's flags"]
     assert m05.reuse_notes("dcgan", gan_config("dcgan", args04), history, args05) == []   # no clip in a DCGAN
+    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--dropout", "0.5", "--g-loss", "minimax"])
+    assert m05.reuse_notes("dcgan", gan_config("dcgan", args04), history, args05) == [
+        "04's dcgan was trained with --dropout 0.5 (this run: 0.3), --g-loss minimax (this run: nonsaturating): "
+        "its row is that model, not one with this run's flags"]
 
 
 @pytest.mark.parametrize("script, bad", [

@@ -119,7 +119,7 @@ def test_clean_fid_resize_is_pils_bicubic_on_8_bit_levels():
     expected = torch.tensor(np.stack([[np.asarray(Image.fromarray(channel.numpy(), mode="F").resize(
         (299, 299), Image.BICUBIC)).clip(0, 255) for channel in image] for image in levels]))
     got = to_inception_input(x, resize="clean-fid")
-    torch.testing.assert_close(got, expected / 127.5 - 1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, (expected - 128) / 128, atol=1e-5, rtol=0)   # clean-fid's input scaling
     assert (to_inception_input(x) - got).abs().max() > 0.1      # pytorch-fid's bilinear is another resize
 
 
