@@ -83,7 +83,7 @@ def fit(net, x, y, device, epochs, batch_size=128, lr=3e-3, shift=2, flip=False)
     scaler, progress, step = make_grad_scaler(device), Progress(steps, prefix="judge", every=30), 0
     net.train()
     for epoch in range(1, epochs + 1):
-        start, total = time.time(), 0.0
+        start, total = time.time(), torch.zeros((), device=device)   # summed on the device: no sync per step
         for idx in batches(len(x), batch_size, device):
             xb = augment(x[idx], shift, flip) if shift or flip else x[idx]
             with autocast(device):  # cross-entropy -log p(y | x) of the true label
@@ -93,9 +93,9 @@ def fit(net, x, y, device, epochs, batch_size=128, lr=3e-3, shift=2, flip=False)
             scaler.step(opt)
             scaler.update()
             sched.step()
-            total, step = total + loss.item() * len(idx), step + 1
-            progress.update(step, len(idx), extra=f"loss {loss.item():.4f}")
-        print(f"judge epoch {epoch}/{epochs}  loss {total / len(x):.4f}  {time.time() - start:.0f}s", flush=True)
+            total, step = total + loss.detach().float() * len(idx), step + 1
+            progress.update(step, len(idx))
+        print(f"judge epoch {epoch}/{epochs}  loss {total.item() / len(x):.4f}  {time.time() - start:.0f}s", flush=True)
     return net.eval()
 
 
