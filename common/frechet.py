@@ -15,9 +15,8 @@ rank-deficient covariances (fewer samples than feature dimensions) stay finite.
 import numpy as np
 import torch
 
-# FID's estimate is biased upwards at every sample count N (about as 1/N, Chong & Forsyth 2020: compare only at
-# equal N), and
-# strongly below the Inception feature dimension, where the sample covariance is singular
+# FID's estimate is biased upwards at every sample count N (about as 1/N, Chong & Forsyth 2020: compare only
+# at equal N), and strongly below the Inception feature dimension, where the sample covariance is singular
 MIN_UNBIASED = 2048
 
 

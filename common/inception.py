@@ -111,11 +111,13 @@ def to_inception_input(x, resize="pytorch-fid"):
 
 
 def clean_fid_resize(x):
-    """clean-fid's "clean" mode: [-1, 1] -> 8-bit grey levels v (assumed: Handout E does not show the call; image
-    files hold 8 bits, while clean-fid given a generator function does not round) -> each channel resized to
-    299 x 299 by PIL's bicubic filter on floats, clipped to 0..255 -> (v - 128) / 128, clean-fid's input scaling
-    (pytorch-fid's is v / 127.5 - 1). torch's antialiased bicubic is PIL's filter (a = -0.5): equal within
-    5e-4 of a grey level at 32 x 32 (tests/test_inception.py), within 1e-2 for sides from 28 to 1,024."""
+    """clean-fid's "clean" mode, (N, C, H, W) in [-1, 1] -> (N, C, 299, 299):
+    1. round to 8-bit grey levels v (assumed: Handout E does not show its call; image files hold 8 bits,
+       while clean-fid given a generator function does not round);
+    2. resize each channel by PIL's bicubic filter on floats, clip to 0..255. torch's antialiased bicubic is
+       PIL's filter (a = -0.5): equal within 5e-4 of a grey level at 32 x 32 (tests/test_inception.py) and
+       within 1e-2 from 28 x 28 to 1024 x 1024 (measured once: 28, 32, 64, 300, 1024);
+    3. feed (v - 128) / 128, clean-fid's input scaling (pytorch-fid's is v / 127.5 - 1)."""
     levels = ((x.float().clamp(-1, 1) + 1) * 127.5).round()
     levels = F.interpolate(levels, size=(299, 299), mode="bicubic", align_corners=False, antialias=True)
     return (levels.clamp(0, 255) - 128) / 128
