@@ -32,7 +32,8 @@ Writes to results/05_cgan_wgangp_fid/ (or --out-dir):
     noise; cGAN: one row per class), checkpoint_<model>.pt (atomic; --resume continues bit-exactly on
     the CPU, closely on CUDA),
     cgan_classes.png (rows = the ten class names), wgangp_samples.png, samples_cgan.npz (`images`
-    uint8 N×28×28, `labels`), samples_wgangp.npz, fid_table.md, cgan_class_diversity.png, metrics.json.
+    uint8 N×28×28, `labels`), samples_wgangp.npz, samples_dcgan.npz, samples_wgan.npz (the table's
+    four rows, reused models included), fid_table.md, cgan_class_diversity.png, metrics.json.
 """
 from pathlib import Path
 
@@ -242,8 +243,8 @@ def main(argv=None):
     write_losses_csv(out / "losses.csv", {n: h for n, (_, h, source) in runs.items() if source == "trained here"})
     # --- (c) 10,000 samples per model (the cGAN: every class equally often, like the test set) ---
     samples, y_eval = draw_samples(args, runs, device)
-    save_samples_npz(out / "samples_cgan.npz", samples["cgan"], y_eval)
-    save_samples_npz(out / "samples_wgangp.npz", samples["wgangp"])
+    for name in MODELS:   # every row's samples, so that `python -m common.fid` can score any of them again
+        save_samples_npz(out / f"samples_{name}.npz", samples[name], y_eval if name == "cgan" else None)
     # --- metrics, table and figures ---
     judge = get_judge("fashion", args.data_dir, device, cache_dir="results/judge", dry_run=args.dry_run)
     metrics = evaluate(args, runs, samples, y_eval, judge, device)

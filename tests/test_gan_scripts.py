@@ -166,7 +166,8 @@ def test_05_dry_run_reuses_04_and_writes_every_file(run04, tmp_path, capsys):
         assert_png(tmp_path / f"{name}.png")
     assert not (tmp_path / "checkpoint_dcgan.pt").exists()  # reused, not retrained
     assert_npz(tmp_path / "samples_cgan.npz", 100, labels=True)
-    assert_npz(tmp_path / "samples_wgangp.npz", 100)
+    for name in ["wgangp", "dcgan", "wgan"]:   # the reused models' samples too: every row can be scored again
+        assert_npz(tmp_path / f"samples_{name}.npz", 100)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert list(saved["models"]) == ["dcgan", "wgan", "wgangp", "cgan"]
     assert saved["models"]["dcgan"]["source"].endswith("checkpoint_dcgan.pt")
