@@ -18,8 +18,8 @@ Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
 training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
 statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
-The FID resizes as clean-fid does, as the handout's starter code (PIL's bicubic on 8-bit images), not
-as pytorch-fid (bilinear) like 04 and 05, so the two kinds of FID are not comparable.
+The FID resizes as clean-fid's default mode does, as the handout's starter code does (PIL's bicubic; 8-bit
+input assumed), not as pytorch-fid (bilinear) like 04 and 05, so the two kinds of FID are not comparable.
 Runtime: README.md.
 
 Writes to results/07_afhq_cosine/ (or --out-dir):
