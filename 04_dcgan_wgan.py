@@ -143,11 +143,11 @@ def main(argv=None):
     x_test = load_data(args, device, train=False)[0]
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- train: (a) DCGAN, (b) WGAN, and the clipping sweep ---
-    check_batch_size(len(x_train), args.batch_size)
-    if args.resume:                          # every checkpoint is checked (one must exist) before config.json changes
-        check_resumable(out, planned_runs(args))
-        save_config(args, out)
     runs, planned = {}, planned_runs(args)
+    check_batch_size(len(x_train), args.batch_size, max(cfg["n_critic"] for cfg in planned.values()))
+    if args.resume:                          # every checkpoint is checked (one must exist) before config.json changes
+        check_resumable(out, planned)
+        save_config(args, out)
     for name, cfg in planned.items():
         print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
               f"{len(x_train):,} images on {device}, {cfg['epochs']} epochs ---", flush=True)

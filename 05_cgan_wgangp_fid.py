@@ -232,7 +232,7 @@ def main(argv=None):
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))  # the same z after every epoch
     # --- models: DCGAN and WGAN from 04 (or trained here), (a) cGAN, (b) WGAN-GP ---
     check_reusable(args)
-    check_batch_size(len(x_train), args.batch_size)
+    check_batch_size(len(x_train), args.batch_size, args.n_critic)   # WGAN and WGAN-GP take n_critic
     trained_here = [n for n in TRAIN_ORDER if reusable_checkpoint(n, args) is None]  # at least wgangp and cgan
     if args.resume:                          # every checkpoint is checked (one must exist) before config.json changes
         check_resumable(out, {n: gan_config(n, args) for n in trained_here})

@@ -57,10 +57,14 @@ def gan_config(kind, args):
                 batch_size=args.batch_size, seed=args.seed)
 
 
-def check_batch_size(n_images, batch_size):
-    """Every step takes a full batch (BatchNorm), so a batch larger than the data would train nothing."""
+def check_batch_size(n_images, batch_size, n_critic=1):
+    """Every step takes a full batch (BatchNorm), so a batch larger than the data would train nothing, and
+    G steps once per n_critic batches, so an epoch of fewer batches would never update G."""
     if n_images < batch_size:
         fail(f"--batch-size {batch_size} is more than the {n_images:,} training images: no full batch to train on")
+    if n_images // batch_size < n_critic:
+        fail(f"--n-critic {n_critic} is more than the {n_images // batch_size} full batches of an epoch: "
+             f"G would never be updated; lower --n-critic or --batch-size")
 
 
 def build_gan(cfg, device):

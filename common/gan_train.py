@@ -122,7 +122,7 @@ def train_gan(name, cfg, x, y, out, device, z_fixed, resume=False, others=()):
     `others`: the names of the other runs the same command trains into `out` (for the Ctrl-C line).
     """
     path = checkpoint_path(out, name)
-    check_batch_size(len(x), cfg["batch_size"])
+    check_batch_size(len(x), cfg["batch_size"], cfg["n_critic"])
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     gan, start, history = build_gan(cfg, device), 0, new_history(cfg)
     if resume and path.is_file():

@@ -213,6 +213,14 @@ def test_04_lowest_g_loss_epoch_is_handout_bs_best_epoch():
     assert lowest({"g": [[], []]}) is None
 
 
+def test_04_n_critic_beyond_an_epochs_batches_is_a_one_line_error_before_training(tmp_path):
+    from conftest import load_script
+    main04 = load_script("04_dcgan_wgan.py").main
+    with pytest.raises(SystemExit, match=r"--n-critic 50 is more than the \d+ full batches of an epoch"):
+        main04(["--dry-run", "--models", "dcgan", "wgan", "--n-critic", "50", "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.glob("checkpoint_*.pt"))               # the DCGAN was not trained first
+
+
 def test_05_notes_a_reused_wgan_trained_with_another_clip_and_n_critic():
     from conftest import load_script
     from common.gan_runs import gan_config
