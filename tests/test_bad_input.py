@@ -110,7 +110,7 @@ def test_resuming_another_scripts_checkpoint(tmp_path):
 def test_a_gan_batch_larger_than_the_data(tmp_path):
     x, y = synthetic_dataset(10)
     with pytest.raises(SystemExit, match="--batch-size 64 is more than the 10 training images"):
-        train_gan("dcgan", {"batch_size": 64, "seed": 0}, x, y, tmp_path, torch.device("cpu"), None)
+        train_gan("dcgan", {"batch_size": 64, "n_critic": 1, "seed": 0}, x, y, tmp_path, torch.device("cpu"), None)
 
 
 def _npz(path, images):
