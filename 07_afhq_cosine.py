@@ -17,7 +17,8 @@ DDIM (x̂0 clamped too) for the grids, FID and samples.npz, while the backward f
 Every --save-and-sample-every steps: a sample
 grid from fixed noise, the checkpoint, and with --fid the FID of --n-samples samples against all
 training images (needs the FID Inception weights, see common/inception_weights.py; the training images'
-statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU).
+statistics are computed once, before training: seconds on a GPU, about 8 images/s on a 2-core CPU, and
+kept in fid_train_stats.pt for a rerun or --resume).
 The FID resizes as clean-fid's default mode does, as the handout's starter code does (PIL's bicubic; 8-bit
 input assumed), not as pytorch-fid (bilinear) like 04 and 05, so the two kinds of FID are not comparable.
 Runtime: README.md.
@@ -26,7 +27,8 @@ Writes to results/07_afhq_cosine/ (or --out-dir):
     config.json, losses.csv, loss_curve.png (7.1), fid.csv + fid.png (7.2, with --fid),
     samples_step_000100.png ... (fixed noise), samples_final.png (7.3, the last sample batch),
     forward_process.png (7.4), backward_process.png (7.5), samples.npz (uint8 `images`, N×32×32×3),
-    checkpoint.pt (atomic; --resume continues exactly), metrics.json, afhq_cat_32.pt (decoded images).
+    checkpoint.pt (atomic; --resume continues exactly), metrics.json, afhq_cat_32.pt (decoded images),
+    fid_train_stats.pt (with --fid: the training images' Inception statistics).
 """
 import argparse
 import math
@@ -40,7 +42,7 @@ from common.cli import HelpFormatter, add_sampler_flags, check_sampler_args, par
 from common.data import to_uint8
 from common.files import atomic_save, save_json, save_npz, write_csv
 from common.frechet import MIN_UNBIASED, frechet_distance
-from common.inception import InceptionFeatures
+from common.inception import InceptionFeatures, cached_stats
 from common.inception_weights import find_weights, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot
 from common.samplers import ddpm_sample_from, fixed_noise, generate, sampler_label
@@ -198,15 +200,16 @@ def diffusion_figures(model, sched, x_train, args, out):
                                 f"column: x_(t−1), the output of reverse step t, for the forward figure's t")
 
 
-def fid_reference(x_train, args, device):
+def fid_reference(x_train, args, device, out):
     """The FID Inception network and its feature statistics (μ, Σ) of all training images, computed
-    once before training (common/fid.py's compute_fid would recompute them at every save step)."""
+    once before training (common/fid.py's compute_fid would recompute them at every save step) and
+    kept in <out>/fid_train_stats.pt for a rerun or --resume with the same images and weights."""
     # Handout E §7: "We use clean-fid package to easily compute the FID score": its resize (common/inception.py)
     extractor = InceptionFeatures(device, args.inception_weights, resize="clean-fid")
     if args.n_samples < MIN_UNBIASED:
         print(f"note: FID of {args.n_samples:,} samples (--n-samples) is strongly biased upwards (fewer than "
               f"{MIN_UNBIASED:,}, the feature dimension): compare values only at the same sample count")
-    return extractor, extractor.stats(x_train).mean_cov()
+    return extractor, cached_stats(extractor, x_train, out / "fid_train_stats.pt")
 
 
 def fid_of_samples(samples, fid_ref):
@@ -316,7 +319,7 @@ def main(argv=None):
     device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
     # --- data ---
     x_train, source = load_data(args, device, out)
-    fid_ref = fid_reference(x_train, args, device) if args.fid else None
+    fid_ref = fid_reference(x_train, args, device, out) if args.fid else None
     # --- model, cosine schedule (Eq. 14), optimiser ---
     model = to_device(MultiResUNet(x_train.shape[1], args.unet_dim, args.dim_mults), device)
     sched = cosine_schedule(args.T, device=device)

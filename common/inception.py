@@ -31,6 +31,7 @@ from .data import load_dataset
 from .files import save_npz
 from .frechet import FeatureStats
 from .inception_weights import FID_WEIGHTS_FILE, read_weights
+from .parts import load_part, save_part, state_hash, tensor_hash
 from .utils import Progress, fail, memory_format, to_device
 
 
@@ -173,6 +174,16 @@ class InceptionFeatures:
         for f in self.batch_features(x):
             stats.update(f)
         return stats
+
+
+def cached_stats(extractor, x, path):
+    """(mu, sigma) of `extractor` features of the images x, saved at `path` under a key of the images, the
+    network's weights, the resize and the device: a rerun (or --resume) reads them instead of recomputing."""
+    key = [tensor_hash(x), extractor.name, state_hash(extractor.net), extractor.device.type]
+    saved = load_part(path, key)
+    if saved is None:
+        saved = save_part(path, key, list(extractor.stats(x).mean_cov()))
+    return tuple(saved)
 
 
 def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results/fid_stats"):

@@ -1,5 +1,5 @@
 """Long loops saved part by part, so that Ctrl-C (or a closed laptop) loses one part, not all
-(also 07's decoded AFHQ cache, keyed by its file list).
+(also 07's decoded AFHQ cache, keyed by its file list, and its training images' FID statistics).
 
 02's guidance sweep draws 1,000 samples at each of six γ; on a 2-core CPU one γ of the handout's
 UNet takes about 40 minutes. Each finished part is saved with a key that names what its samples
@@ -28,6 +28,12 @@ def state_hash(model):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def tensor_hash(x):
+    """SHA-256 of a tensor's values, shape and dtype: equal hashes = the same data."""
+    x = x.detach().cpu().contiguous()
+    return hashlib.sha256(f"{tuple(x.shape)} {x.dtype}".encode() + x.numpy().tobytes()).hexdigest()
 
 
 def source_hash(*code):

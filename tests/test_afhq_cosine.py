@@ -252,7 +252,7 @@ def test_fid_with_named_weights_that_do_not_exist_names_them(script, tmp_path):
 def test_fid_curve_with_a_stand_in_fid(script, tmp_path, monkeypatch):
     m = script(SCRIPT)
     monkeypatch.setattr(m, "find_weights", lambda path=None: "weights.pth")
-    monkeypatch.setattr(m, "fid_reference", lambda x_train, args, device: "reference statistics")
+    monkeypatch.setattr(m, "fid_reference", lambda x_train, args, device, out: "reference statistics")
     monkeypatch.setattr(m, "fid_of_samples", lambda samples, fid_ref: 100.0 / len(samples))
     out = tmp_path / "out"
     metrics = m.main(["--dry-run", "--fid", "--out-dir", str(out), "--device", "cpu"])
@@ -319,7 +319,7 @@ def test_bad_flags_are_errors(script, tmp_path):
         m.main(["--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "out")] + TINY)
 
 
-def test_fid_reference_uses_clean_fids_resize_and_warns_of_a_small_sample(script, monkeypatch, capsys):
+def test_fid_reference_uses_clean_fids_resize_and_warns_of_a_small_sample(script, monkeypatch, capsys, tmp_path):
     """Handout E §7 computes its FID with clean-fid: 07's Inception features take clean-fid's resize. A stand-in
     network (2×2 average pooling of the resized images: 12 features) replaces the Inception weights."""
     import common.inception as inception
@@ -328,7 +328,16 @@ def test_fid_reference_uses_clean_fids_resize_and_warns_of_a_small_sample(script
         nn.AdaptiveAvgPool2d(2), nn.Flatten()))
     args = m.parse_args(["--dry-run"])
     x_train = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    ref = m.fid_reference(x_train, args, torch.device("cpu"))
+    ref = m.fid_reference(x_train, args, torch.device("cpu"), tmp_path)
     assert ref[0].resize == "clean-fid"
     assert f"FID of {args.n_samples:,} samples (--n-samples) is strongly biased" in capsys.readouterr().out
     assert m.fid_of_samples(x_train, ref) < 1e-6 < m.fid_of_samples(x_train * 0.5, ref)
+    # a rerun reads the training images' statistics from fid_train_stats.pt; other images are computed anew
+    monkeypatch.setattr(inception.InceptionFeatures, "stats", lambda self, x: pytest.fail("recomputed"))
+    again = m.fid_reference(x_train, args, torch.device("cpu"), tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again[1], ref[1]))
+    monkeypatch.undo()
+    monkeypatch.setattr(inception, "load_fid_inception", lambda path, device: nn.Sequential(
+        nn.AdaptiveAvgPool2d(2), nn.Flatten()))
+    other = m.fid_reference(x_train * 0.5, args, torch.device("cpu"), tmp_path)
+    assert not torch.equal(other[1][0], ref[1][0])
