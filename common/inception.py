@@ -11,7 +11,7 @@ no aux head, plus the TF graph's pooling quirks:
 Inputs as in pytorch-fid: grayscale repeated to 3 channels, bilinear resize to 299 x 299
 (align_corners=False, no antialias), values in [-1, 1]. Or, with resize="clean-fid", as clean-fid
 (Parmar et al. 2022, https://arxiv.org/abs/2104.11222), which Handout E §7 uses: 8-bit images, each
-channel resized as PIL's bicubic does (on 32 x 32 random pixels, 10 of 255 grey levels from bilinear on
+channel resized as PIL's bicubic does (on 32 x 32 white noise, more than 5 of 255 grey levels from bilinear on
 average), grey level v fed as (v - 128) / 128. clean-fid runs NVIDIA's export of the same 2015-12-05
 graph; here it is pytorch-fid's port.
 
@@ -116,8 +116,8 @@ def clean_fid_resize(x):
     1. round to 8-bit grey levels v (assumed: Handout E does not show its call; image files hold 8 bits,
        while clean-fid given a generator function does not round);
     2. resize each channel by PIL's bicubic filter on floats, clip to 0..255. torch's antialiased bicubic is
-       PIL's filter (a = -0.5): equal within 5e-4 of a grey level at 32 x 32 (tests/test_inception.py) and
-       within 1e-2 from 28 x 28 to 1024 x 1024 (measured once: 28, 32, 64, 300, 1024);
+       PIL's filter (a = -0.5): equal within 5e-4 of a grey level at 32 x 32 and within 1e-2 at 28, 64 and
+       300 (tests/test_inception.py);
     3. feed (v - 128) / 128, clean-fid's input scaling (pytorch-fid's is v / 127.5 - 1)."""
     levels = ((x.float().clamp(-1, 1) + 1) * 127.5).round()
     levels = F.interpolate(levels, size=(299, 299), mode="bicubic", align_corners=False, antialias=True)

@@ -111,16 +111,28 @@ def test_resize_is_bilinear_with_half_pixel_centres():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_clean_fid_resize_is_pils_bicubic_on_8_bit_levels():
-    """Oracle: clean-fid's own recipe, PIL's BICUBIC resize of each channel as a float ('F') image, clipped."""
+@pytest.mark.parametrize("side, grey_levels", [(32, 5e-4), (28, 1e-2), (64, 1e-2), (300, 1e-2)])
+def test_clean_fid_resize_is_pils_bicubic_on_8_bit_levels(side, grey_levels):
+    """Oracle: clean-fid's own recipe, PIL's BICUBIC resize of each channel as a float ('F') image, clipped,
+    for upsampling (28, 32, 64) and downsampling (300) alike."""
     from PIL import Image
-    levels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float()
+    levels = torch.randint(0, 256, (2, 3, side, side), generator=torch.Generator().manual_seed(0)).float()
     x = levels / 127.5 - 1 + 0.003          # off by less than half a grey level: quantised away
     expected = torch.tensor(np.stack([[np.asarray(Image.fromarray(channel.numpy(), mode="F").resize(
         (299, 299), Image.BICUBIC)).clip(0, 255) for channel in image] for image in levels]))
     got = to_inception_input(x, resize="clean-fid")
-    torch.testing.assert_close(got, (expected - 128) / 128, atol=1e-5, rtol=0)   # clean-fid's input scaling
-    assert (to_inception_input(x) - got).abs().max() > 0.1      # pytorch-fid's bilinear is another resize
+    # clean-fid's input scaling (v − 128) / 128: one grey level is 1/128
+    torch.testing.assert_close(got, (expected - 128) / 128, atol=grey_levels / 128, rtol=0)
+
+
+def test_clean_fid_and_pytorch_fid_resizes_differ_by_grey_levels_on_white_noise():
+    """The worst case for the two resizes (README: compare FIDs only within one kind): more than 5 of 255 grey
+    levels apart on average for 32×32 white noise (bilinear output mapped to the same (v − 128) / 128 scale)."""
+    levels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float()
+    x = levels / 127.5 - 1
+    bilinear = (to_inception_input(x) + 1) * 127.5                  # grey levels again
+    clean = to_inception_input(x, resize="clean-fid") * 128 + 128
+    assert (bilinear - clean).abs().mean() > 5
 
 
 def test_clean_fid_statistics_are_cached_under_their_own_name(net):
