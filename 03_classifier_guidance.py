@@ -491,6 +491,15 @@ def save_figures(args, out, images, rows, reference, acc_t):
                    ylabel="test accuracy (%)", title="noisy classifier p_φ(y | x_t, t) on the test set")
 
 
+def save_outputs(args, out, images, y, scale, rows, reference, acc_t, cfg):
+    """samples.npz, the figures and guidance_table.md; returns the table."""
+    save_npz(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
+    save_figures(args, out, images, rows, reference, acc_t)
+    table = guidance_table(rows, reference, args.per_class, cfg)
+    write_text(table, out / "guidance_table.md")
+    return table
+
+
 def main(argv=None):
     args = parse_args(argv)
     run_start = time.time()
@@ -516,10 +525,7 @@ def main(argv=None):
     rows = evaluate(args, from_uint8(images, device), y, scale, seconds_per_s, reused, clf, sched, judge, real)
     cfg = cfg_rows(args.cfg_samples, args, judge, real, device) if args.cfg_samples else None
     # --- outputs, and the frozen DDPM's bit-identity check ---
-    save_npz(out / "samples.npz", images=images, labels=y.numpy(), scale=scale.numpy())
-    save_figures(args, out, images, rows, reference, acc_t)
-    table = guidance_table(rows, reference, args.per_class, cfg)
-    write_text(table, out / "guidance_table.md")
+    table = save_outputs(args, out, images, y, scale, rows, reference, acc_t, cfg)
     frozen = frozen_check(unet, unet_hash)
     metrics = {"unet": unet_info, "frozen_unet": frozen,
                "classifier": dict(clf_info, accuracy_by_t=acc_t), "per_class": args.per_class,

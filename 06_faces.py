@@ -107,6 +107,13 @@ def parse_args(argv):
     return args
 
 
+def convert(args):
+    """--from-utkface DIR: UTKFace crops into 48×48 faces and ages files (--faces, --ages); no training."""
+    n, skipped = convert_utkface(args.from_utkface, args.faces, args.ages, rgb=args.rgb)
+    print(f"converted {n} faces into {args.faces} and {args.ages} ({skipped} files skipped)")
+    return {"converted": n, "skipped": skipped}
+
+
 def load_data(args, device):
     """(x, ages): faces (N, C, 48, 48) in [-1, 1] and ages (N,), on the device; synthetic for --dry-run."""
     if args.dry_run:
@@ -314,9 +321,7 @@ def print_summary(metrics, out):
 def main(argv=None):
     args = parse_args(argv)
     if args.from_utkface:
-        n, skipped = convert_utkface(args.from_utkface, args.faces, args.ages, rgb=args.rgb)
-        print(f"converted {n} faces into {args.faces} and {args.ages} ({skipped} files skipped)")
-        return {"converted": n, "skipped": skipped}
+        return convert(args)
     # --- setup ---
     t_start = time.time()
     device = resolve_device(args.device)
