@@ -53,26 +53,29 @@ def test_grad_log_prob_refuses_a_guide_in_train_mode():
         grad_log_prob(guide, torch.randn(2, 1, 2, 2), torch.full((2,), 0.5), torch.tensor([1, 2]))
 
 
+class RecordingClassifier(nn.Module):
+    """Stands in for p_φ: keeps the x_t and t/T of its last call, and answers logits that depend on x_t."""
+
+    def forward(self, xt, t_frac):
+        self.xt, self.t_frac = xt, t_frac
+        return xt.flatten(1)[:, :10] * 3.0                          # (B, 10) logits that depend on x_t
+
+
 def test_noisy_classifier_loss_feeds_x_t_at_t_over_T_and_is_the_cross_entropy():
     # Handout A 2(b): p_φ sees the forward process's x_t and t/T, never x_0 or the raw t
-    seen = {}
-
-    class Spy(nn.Module):
-        def forward(self, xt, t_frac):
-            seen["xt"], seen["t_frac"] = xt, t_frac
-            return xt.flatten(1)[:, :10] * 3.0                      # (B, 10) logits that depend on x_t
+    spy = RecordingClassifier()
     torch.manual_seed(0)
     sched, n = ddpm_schedule(300), 4000
     x0, y = torch.full((n, 1, 4, 4), 0.8), torch.arange(n) % 10
     t = torch.full((n,), 200)
-    loss, logits = noisy_classifier_loss(Spy(), x0, y, sched, t=t)
-    torch.testing.assert_close(seen["t_frac"], torch.full((n,), 200 / 300))
+    loss, logits = noisy_classifier_loss(spy, x0, y, sched, t=t)
+    torch.testing.assert_close(spy.t_frac, torch.full((n,), 200 / 300))
     ab = float(sched.alpha_bar[200])
-    assert abs(seen["xt"].mean().item() - ab ** 0.5 * 0.8) < 0.01             # E[x_t] = √ᾱ_t x_0
-    assert abs(seen["xt"].var().item() - (1 - ab)) < 0.02                     # Var[x_t] = 1 − ᾱ_t
+    assert abs(spy.xt.mean().item() - ab ** 0.5 * 0.8) < 0.01                 # E[x_t] = √ᾱ_t x_0
+    assert abs(spy.xt.var().item() - (1 - ab)) < 0.02                         # Var[x_t] = 1 − ᾱ_t
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
-    _, _ = noisy_classifier_loss(Spy(), x0, y, sched)                          # t ~ U{1..T} when not given
-    steps = seen["t_frac"] * 300
+    _, _ = noisy_classifier_loss(spy, x0, y, sched)                            # t ~ U{1..T} when not given
+    steps = spy.t_frac * 300
     assert torch.allclose(steps, steps.round()) and steps.min() >= 1 and steps.max() <= 300
 
 
@@ -165,11 +168,14 @@ def test_bad_inputs_are_one_line_errors(script, tmp_path):
         assert e.value.code == 2
 
 
-def test_dry_run_writes_every_file(script, tmp_path, capsys):
-    # a stand-in for 02_cfg_mnist.py's samples.npz: 2 values of γ, 3 samples of each digit
+def _write_cfg_samples(path):
+    """Stands in for 02_cfg_mnist.py's samples.npz: 2 values of γ, 3 samples of each digit."""
     images = np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8)
-    np.savez(tmp_path / "cfg.npz", images=images, labels=np.tile(np.repeat(np.arange(10), 3), 2),
-             guidance=np.repeat([0.0, 5.0], 30))
+    np.savez(path, images=images, labels=np.tile(np.repeat(np.arange(10), 3), 2), guidance=np.repeat([0.0, 5.0], 30))
+
+
+def test_dry_run_writes_every_file(script, tmp_path, capsys):
+    _write_cfg_samples(tmp_path / "cfg.npz")
     metrics = script("03_classifier_guidance.py").main(["--dry-run", "--out-dir", str(tmp_path),
                                                          "--cfg-samples", str(tmp_path / "cfg.npz")])
     for name in OUTPUTS:

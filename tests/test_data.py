@@ -1,6 +1,7 @@
 """Data: MNIST read from torchvision's raw files into one [-1, 1] tensor, and the uint8 round trip
 that every samples.npz goes through."""
 import struct
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,17 @@ def test_to_uint8_clamps_rounds_and_round_trips():
         assert (back - x.clamp(-1, 1)).abs().max() <= 0.5 / 127.5 + 1e-6   # half a grey level
 
 
-def test_missing_files_offline_are_a_one_line_error_and_leave_no_empty_folders(tmp_path, monkeypatch):
-    import urllib.error
-    from torchvision import datasets
+class MNIST:
+    """Stands in for torchvision's datasets.MNIST with no network and no files (load_dataset names the folder
+    after the class, so it keeps torchvision's name)."""
 
-    class MNIST:                                   # torchvision's, with no network and no files
-        def __init__(self, root, *args, **kwargs):
-            (Path(root) / "MNIST" / "raw").mkdir(parents=True)   # as torchvision does before downloading
-            raise urllib.error.URLError("no network")
+    def __init__(self, root, *args, **kwargs):
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)   # as torchvision does before downloading
+        raise urllib.error.URLError("no network")
+
+
+def test_missing_files_offline_are_a_one_line_error_and_leave_no_empty_folders(tmp_path, monkeypatch):
+    from torchvision import datasets
     monkeypatch.setattr(datasets, "MNIST", MNIST)
     data_dir = tmp_path / "data"
     with pytest.raises(SystemExit, match=f"train-images-idx3-ubyte.* in {data_dir / 'MNIST' / 'raw'}"):

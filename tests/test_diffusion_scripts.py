@@ -116,25 +116,32 @@ def test_02_dry_run_writes_every_file(dry_run_02):
     assert all(0 <= r["judge_accuracy"] <= 1 and r["fd_judge"] >= 0 and r["n"] == 20 for r in rows)
 
 
+class InterruptedAtTheThirdGamma:
+    """Stands in for 02's draw_samples: records the γ of each sweep call and Ctrl-C's the third, the real
+    draw_samples otherwise."""
+
+    def __init__(self, draw):
+        self.draw, self.sweep_calls = draw, []
+
+    def __call__(self, *a, **k):
+        if len(a[3]) == 10 * 2:                     # a sweep call: 10 digits × 2 (the epoch grids draw 8)
+            self.sweep_calls.append(a[5][0].item())
+            if len(self.sweep_calls) == 3:
+                raise KeyboardInterrupt
+        return self.draw(*a, **k)
+
+
 def test_02_interrupted_sweep_resumes_at_the_gamma_it_was_drawing(script, tmp_path, capsys):
     """Ctrl-C while γ = 5 is drawn keeps γ = 0 and 1 (sweep_parts/); --resume draws only the rest, and
     samples.npz equals a sweep drawn whole from the same checkpoint (every γ has its own z generator)."""
     m = script("02_cfg_mnist.py")
-    draw, sweep_calls = m.draw_samples, []
-
-    def interrupted_at_the_third_gamma(*a, **k):
-        if len(a[3]) == 10 * 2:                     # a sweep call: 10 digits × 2 (the epoch grids draw 8)
-            sweep_calls.append(a[5][0].item())
-            if len(sweep_calls) == 3:
-                raise KeyboardInterrupt
-        return draw(*a, **k)
-
-    m.draw_samples = interrupted_at_the_third_gamma
+    m.draw_samples = interrupted = InterruptedAtTheThirdGamma(m.draw_samples)
     argv = ["--dry-run", "--device", "cpu", "--out-dir", str(tmp_path)]
     with pytest.raises(KeyboardInterrupt):
         m.main(argv)
     parts = tmp_path / "sweep_parts"
-    assert sweep_calls == [0, 1, 5] and sorted(p.name for p in parts.iterdir()) == ["gamma_0.pt", "gamma_1.pt"]
+    assert interrupted.sweep_calls == [0, 1, 5]
+    assert sorted(p.name for p in parts.iterdir()) == ["gamma_0.pt", "gamma_1.pt"]
     capsys.readouterr()
     script("02_cfg_mnist.py").main(argv + ["--resume"])
     printed = capsys.readouterr().out
@@ -171,12 +178,14 @@ def test_02_bad_arguments_are_one_line_errors(script, argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]   # the error line
 
 
+def _offline(*args, **kwargs):
+    """Stands in for torchvision's MNIST.download with no network."""
+    raise OSError("no network")
+
+
 def test_missing_dataset_is_a_one_line_error(script, tmp_path, monkeypatch):
     from torchvision import datasets
-
-    def offline(*args, **kwargs):
-        raise OSError("no network")
-    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    monkeypatch.setattr(datasets.MNIST, "download", _offline)
     with pytest.raises(SystemExit, match=r"put the four files .* in .*MNIST/raw"):
         script("01_ddpm_mnist.py").main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)])
 

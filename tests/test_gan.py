@@ -1,6 +1,7 @@
 """GAN nets, losses, clipping and gradient penalty (common/gan_*.py) against the handout and closed forms."""
 import argparse
 import re
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -201,20 +202,31 @@ def test_clipping_clamps_both_signs_and_leaves_weights_inside_alone():
     assert torch.equal(D.weight, torch.tensor([[-0.01, -0.005, 0.003, 0.01]]))
 
 
+class RecordingCritic:
+    """Stands in for the critic: D(x) = Σ x, keeping a copy of the x̂ it was last given."""
+
+    def __call__(self, x, y=None):
+        self.x_hat = x.detach().clone()
+        return x.sum((1, 2, 3))
+
+
 def test_gradient_penalty_draws_one_epsilon_per_sample_on_the_real_fake_segment():
     """Handout A 4(b): x̂ = ε x + (1 − ε) x̃ with ε ~ U[0, 1] per sample (not per pixel, not per batch).
     With x = 1 and x̃ = 0, x̂_i is the constant image ε_i."""
-    seen = {}
-
-    def recording_critic(x, y=None):
-        seen["x_hat"] = x.detach().clone()
-        return x.sum((1, 2, 3))
+    critic = RecordingCritic()
     torch.manual_seed(0)
-    gradient_penalty(recording_critic, torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28))
-    per_sample = seen["x_hat"].flatten(1)
+    gradient_penalty(critic, torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28))
+    per_sample = critic.x_hat.flatten(1)
     assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))   # one ε for all pixels of a sample
     eps = per_sample[:, 0]
     assert eps.min() >= 0 and eps.max() <= 1 and len(eps.unique()) == 8        # a different ε for each sample
+
+
+def _seeded_discriminator_loss(kind, x_real, x_fake):
+    """discriminator_loss of recipe `kind` for the critic D(x) = ½‖x‖², with the GP's ε drawn from seed 0."""
+    torch.manual_seed(0)
+    return discriminator_loss(SimpleNamespace(D=half_squared_norm, cfg={"loss": kind, "gp_lambda": 10.0}),
+                              x_real, x_fake, None).item()
 
 
 def test_discriminator_loss_of_each_recipe_is_the_handouts():
@@ -222,11 +234,7 @@ def test_discriminator_loss_of_each_recipe_is_the_handouts():
     x̂ = ε x + (1 − ε) x̃ (same seeded ε), with D(x) = ½‖x‖² so that ∇D(x̂) = x̂ differs from ∇D(x) = x."""
     x_real, x_fake = torch.randn(5, 1, 28, 28), torch.randn(5, 1, 28, 28) * 0.1
     d_real, d_fake = half_squared_norm(x_real), half_squared_norm(x_fake)
-
-    def loss(kind):
-        torch.manual_seed(0)
-        return discriminator_loss(SimpleNamespace(D=half_squared_norm, cfg={"loss": kind, "gp_lambda": 10.0}),
-                                  x_real, x_fake, None).item()
+    loss = partial(_seeded_discriminator_loss, x_real=x_real, x_fake=x_fake)
     sig = torch.sigmoid
     assert loss("bce") == pytest.approx((-torch.log(sig(d_real)).mean() - torch.log(1 - sig(d_fake)).mean()).item(),
                                         rel=1e-5)
@@ -249,17 +257,24 @@ def test_generator_loss_of_each_recipe_is_the_handouts():
         assert generator_loss(cfg, L_FAKE).item() == pytest.approx(expected.item(), rel=1e-6), cfg
 
 
+class RecordingStep:
+    """Stands in for train_step: records whether each step updates G, and returns zero losses (no G loss if not)."""
+
+    def __init__(self):
+        self.g_steps = []
+
+    def __call__(self, gan, x, y, g_step):
+        self.g_steps.append(g_step)
+        return torch.tensor(0.0), torch.tensor(0.0) if g_step else None
+
+
 def test_generator_steps_after_every_n_critic_critic_steps(monkeypatch):
     """Handout A 3(b): n_critic critic updates, then one G update: with n_critic = 3, steps 3 and 6 update G."""
-    g_steps = []
-
-    def fake_step(gan, x, y, g_step):
-        g_steps.append(g_step)
-        return torch.tensor(0.0), torch.tensor(0.0) if g_step else None
-    monkeypatch.setattr(gan_train, "train_step", fake_step)
+    step = RecordingStep()
+    monkeypatch.setattr(gan_train, "train_step", step)
     gan = build_gan(gan_config("wgan", flags(n_critic=3, batch_size=8)), torch.device("cpu"))
     _, g_losses = train_one_epoch(gan, "wgan", *synthetic_dataset(48), epoch=1)
-    assert g_steps == [False, False, True] * 2 and len(g_losses) == 2
+    assert step.g_steps == [False, False, True] * 2 and len(g_losses) == 2
 
 # --- divergence checks and exact resume ---
 

@@ -46,16 +46,20 @@ def test_state_hash_names_the_weights_bit_for_bit():
     assert state_hash(a) != state_hash(b)
 
 
-def test_source_hash_changes_when_the_code_is_edited(tmp_path):
-    def module_with(body, name):
-        path = tmp_path / f"{name}.py"
-        path.write_text(f"def step(x):\n    return {body}\n")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+def _module_with(folder, body, name):
+    """A source file the test can edit: folder/<name>.py holding `def step(x): return <body>`, imported."""
+    path = folder / f"{name}.py"
+    path.write_text(f"def step(x):\n    return {body}\n")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    original, same, edited = module_with("x - 1", "a"), module_with("x - 1", "b"), module_with("x - 2", "c")
+
+def test_source_hash_changes_when_the_code_is_edited(tmp_path):
+    original = _module_with(tmp_path, "x - 1", "a")
+    same = _module_with(tmp_path, "x - 1", "b")                                  # the same code in another file
+    edited = _module_with(tmp_path, "x - 2", "c")
     assert source_hash(original) == source_hash(same) == source_hash(same.step)
     assert source_hash(original) != source_hash(edited)
     assert source_hash(state_hash, source_hash) != source_hash(source_hash, state_hash)

@@ -2,6 +2,7 @@
 import argparse
 import os
 import signal
+from functools import partial
 
 import pytest
 import torch
@@ -105,15 +106,20 @@ def test_lr_decays_to_a_tenth_over_the_run(tmp_path):
     assert lr_scheduler.get_last_lr()[0] == pytest.approx(1e-4)
 
 
+class ZeroDenoiser(torch.nn.Module):
+    """Stands in for ε_θ: always answers ε̂ = 0, and keeps the conditioning (c, keep) of its last call."""
+
+    def forward(self, xt, t, *cond):
+        self.cond = cond
+        return torch.zeros_like(xt)
+
+
 def test_ddpm_loss_is_the_noise_prediction_error():
     # a model that always answers ε̂ = 0 has loss E||ε||² = 1 (MSE) and E|ε| = √(2/π) (L1)
-    class Zero(torch.nn.Module):
-        def forward(self, xt, t, *cond):
-            return torch.zeros_like(xt)
     torch.manual_seed(0)
     x0, sched = torch.zeros(64, 1, 28, 28), ddpm_schedule(10)
-    assert ddpm_loss(Zero(), x0, sched).item() == pytest.approx(1.0, abs=0.01)
-    assert ddpm_loss(Zero(), x0, sched, loss="l1").item() == pytest.approx((2 / torch.pi) ** 0.5, abs=0.01)
+    assert ddpm_loss(ZeroDenoiser(), x0, sched).item() == pytest.approx(1.0, abs=0.01)
+    assert ddpm_loss(ZeroDenoiser(), x0, sched, loss="l1").item() == pytest.approx((2 / torch.pi) ** 0.5, abs=0.01)
 
 
 def test_ddpm_loss_of_the_exact_noise_predictor_is_zero():
@@ -127,16 +133,12 @@ def test_ddpm_loss_of_the_exact_noise_predictor_is_zero():
 
 
 def test_label_dropout_rate_matches_p_uncond():
-    seen = []
-
-    class Spy(torch.nn.Module):
-        def forward(self, xt, t, c, keep):
-            seen.append(keep.float().mean().item())
-            return torch.zeros_like(xt)
+    spy = ZeroDenoiser()
     torch.manual_seed(0)
-    ddpm_loss(Spy(), torch.zeros(20_000, 1, 2, 2), ddpm_schedule(10), torch.zeros(20_000, dtype=torch.long),
+    ddpm_loss(spy, torch.zeros(20_000, 1, 2, 2), ddpm_schedule(10), torch.zeros(20_000, dtype=torch.long),
               p_uncond=0.1)
-    assert seen[0] == pytest.approx(0.9, abs=0.01)
+    _, keep = spy.cond
+    assert keep.float().mean().item() == pytest.approx(0.9, abs=0.01)
 
 
 def _recorded_square_loss(model, x0, seen):
@@ -144,14 +146,21 @@ def _recorded_square_loss(model, x0, seen):
     return model(x0[:, None]).pow(2).mean()
 
 
+class RecordingProgress(Progress):
+    """Stands in for Progress: prints as usual and appends (step, images so far) of each update to `reports`."""
+
+    def __init__(self, reports, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reports = reports
+
+    def update(self, step, n_images, extra=""):
+        super().update(step, n_images, extra)
+        self.reports.append((step, self.images))
+
+
 def test_fit_epoch_takes_one_step_per_batch_and_counts_every_image(monkeypatch):
     reports = []
-
-    class Recorder(Progress):
-        def update(self, step, n_images, extra=""):
-            super().update(step, n_images, extra)
-            reports.append((step, self.images))
-    monkeypatch.setattr(train, "Progress", Recorder)
+    monkeypatch.setattr(train, "Progress", partial(RecordingProgress, reports))   # fit_epoch makes its own
     model, seen = torch.nn.Linear(1, 1), []
     optimizer, _, scaler = make_optimizer(model, _args(epochs=1), torch.device("cpu"))
     losses = fit_epoch(model, optimizer, scaler, _recorded_square_loss, {"x0": torch.arange(10.0)}, 3, "test",
@@ -221,12 +230,7 @@ def test_resume_with_more_epochs_decays_the_lr_over_the_new_length(tmp_path, cap
 def test_class_vector_is_a_num_classes_wide_one_hot_whatever_labels_the_batch_holds():
     # Handout D Algorithm 3 line 4: c = one-hot(y) over all K = 10 classes, also for a batch that lacks class 9
     # (F.one_hot(y) without K would size c by the batch's largest label)
-    seen = {}
-
-    class Spy(torch.nn.Module):
-        def forward(self, xt, t, c, keep):
-            seen["c"] = c
-            return torch.zeros_like(xt)
-    y = torch.tensor([0, 3, 1, 3])
-    ddpm_loss(Spy(), torch.zeros(4, 1, 2, 2), ddpm_schedule(10), y)
-    assert torch.equal(seen["c"], torch.nn.functional.one_hot(y, 10))
+    spy, y = ZeroDenoiser(), torch.tensor([0, 3, 1, 3])
+    ddpm_loss(spy, torch.zeros(4, 1, 2, 2), ddpm_schedule(10), y)
+    c, _ = spy.cond
+    assert torch.equal(c, torch.nn.functional.one_hot(y, 10))

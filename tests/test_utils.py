@@ -97,6 +97,11 @@ def test_an_interrupted_figure_or_npz_keeps_the_previous_file(tmp_path, monkeypa
         assert saved["images"].shape == (2, 28, 28)
 
 
+def _ctrl_c(*args, **kwargs):
+    """Stands in for common.utils.resolve_device: Ctrl-C the moment it is called."""
+    raise KeyboardInterrupt
+
+
 @pytest.mark.parametrize("module, argv", [("common.judge", ["--dataset", "mnist", "--dry-run"]),
                                           ("common.fid", ["mnist-test", "mnist-train"]),
                                           ("common.sampler_compare", ["--dry-run"]),
@@ -105,11 +110,7 @@ def test_command_line_tools_end_ctrl_c_with_one_line(module, argv, monkeypatch, 
     """`python -m common.<tool>`: Ctrl-C is one line and status 130, like the numbered scripts."""
     import runpy
     import common.utils
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(common.utils, "resolve_device", ctrl_c)   # the first thing each main() does after parsing
+    monkeypatch.setattr(common.utils, "resolve_device", _ctrl_c)  # the first thing each main() does after parsing
     monkeypatch.setattr(sys, "argv", [module] + argv)
     monkeypatch.delitem(sys.modules, module, raising=False)       # run it afresh, as `python -m` does
     with pytest.raises(SystemExit) as stop:
