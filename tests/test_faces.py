@@ -265,6 +265,27 @@ def test_06_age_guidance_scales_the_handouts_gradient_and_stops_when_it_blows_up
     assert recorder.scales == [0.4]                        # 2 × 0.2: the step on ∇ log N(y; ŷ, 1)
 
 
+
+class InflatingDenoiser(nn.Module):
+    """Stands in for a weak DDPM whose own samples leave [-1, 1] far behind: ε̂ = −x_t pushes each mean outwards."""
+
+    def forward(self, xt, t_frac):
+        return -xt
+
+
+def test_06_pixels_the_unguided_ddpm_also_pushes_beyond_10_are_a_note_not_an_error(capsys):
+    # found on real images (MNIST digits at 48×48, --quick): the range check stopped the run, blaming the
+    # guidance, even at --guidance-scale 0; now it compares with the same x_T and noise unguided
+    data, m = GaussianData(ddpm_schedule(100, 1e-3, 0.2)), load_script("06_faces.py")
+    for scale in (0.0, 0.01):
+        args = argparse.Namespace(target_ages=TARGETS, per_age=2, seed=0, eval_batch=100, guidance_scale=scale,
+                                  sigma="beta")
+        images, _ = m.age_guided(args, InflatingDenoiser(), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
+                                 torch.device("cpu"))
+        assert torch.isfinite(images).all() and images.abs().max() > 10
+        assert "the DDPM itself, not --guidance-scale" in capsys.readouterr().out
+
+
 # --- the script ---
 
 def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
