@@ -259,10 +259,10 @@ def save_samples(args, out, samples):
     """samples.npz and the 10×10 collage of Problem 1."""
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
-              suptitle=f"Problem 1: DDPM faces ({label(args)})")
+              suptitle=f"Problem 1: DDPM faces ({problem1_sampler(args)})")
 
 
-def label(args):
+def problem1_sampler(args):
     """The Problem 1 sampler: Algorithm 18.2 with --sigma's σ_t, or DDIM."""
     return sampler_label(args, f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
 
@@ -370,7 +370,7 @@ def main(argv=None):
     # --- metrics ---
     metrics = evaluate(args, regressor, sched, x, ages, val_idx, samples, predicted, y, history, reg_history)
     metrics["merge_half_rmse"] = merge_metrics(args, x1, x2, merged)
-    metrics["sampler"] = label(args)          # of the Problem 1 samples (merging and guidance: Algorithm 18.2)
+    metrics["sampler"] = problem1_sampler(args)   # merging and guidance always use Algorithm 18.2
     metrics["wall_seconds"] = round(time.time() - t_start, 1)
     save_json(metrics, out / "metrics.json")
     print_summary(metrics, out)
