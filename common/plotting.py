@@ -1,7 +1,8 @@
 """Every figure the scripts write: sample grids, labelled sweeps, loss curves, line plots.
 
 Images come in as uint8 numpy arrays, (N, H, W) grayscale or (N, H, W, 3) colour
-(see common.data.to_uint8).
+(see common.data.to_uint8). A grid of images is one tiled image in one axes (`mosaic`), and figure
+titles wrap to the figure's width, so that a narrow grid (say three faces a row) keeps its whole title.
 """
 import io
 from pathlib import Path
@@ -14,6 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .files import write_bytes  # noqa: E402
+
+GAP = 2   # grey pixels between the cells of a tiled image
 
 
 def _save(fig, path):
@@ -33,41 +36,45 @@ def _show(ax, image):
 
 
 def save_grid(images, path, ncols=10, titles=None, suptitle=None, cell=1.0):
-    """A plain grid of images, optionally one small title per image (e.g. its label)."""
-    n = len(images)
-    nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * cell * (1.25 if titles else 1)),
-                             squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < n:
-            _show(ax, images[i])
-            if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=7, pad=2)
-        else:
-            ax.axis("off")
+    """A plain grid of images, optionally one small title per image (e.g. its label), above it.
+
+    Drawn as one tiled image in one axes (`mosaic`): with an axes per image, 40 MNIST images took 1.2 s
+    to save on a 2-core CPU, against 0.13-0.19 s now."""
+    n, h, w = images.shape[:3]
+    ncols = min(ncols, n)                                      # no empty cells beside a single short row
+    nrows = -(-n // ncols)
+    band = h // 3 if titles is not None else 0                 # room for a title above each image
+    fig, ax = plt.subplots(figsize=(ncols * cell, nrows * cell * (1.25 if titles else 1) + (0.5 if suptitle else 0)))
+    _show(ax, mosaic(images, ncols, band=band))
+    ax.axis("off")
+    for i, title in enumerate(titles if titles is not None else []):
+        r, c = divmod(i, ncols)                                # the title's bottom edge touches its image
+        ax.text(c * (w + GAP) + w / 2, r * (band + h + GAP) + band - 1, str(title), ha="center", va="bottom",
+                fontsize=7)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
 
 def save_labelled_grid(images, path, row_labels, col_labels=None, suptitle=None, cell=1.0,
                        row_title=None, col_title=None):
-    """images: (R, C, H, W[, 3]). Row labels on the left, column labels on top."""
-    nrows, ncols = images.shape[:2]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell + 1.2, nrows * cell + 0.8),
-                             squeeze=False)
-    for r in range(nrows):
-        for c in range(ncols):
-            _show(axes[r, c], images[r, c])
-        axes[r, 0].set_ylabel(str(row_labels[r]), rotation=0, ha="right", va="center", fontsize=9)
+    """images: (R, C, H, W[, 3]), one tiled image: row labels on the left, column labels on top."""
+    nrows, ncols, h, w = images.shape[:4]
+    fig, ax = plt.subplots(figsize=(ncols * cell + 1.2, nrows * cell + 0.8))
+    _show(ax, mosaic(images.reshape(nrows * ncols, *images.shape[2:]), ncols))
+    ax.set_yticks([r * (h + GAP) + h / 2 for r in range(nrows)], [str(label) for label in row_labels], fontsize=9)
     if col_labels is not None:
-        for c in range(ncols):
-            axes[0, c].set_title(str(col_labels[c]), fontsize=9)
+        ax.set_xticks([c * (w + GAP) + w / 2 for c in range(ncols)], [str(label) for label in col_labels],
+                      fontsize=9)
+        ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if row_title:
-        fig.text(0.01, 0.5, row_title, rotation=90, va="center")
+        ax.set_ylabel(row_title)
     if col_title or suptitle:
-        fig.suptitle(suptitle or col_title)
+        fig.suptitle(suptitle or col_title, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
@@ -83,7 +90,7 @@ def save_loss_curves(batch_losses, epoch_losses, path, ylabel="loss", title=None
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
@@ -115,14 +122,17 @@ def save_curves(curves, path, xlabel, ylabel, title=None):
     _save(fig, path)
 
 
-def mosaic(images, ncols, gap=2):
-    """uint8 (N, H, W[, 3]) -> one tiled image, cells separated by `gap` grey pixels."""
+def mosaic(images, ncols, band=0):
+    """uint8 (N, H, W[, 3]) -> one tiled image, cells separated by GAP grey pixels; with `band` > 0, `band`
+    rows above each row of cells for titles, and the background white so that the titles read well."""
     n, h, w = images.shape[:3]
     rows = -(-n // ncols)
-    canvas = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap) + images.shape[3:], 128, dtype=images.dtype)
+    pitch_y, pitch_x = band + h + GAP, w + GAP
+    canvas = np.full((rows * pitch_y - GAP, ncols * pitch_x - GAP) + images.shape[3:], 255 if band else 128,
+                     dtype=images.dtype)
     for i, image in enumerate(images):
         r, c = divmod(i, ncols)
-        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
+        canvas[r * pitch_y + band:r * pitch_y + band + h, c * pitch_x:c * pitch_x + w] = image
     return canvas
 
 
@@ -152,6 +162,6 @@ def save_panels(panels, path, ncols=8, suptitle=None, cell=0.5):
         _show(ax, image)
         ax.set_title(title, fontsize=10)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, wrap=True)
     fig.tight_layout()
     _save(fig, path)
