@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 
 from .files import write_bytes  # noqa: E402
 
-GAP = 2   # grey pixels between the cells of a tiled image
+GAP = 2            # grey pixels between the cells of a tiled image
+TITLE_WIDTH = 6.0  # inches: a figure with a title is at least this wide, so a narrow grid's title fits
 
 
 def _save(fig, path):
@@ -38,13 +39,14 @@ def _show(ax, image):
 def save_grid(images, path, ncols=10, titles=None, suptitle=None, cell=1.0):
     """A plain grid of images, optionally one small title per image (e.g. its label), above it.
 
-    Drawn as one tiled image in one axes (`mosaic`): with an axes per image, 40 MNIST images took 1.2 s
-    to save on a 2-core CPU, against 0.13-0.19 s now."""
+    Drawn as one tiled image in one axes (`mosaic`): with an axes per image, 40 MNIST images took 1.43 s
+    to save on a 2-core CPU, against 0.12 s now (BENCHMARKS.md)."""
     n, h, w = images.shape[:3]
     ncols = min(ncols, n)                                      # no empty cells beside a single short row
     nrows = -(-n // ncols)
     band = h // 3 if titles is not None else 0                 # room for a title above each image
-    fig, ax = plt.subplots(figsize=(ncols * cell, nrows * cell * (1.25 if titles else 1) + (0.5 if suptitle else 0)))
+    width = max(ncols * cell, TITLE_WIDTH if suptitle else 0)
+    fig, ax = plt.subplots(figsize=(width, nrows * cell * (1.25 if titles else 1) + (0.5 if suptitle else 0)))
     _show(ax, mosaic(images, ncols, band=band))
     ax.axis("off")
     for i, title in enumerate(titles if titles is not None else []):
@@ -61,7 +63,8 @@ def save_labelled_grid(images, path, row_labels, col_labels=None, suptitle=None,
                        row_title=None, col_title=None):
     """images: (R, C, H, W[, 3]), one tiled image: row labels on the left, column labels on top."""
     nrows, ncols, h, w = images.shape[:4]
-    fig, ax = plt.subplots(figsize=(ncols * cell + 1.2, nrows * cell + 0.8))
+    width = max(ncols * cell + 1.2, TITLE_WIDTH if col_title or suptitle else 0)
+    fig, ax = plt.subplots(figsize=(width, nrows * cell + 0.8))
     _show(ax, mosaic(images.reshape(nrows * ncols, *images.shape[2:]), ncols))
     ax.set_yticks([r * (h + GAP) + h / 2 for r in range(nrows)], [str(label) for label in row_labels], fontsize=9)
     if col_labels is not None:
@@ -123,8 +126,8 @@ def save_curves(curves, path, xlabel, ylabel, title=None):
 
 
 def mosaic(images, ncols, band=0):
-    """uint8 (N, H, W[, 3]) -> one tiled image, cells separated by GAP grey pixels; with `band` > 0, `band`
-    rows above each row of cells for titles, and the background white so that the titles read well."""
+    """uint8 (N, H, W[, 3]), N >= 1 -> one tiled image, cells separated by GAP grey pixels; with `band` > 0,
+    `band` rows above each row of cells for titles, and the background white so that the titles read well."""
     n, h, w = images.shape[:3]
     rows = -(-n // ncols)
     pitch_y, pitch_x = band + h + GAP, w + GAP
@@ -133,6 +136,9 @@ def mosaic(images, ncols, band=0):
     for i, image in enumerate(images):
         r, c = divmod(i, ncols)
         canvas[r * pitch_y + band:r * pitch_y + band + h, c * pitch_x:c * pitch_x + w] = image
+    empty = rows * ncols - n
+    if empty:   # the last row's unused cells, and the gaps around them, are left white like the page
+        canvas[max(0, (rows - 1) * pitch_y - GAP):, (ncols - empty) * pitch_x - GAP:] = 255
     return canvas
 
 
