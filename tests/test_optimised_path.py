@@ -28,8 +28,9 @@ from conftest import load_script
 SCRIPTS = ["01_ddpm_mnist.py", "02_cfg_mnist.py", "03_classifier_guidance.py", "04_dcgan_wgan.py",
            "05_cgan_wgangp_fid.py", "06_faces.py", "07_afhq_cosine.py"]
 # Smaller sweeps than the dry runs' own, with every kind of row still drawn (unguided and guided). A CPU
-# without bf16/fp16 arithmetic (AVX2 only) emulates autocast, 5x slower than fp32; these flags took the
-# file from 126 s to 108 s there (BENCHMARKS.md, "A slower 2-core machine").
+# without bf16/fp16 arithmetic (AVX2 only) emulates autocast, 5x slower than fp32; run alone there, back
+# to back, this file took 121.6 s without these flags and 94.5 s with them (BENCHMARKS.md, "A slower 2-core
+# machine").
 SMALLER = {"02_cfg_mnist.py": ["--sweep", "0", "5", "--eval-per-class", "1"],
            "03_classifier_guidance.py": ["--scales", "0", "5", "--digits", "1", "7", "--per-class", "2"],
            "06_faces.py": ["--n-samples", "8", "--per-age", "2"]}
