@@ -29,7 +29,10 @@ def test_01_dry_run_writes_every_file(script, tmp_path):
     assert len(np.unique(images.reshape(16, -1), axis=0)) == 16       # 16 different samples, not one blank
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved.pop("judge") == metrics.pop("judge")                  # which judge measured it (its id)
+    histogram = saved.pop("judge_digit_histogram")                   # a list: compared exactly, not by approx
+    assert histogram == metrics.pop("judge_digit_histogram")
     assert saved == pytest.approx(metrics)
+    metrics["judge_digit_histogram"] = histogram
     assert sum(metrics["judge_digit_histogram"]) == 16 and metrics["fd_judge_vs_mnist_test"] >= 0
     # the FD-judge is that of the saved 8-bit images: samples.npz reproduces it
     judge, x_real = get_judge("mnist", dry_run=True), synthetic_dataset(256)[0]
