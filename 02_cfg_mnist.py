@@ -1,203 +1,198 @@
 """Handout D §3 (and Handout A Problem 1): a class-conditioned DDPM on MNIST with classifier-free guidance.
 
-    python 02_cfg_mnist.py --epochs 20                 # Handout D §3.3-3.4 / A 1(b): CFG, p_uncond = 0.1
-    python 02_cfg_mnist.py --p-uncond 0 --guidance 1 --sweep 1   # Handout A 1(a): a plain one-hot conditional model
-    python 02_cfg_mnist.py --quick                     # laptop CPU preset: 8-10 min on 2 cores, 90-95% at γ = 5
-    python 02_cfg_mnist.py --dry-run                   # seconds, synthetic data (what the tests run)
+    python 02_cfg_mnist.py --epochs 20      # Handout D §3.3–3.4, A 1(b): p_uncond = 0.1, the γ sweep
+    python 02_cfg_mnist.py --p-uncond 0 --guidance 1 --sweep 1 --out-dir results/02_onehot   # A 1(a)
+    python 02_cfg_mnist.py --quick          # a laptop CPU: width 24, 2 epochs, T = 100, 10 samples per digit
+    python 02_cfg_mnist.py --dry-run        # seconds: synthetic data, a tiny model (what the tests run)
 
-Training is Algorithm 3 (labels dropped with probability --p-uncond); sampling is Algorithm 4,
-ε̂ = ε_uncond + γ (ε_cond − ε_uncond), with both predictions from one batched forward pass.
-With --p-uncond 0 the network never sees the "no label" input, so only γ = 1 (the purely
-conditional prediction) is meaningful: pass --guidance 1 --sweep 1.
-
-Writes to results/02_cfg_mnist/ (or --out-dir):
-    config.json, losses.csv, loss_curve.png, checkpoint.pt (--resume continues exactly),
-    samples_epoch_001.png ... (γ = 5, labels from the MNIST test set, fixed noise),
-    guidance_sweep.png (rows γ, columns digits, same noise along each column),
-    guidance_metrics.png, samples.npz (`images` uint8 N×28×28, `labels`, `guidance`),
-    metrics.json (per γ: accuracy judged by an independent MNIST classifier, FD-judge),
-    sweep_parts/gamma_*.pt (each γ's samples as it finishes: an interrupted sweep rerun with
-    --resume starts at the γ it was drawing).
+Training is Algorithm 3 (the label dropped with probability --p-uncond); sampling is Algorithm 4,
+ε̂ = ε_uncond + γ (ε_cond − ε_uncond), both predictions from one batched forward pass. With --p-uncond 0 the
+network never sees the "no label" input (Handout A 1(a), a plain one-hot conditional model): only γ = 1,
+the purely conditional prediction, means anything. Writes to results/02_cfg_mnist/ (…_quick/, …_dry_run/):
+    config.json, losses.csv, loss_curve.png, checkpoint.pt, samples_epoch_001.png … (γ = 5, labels from the
+    test set, the same noise each time), guidance_sweep.png (rows γ, columns digits, the same noise in each
+    column), guidance_metrics.png, samples.npz (uint8 `images`, `labels`, `guidance`), metrics.json (per γ:
+    accuracy as an independent classifier judges it, FD-judge, diversity), sweep/gamma_<γ>.npz (each γ as
+    it finishes: an interrupted sweep continues with --resume at the γ it was drawing).
 """
-from itertools import chain
+import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import blocks, samplers, schedules, unet
-from common.cli import (check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int,
-                        probability)
-from common.data import as_saved, load_dataset, synthetic_dataset, to_uint8
-from common.files import save_json, save_npz
+from common import cli
+from common.data import from_uint8, load_mnist, synthetic_mnist, to_uint8
 from common.judge import get_judge
-from common.parts import load_part, save_part, source_hash, state_hash
-from common.plotting import save_grid, save_labelled_grid, save_line_plot
-from common.samplers import fixed_noise, generate, noise_generator, sampler_label
-from common.schedules import ddpm_schedule
-from common.train import ddpm_loss, epoch_grid_path, run_epochs, undrawn_grid
-from common.train_state import start_training
-from common.unet import ConditionalDenoisingUNet
-from common.utils import (Progress, amp_dtype, count_parameters, interruptible, memory_format, save_config,
-                          start_run, to_device)
+from common.plotting import save_grid, save_labelled_grid, save_line_plot, save_loss_curves
+from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, grad_scaler, load_checkpoint,
+                        load_part, on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv,
+                        save_npz, save_part, seed_everything, to_device)
+from common.samplers import cfg_sample, ddim_sample, fixed_noise
+from common.schedules import ddpm_forward, ddpm_schedule
+from common.unets import ConditionalDenoisingUNet
 
-# the code that draws the guidance sweep, hashed now (when it is loaded) for the keys of its saved parts
-SWEEP_CODE = source_hash(__file__, blocks, samplers, schedules, unet)
-# --quick on 2 idle CPU cores: 7:43-9:41 end to end (three runs: 9:41, 7:43, 8:12); the judge gave 90-95% of the γ = 5
-# samples the asked-for digit (1 epoch at D = 32: 82%; 2 epochs at D = 32: 96-99% but 17 min). See README.
-ANCESTRAL = "Algorithm 4"   # the sampler unless --sampler ddim: figure titles and metrics.json say which
-QUICK = dict(hidden=24, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, sample_epochs=[1, 2],
-             eval_per_class=10, n_grid=20)
-DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, sample_epochs=[1, 2], eval_per_class=2,
-               n_grid=8, eval_batch=64, sample_steps=5)
+QUICK = dict(hidden=24, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, per_class=10, n_grid=20)
+DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, per_class=2, n_grid=8, eval_batch=64, sample_steps=5)
+MATCH = ("hidden", "T", "beta_1", "beta_T", "lr", "lr_decay_to", "batch_size", "seed", "p_uncond")
 
 
 def parse_args(argv):
-    p = diffusion_parser(__doc__.split("\n")[0])
-    p.add_argument("--p-uncond", type=probability, default=0.1,
-                   help="Algorithm 3 line 5: probability of dropping the label (0 = Handout A 1(a))")
-    p.add_argument("--guidance", type=finite_float, default=5.0, help="γ of the per-epoch evaluation grids")
-    p.add_argument("--sweep", type=finite_float, nargs="+", default=[0, 1, 5, 7, 10, 15],
-                   help="guidance scales γ of the final sweep (Handout D §3.4): 0 = unconditional, 1 = conditional, "
-                        "> 1 = guided; a negative γ pushes away from the label (an experiment, not in the handout)")
-    p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10),
-                   metavar="DIGIT", help="digits of the sweep")
-    p.add_argument("--eval-per-class", type=positive_int, default=100,
-                   help="samples per digit and per γ in samples.npz and metrics.json")
-    p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
-    p.add_argument("--eval-batch", type=positive_int, default=None,
-                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on CPU)")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
-    if len(set(args.sweep)) < len(args.sweep):
-        p.error(f"--sweep lists a γ twice: {args.sweep}")
-    if len(args.digits) * args.eval_per_class < 2:
-        p.error("--digits × --eval-per-class must be at least 2 samples per γ (FD-judge needs a covariance)")
-    return args
+    p = cli.make_parser(__doc__)
+    cli.add_training_flags(p, epochs=20, batch_size=128, lr=1e-3, hidden=64)
+    cli.add_diffusion_flags(p, T=300)
+    p.add_argument("--p-uncond", type=cli.probability, default=0.1,
+                   help="Algorithm 3 line 5: the probability of dropping the label (0: Handout A 1(a))")
+    p.add_argument("--guidance", type=cli.scale, default=5.0, help="γ of the per-epoch grids (Handout D §3.3)")
+    p.add_argument("--sweep", type=cli.scale, nargs="+", default=[0, 1, 5, 7, 10, 15],
+                   help="guidance scales γ of the final sweep (§3.4): 0 unconditional, 1 conditional, > 1 guided")
+    p.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10), metavar="DIGIT",
+                   help="digits of the sweep")
+    p.add_argument("--per-class", type=cli.positive_int, default=100, help="samples per digit and γ in the sweep")
+    p.add_argument("--n-grid", type=cli.positive_int, default=40, help="samples in each epoch's grid")
+    cli.add_run_flags(p)
+    return cli.parse(p, argv, QUICK, DRY_RUN, check=check_args)
 
 
-def load_data(args, device, train=True):
-    """(x, y): the whole split as one (N, 1, 28, 28) tensor in [-1, 1] and its labels, on the device."""
-    if args.dry_run:
-        return synthetic_dataset(256 if train else 128, device, seed=0 if train else 1)
-    return load_dataset("mnist", args.data_dir, train=train, device=device)
+def check_args(p, args):
+    if len(args.digits) * args.per_class < 2:
+        p.error("--digits × --per-class must give at least 2 samples per γ (FD-judge needs a covariance)")
 
 
-def draw_samples(args, model, sched, x_T, y, w, generator=None):
-    """Algorithm 4 (or DDIM with --sampler ddim) in batches; y (N,) digits, w (N,) γ per sample."""
-    out, b = [], args.eval_batch
-    for i in range(0, len(x_T), b):
-        c = F.one_hot(y[i:i + b], 10)
-        out.append(generate(model, x_T[i:i + b], sched, args.sampler, args.sample_steps, args.eta,
-                            c, w[i:i + b], generator))
-    return torch.cat(out)
+def draw(args, model, sched, x_T, y, w, seed):
+    """Algorithm 4 at guidance γ = w for the digits y (or DDIM with the same guided ε̂), in batches."""
+    generator = torch.Generator(x_T.device).manual_seed(seed)
+    samples = []
+    for x, c in zip(x_T.split(args.eval_batch), F.one_hot(y, 10).float().split(args.eval_batch)):
+        samples.append(ddim_sample(model, x, sched, args.sample_steps, args.eta, c=c, w=w, generator=generator)
+                       if args.sampler == "ddim" else cfg_sample(model, x, c, w, sched, generator))
+    return torch.cat(samples)
 
 
-def sweep_key(args, model, device):
-    """Everything a γ's samples depend on; a part saved under another key is drawn again."""
-    ddim = {"sample_steps": args.sample_steps, "eta": args.eta} if args.sampler == "ddim" else {}
-    return {"weights": state_hash(model), "code": SWEEP_CODE, "torch": str(torch.__version__),
-            "device": device.type, "precision": f"{amp_dtype(device)} {memory_format(device)}",
-            **{k: getattr(args, k) for k in ("T", "beta_1", "beta_T", "digits", "eval_per_class", "eval_batch",
-                                             "seed", "sampler")}, **ddim}
+def sampler_name(args):
+    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else "Algorithm 4"
 
 
-def guidance_sweep(args, model, sched, device, out):
-    """Every digit at every γ, `eval_per_class` each; digit d's k-th sample starts from the same x_T
-    and sees the same per-step z at every γ. Each γ is saved to out/sweep_parts/ as it finishes, and
-    a rerun reuses it (common/parts.py), so an interrupted sweep resumes at the γ it was drawing."""
-    digits, per = torch.tensor(args.digits), args.eval_per_class
-    x_T = fixed_noise(len(digits) * per, args.seed + 1, device)                # (D·per, 1, 28, 28)
-    y = digits.repeat_interleave(per).to(device)                                # d d d ... per digit
-    key = sweep_key(args, model, device)
-    paths = {g: out / "sweep_parts" / f"gamma_{g:g}.pt" for g in args.sweep}
-    parts = {g: load_part(paths[g], dict(key, guidance=g)) for g in args.sweep}    # None: still to draw
-    progress = Progress(sum(part is None for part in parts.values()), prefix="guidance sweep")
-    for g in args.sweep:                                                        # γ-major order
-        if parts[g] is None:
-            z_generator = noise_generator(args.seed + 2, device)                 # the same z's at every γ
-            w = torch.full((len(y),), g, device=device)
-            parts[g] = save_part(paths[g], dict(key, guidance=g),
-                                 draw_samples(args, model, sched, x_T, y, w, z_generator).cpu())
-            progress.update(progress.step + 1, len(y), extra=f"γ = {g:g} done")
-    w = torch.tensor(args.sweep, dtype=torch.float32).repeat_interleave(len(y))
-    return torch.cat([parts[g] for g in args.sweep]).to(device), y.cpu().repeat(len(args.sweep)), w
-
-
-def evaluate(args, samples, y, w, device):
-    """Per γ: accuracy as judged by the independent MNIST classifier, and FD-judge vs the test set."""
-    judge = get_judge("mnist", args.data_dir, device, dry_run=args.dry_run)
-    x_test = load_data(args, device, train=False)[0]
-    real = judge.stats(x_test)                          # the test set's judge statistics, computed once
-    rows = []
+def guidance_sweep(args, model, sched, epoch, device, out):
+    """Handout D §3.4: every digit at every γ, --per-class each, as uint8 (γ, digit, k, 28, 28). Digit d's
+    k-th sample starts from the same x_T and sees the same z's at every γ. Each γ is kept in out/sweep/ under
+    a key of what it depends on, so a run interrupted here continues with --resume at the γ it was drawing."""
+    y = torch.tensor(args.digits, device=device).repeat_interleave(args.per_class)   # d d d … per digit
+    x_T = fixed_noise(len(y), args.seed + 1, device)
+    key = {name: getattr(args, name) for name in ("digits", "per_class", "seed", "sampler", "sample_steps", "eta")}
+    images = []
     for g in args.sweep:
-        pick = (w == g).to(samples.device)
-        rows.append({"guidance": g, "n": int(pick.sum()),
-                     "judge_accuracy": judge.class_accuracy(samples[pick], y.to(device)[pick]),
-                     "fd_judge": judge.fd(samples[pick], real),
-                     "judge_diversity": judge.diversity(samples[pick])})
-    return {"judge": judge.card, "sampler": sampler_label(args, ANCESTRAL), "per_guidance": rows,
+        path, part_key = out / "sweep" / f"gamma_{g:g}.npz", dict(key, epoch=epoch, guidance=g)
+        part = load_part(path, part_key)
+        if part is None:
+            t0 = time.time()
+            x = draw(args, model, sched, x_T, y, g, seed=args.seed + 2)          # the same z's at every γ
+            check_finite(x, f"the samples at γ = {g:g}")
+            part = save_part(path, part_key, to_uint8(x))
+            print(f"guidance sweep: γ = {g:g} drawn ({len(y)} samples, {time.time() - t0:.0f} s)", flush=True)
+        images.append(part)
+    return np.stack(images).reshape(len(args.sweep), len(args.digits), args.per_class, 28, 28)
+
+
+def evaluate(args, images, x_test, device):
+    """Per γ: accuracy as the independent judge reads the samples, FD-judge against the test set, diversity."""
+    judge = get_judge("mnist", args.data_dir, device, args.dry_run)
+    real = judge.stats(x_test)                                    # the test set's judge statistics, once
+    y = torch.tensor(args.digits).repeat_interleave(args.per_class)
+    rows = []
+    for g, per_gamma in zip(args.sweep, images):
+        x = from_uint8(per_gamma.reshape(-1, 28, 28), device)     # measured as samples.npz holds them: 8 bits
+        rows.append({"guidance": g, "n": len(x), "judge_accuracy": judge.class_accuracy(x, y),
+                     "fd_judge": judge.fd(x, real), "judge_diversity": judge.diversity(x)})
+    return {"judge": judge.card, "sampler": sampler_name(args), "per_guidance": rows,
             "judge_test_set_diversity": judge.diversity(x_test)}
 
 
-def print_table(metrics):
+def save_sweep(args, images, metrics, out):
+    R, D, K = images.shape[:3]
+    save_npz(out / "samples.npz", images=images.reshape(-1, 28, 28),
+             labels=np.tile(np.repeat(args.digits, K), R), guidance=np.repeat(args.sweep, D * K))
+    save_labelled_grid(images[:, :, 0], out / "guidance_sweep.png", row_labels=[f"γ={g:g}" for g in args.sweep],
+                       col_labels=args.digits, suptitle=f"{sampler_name(args)}: digits (columns) × guidance γ (rows)")
+    save_line_plot(args.sweep, {"judge accuracy (%)": [100 * r["judge_accuracy"] for r in metrics["per_guidance"]]},
+                   out / "guidance_metrics.png", xlabel="guidance scale γ", ylabel="accuracy (%)",
+                   title="the asked-for digit drawn, as an independent classifier judges")
+    save_json(metrics, out / "metrics.json")
     print("\n|   γ | judge accuracy | FD-judge | diversity |\n|----:|---------------:|---------:|----------:|")
     for r in metrics["per_guidance"]:
         print(f"| {r['guidance']:>3g} | {100 * r['judge_accuracy']:13.1f}% | {r['fd_judge']:8.2f} "
               f"| {r['judge_diversity']:9.2f} |")
 
 
-def save_sweep_outputs(args, out, samples, y, w, metrics):
-    images = to_uint8(samples)
-    save_npz(out / "samples.npz", images=images, labels=y.numpy(), guidance=w.numpy())
-    # first sample of each (γ, digit): rows = γ, columns = digits
-    first = images.reshape(len(args.sweep), len(args.digits), args.eval_per_class, 28, 28)[:, :, 0]
-    save_labelled_grid(first, out / "guidance_sweep.png", row_labels=[f"γ={g:g}" for g in args.sweep],
-                       col_labels=args.digits,
-                       suptitle=f"{sampler_label(args, ANCESTRAL)}: digits (columns) × guidance γ (rows)")
-    rows = metrics["per_guidance"]
-    save_line_plot(args.sweep, {"judge accuracy (%)": [100 * r["judge_accuracy"] for r in rows]},
-                   out / "guidance_metrics.png", xlabel="guidance scale γ", ylabel="accuracy (%)",
-                   title="requested digit drawn, as judged by an independent classifier")
-    save_json(metrics, out / "metrics.json")
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup ---
-    device, out = start_run(args, __file__)          # device, seed, results/<script>/, config.json (fresh runs)
-    # --- data ---
-    x_train, y_train = load_data(args, device)
-    y_grid = load_data(args, device, train=False)[1][:args.n_grid]   # labels drawn from the test set
+    # --- setup and data (read before anything is written) ---
+    device = pick_device(args.device)
+    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    seed_everything(args.seed)
+    if args.dry_run:
+        (x_train, y_train), (x_test, y_test) = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)
+    else:
+        (x_train, y_train), (x_test, y_test) = (load_mnist("mnist", args.data_dir, tr, device) for tr in (True, False))
+    out = open_run(args, __file__, MATCH)
     # --- model, schedule, optimiser ---
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
-    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    training = start_training(model, args, device, out / "checkpoint.pt")
-    if args.resume:                                  # config.json only once the checkpoint is accepted
-        save_config(args, out)
+    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
+    alpha_bar = sched.alpha_bar.float().to(device)                   # ᾱ_t for line 8, on the device
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scaler = grad_scaler(device)
+    start, history = 0, {"batch": [], "epoch": [], "seconds": []}
+    if args.resume:
+        ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
+        start, history = ckpt["epoch"], ckpt["history"]
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, "
-          f"{training.plan()}")
-    # --- train (Algorithm 3), with a γ = 5 grid from fixed noise after chosen epochs ---
-    x_T_grid, w_grid = fixed_noise(len(y_grid), args.seed, device), torch.full((len(y_grid),), args.guidance)
-    epochs = run_epochs(training, ddpm_loss, {"x0": x_train, "y": y_train}, sched=sched, p_uncond=args.p_uncond)
-    # first the grid a Ctrl-C cut short (after a --resume; usually none), then each newly trained epoch
-    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):
-        if epoch in args.sample_epochs:
-            grid = draw_samples(args, model, sched, x_T_grid, y_grid, w_grid.to(device),
-                                noise_generator(args.seed + 3, device))          # the same z's every time
-            save_grid(to_uint8(grid), epoch_grid_path(out, epoch), titles=y_grid.tolist(),
-                      suptitle=f"epoch {epoch}: {sampler_label(args, ANCESTRAL)} with γ = {args.guidance:g} "
-                               f"(title = asked-for digit)")
-    # --- guidance sweep (Handout D §3.4) and metrics ---
-    samples, y, w = guidance_sweep(args, model, sched, device, out)
-    samples = as_saved(samples)                      # measured as samples.npz holds them: 8 bits
-    metrics = evaluate(args, samples, y, w, device)
-    save_sweep_outputs(args, out, samples, y, w, metrics)
-    print_table(metrics)
+          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+    y_grid = y_test[:args.n_grid]                                    # §3.3: labels drawn from the test set
+    x_T_grid = fixed_noise(len(y_grid), args.seed, device)           # the same x_T for every epoch's grid
+    # --- train: Handout D Algorithm 3 ---
+    for epoch in range(start + 1, args.epochs + 1):
+        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
+        for group in optimizer.param_groups:
+            group["lr"] = decayed_lr(args, epoch)
+        model.train()
+        t0, progress = time.time(), Progress(-(-len(x_train) // args.batch_size), f"epoch {epoch}")
+        for idx in torch.randperm(len(x_train), device=device).split(args.batch_size):
+            x0, y = x_train[idx], y_train[idx]                           # line 3: images and labels
+            c = F.one_hot(y, 10).float()                                 # line 4: the one-hot vector c
+            keep = (torch.rand(len(y), device=device) >= args.p_uncond).float()   # line 5: c -> 0 w.p. p_uncond
+            t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # line 6: t ~ U{1, ..., T}
+            eps = torch.randn_like(x0)                                   # line 7: ε ~ N(0, I)
+            xt = ddpm_forward(x0, t, alpha_bar, eps)                     # line 8: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            with autocast(device):
+                eps_pred = model(xt, t / args.T, c, keep)                # line 9: ε̂ = ε_θ(x_t, t, c)
+            loss = F.mse_loss(eps_pred.float(), eps)                     # line 10: ‖ε − ε̂‖², per pixel
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()                                # line 10: a gradient step on it
+            scaler.step(optimizer)
+            scaler.update()
+            progress.step(len(x0), loss=loss)
+        history["batch"].append(progress.losses())
+        history["epoch"].append(float(np.mean(history["batch"][-1])))
+        history["seconds"].append(time.time() - t0)
+        print(f"epoch {epoch}/{args.epochs}: mean loss {history['epoch'][-1]:.4f} ({history['seconds'][-1]:.0f} s)")
+        if epoch in args.sample_epochs:                             # §3.3 deliverable 2, at γ = --guidance
+            grid = draw(args, model, sched, x_T_grid, y_grid, args.guidance, seed=args.seed + 3)
+            check_finite(grid, f"the samples at γ = {args.guidance:g}")
+            save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png", titles=y_grid.tolist(),
+                      suptitle=f"epoch {epoch}: {sampler_name(args)}, γ = {args.guidance:g} (title: the digit asked "
+                               f"for)")
+        save_losses_csv(history, out / "losses.csv")
+        save_loss_curves(history, out / "loss_curve.png", ylabel="loss: mean of (ε − ε̂)² over pixels")
+        save_checkpoint(out / "checkpoint.pt", args, epoch=epoch, history=history, model=model,
+                        optimizer=optimizer, scaler=scaler)
+    # --- the guidance sweep (Handout D §3.4) and its metrics ---
+    images = guidance_sweep(args, model, sched, len(history["epoch"]), device, out)
+    metrics = evaluate(args, images, x_test, device)
+    save_sweep(args, images, metrics, out)
     print(f"outputs in {out}")
     return metrics
 
 
 if __name__ == "__main__":
-    with interruptible("files written so far are complete; --resume continues from the last checkpoint "
-                       "(or the sweep from its last finished γ)"):
+    with on_interrupt():
         main()

@@ -1,382 +1,299 @@
 """Handout C Problems 1–3: a 48×48 faces DDPM (10×10 collage), half-and-half merging, age guidance.
 
-    python 06_faces.py --from-utkface UTKFace/   # once, if the course files are missing: convert UTKFace crops
-    python 06_faces.py                           # GPU: T = 1000, linear β 1e-4 -> 0.02 (Ho et al.; Handout C
-                                                 # takes its schedule from a starter file that is not here)
-    python 06_faces.py --quick                   # CPU: 3,000 faces, D = 16, T = 100 (6.5 CPU-minutes)
-    python 06_faces.py --dry-run                 # seconds, synthetic faces (what the tests run)
+    python 06_faces.py              # a GPU job: T = 1000, linear β 1e-4 -> 0.02, 20 epochs, D = 64
+    python 06_faces.py --quick      # a laptop CPU: 3,000 faces, D = 16, T = 100
+    python 06_faces.py --dry-run    # seconds: synthetic faces, a tiny model (what the tests run)
 
-Runtime: --quick took 6.5 min of CPU time (one thread; 16 min wall on a heavily shared 2-core
-machine) on 3,000 faces of a 4,000-face synthetic file; --dry-run ≈ 8 CPU-seconds. The full
-setting is for a GPU (not measured here). No course data was available: every run so far used
-synthetic faces.
-
-Data: --faces (default data/faces23k_48x48.npy.gz, or a plain .npy) and --ages (data/ages23k.npy);
-the accepted shapes, types and value ranges are in common/faces_data.py. The course checkpoint
-diff_unet_faces.cpt cannot be loaded (its architecture is not public), so this script trains
-its own DDPM (Handout D Algorithm 1) with the UNet of common/unet.py at 48×48.
-
-Problem 1: 100 faces by Prince Algorithm 18.2 (= Handout D Algorithm 2), σ_t = √β_t (--sigma);
-           --sampler ddim swaps in DDIM here only (merging and guidance always use Algorithm 18.2).
-Problem 2: five pairs; both faces diffused to the same t, z_t = left half of z_t⁽¹⁾ | right half
-           of z_t⁽²⁾, then the reverse process from t, for each t in --merge-ts.
-Problem 3: an age regressor f(z_t, t) (UNet down half + time embedding), MSE on noised faces with
-           ages in [0, 100], read as P(y | z_t) = N(f, 1); guided sampling adds the handout's step,
-           --guidance-scale × (−∂(f − y)²/∂z_t) = 2 · --guidance-scale × ∇_{z_t} log N(y; f, 1), to every
-           step's mean. With no Σ_t factor the step can overshoot when f is very sharp in z_t
-           (tests/test_faces.py: an exact brightness regressor reaches its targets at --guidance-scale
-           0.01 and diverges at 0.2, the handout's suggestion, which is unvalidated on real faces here).
-
-Writes to results/06_faces/ (or --out-dir):
-    config.json, losses.csv, loss_curve.png, checkpoint.pt (DDPM), samples_epoch_001.png ...,
-    regressor_losses.csv, regressor_loss_curve.png, regressor.pt (both checkpoints atomic,
-    --resume continues them), samples.npz + samples_final.png (10×10), merged.npz + merged.png
-    (4×15), age_guided.npz + age_guided.png (4×10), metrics.json.
+Data: --faces, --ages (the course files; `python -m tools.utkface` converts UTKFace crops into them). The course
+checkpoint diff_unet_faces.cpt cannot be loaded (its architecture is not public), so the DDPM is trained here.
+Sampling is Prince Algorithm 18.2 (= Handout D Algorithm 2); --sampler ddim swaps in DDIM for Problem 1 only.
+Writes to results/06_faces/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png, samples_epoch_001.png
+…, checkpoint.pt, regressor_losses.csv, regressor_loss_curve.png, checkpoint_regressor.pt (--resume continues
+both), samples.npz + samples_final.png (Problem 1), merged.npz + .png (2), age_guided.npz + .png (3), metrics.json.
 """
-import argparse
-import time
-from itertools import chain
+import math
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from common.cli import check_schedule_args, diffusion_parser, finite_float, parse_with_presets, positive_int
-from common.data import from_uint8, to_uint8
-from common.faces import AgeRegressor, merge_halves, predict_age
-from common.faces_data import AGE_MAX, AGE_MIN, SIZE, convert_utkface, load_faces, synthetic_faces, valid_age
-from common.files import save_json, save_npz
-from common.guidance import classifier_guided_sample
-from common.plotting import save_grid, save_labelled_grid
-from common.samplers import (ddpm_sample, ddpm_sample_from, fixed_noise, generate, noise_generator,
-                             sampler_label)
-from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
-from common.train import ddpm_loss, epoch_grid_path, run_epochs, train_epochs, undrawn_grid
-from common.train_state import checked_state, start_training
-from common.unet import DenoisingUNet
-from common.utils import (autocast, count_parameters, fail, interruptible, make_out_dir, resolve_device,
-                          save_config, seed_everything, to_device)
+from common import cli
+from common.data import AGE_MAX, AGE_MIN, FACE_SIZE, from_uint8, load_faces, synthetic_faces, to_uint8
+from common.plotting import save_grid, save_labelled_grid, save_loss_curves
+from common.run import (Progress, autocast, count_parameters, decayed_lr, fail, grad_scaler, load_checkpoint,
+                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
+                        seed_everything, to_device)
+from common.samplers import classifier_guided_sample, ddim_sample, ddpm_sample, fixed_noise
+from common.schedules import ddpm_forward, ddpm_schedule
+from common.unets import DenoisingUNet, TimeConditionedEncoder
 
-N_PAIRS = 5
-# --quick: T = 100 with β scaled by 1000/T (1e-3…0.2), so ᾱ_T = 2.0e-5, as close to pure noise as a linear
-# T = 1000 schedule's 4.0e-5 (β = 1e-4…0.02; Handout C's own schedule is in its starter code, not here);
-# batch 32 at lr 2e-3 gives 4× more steps for the same compute (at batch 128 the samples stay noise)
-QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_1=1e-3, beta_T=0.2,
-             batch_size=32, lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, merge_ts=[20, 50, 75, 99], n_val=200)
-DRY_RUN = dict(hidden=8, epochs=2, regressor_epochs=2, T=10, batch_size=32, sample_epochs=[2],
-               n_grid=8, n_samples=20, merge_ts=[2, 5, 8, 9], per_age=3, n_val=8, eval_batch=100)
-FACES_MATCH = ("hidden", "T", "image_channels")   # settings a --resume must share with both checkpoints
+N_PAIRS = 5   # Handout C 2: "5 pairs of faces"
+# --quick: T = 100 with β scaled by 1000/T, so ᾱ_T = 2.0e-5 is as close to pure noise as T = 1000's 4.0e-5
+QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_1=1e-3, beta_T=0.2, batch_size=32,
+             lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, merge_ts=[20, 50, 75, 99], n_val=200)
+DRY_RUN = dict(hidden=4, epochs=1, regressor_epochs=1, T=6, batch_size=16, sample_epochs=[1], n_grid=4,
+               n_samples=10, merge_ts=[1, 3, 4, 5], per_age=2, n_val=6, eval_batch=100, sample_steps=3)
+MATCH = ("hidden", "T", "beta_1", "beta_T", "lr", "lr_decay_to", "batch_size", "seed", "n_train", "n_val")
+age = cli.typed("age in 0..100", float, lambda v: AGE_MIN <= v <= AGE_MAX)   # the ages the regressor learns
 
 
 def parse_args(argv):
-    p = diffusion_parser(__doc__.split("\n")[0], T=1000,
-                         data_help="folder of faces23k_48x48.npy.gz and ages23k.npy (the course files)")
-    p.epilog = ("The course checkpoint diff_unet_faces.cpt is not loadable here (its architecture is not "
-                "public): this script trains its own DDPM. Without the course files, --from-utkface DIR "
-                "converts the public UTKFace crops into them.")
+    p = cli.make_parser(__doc__)
+    cli.add_training_flags(p, epochs=20, batch_size=128, lr=1e-3, hidden=64)
+    cli.add_diffusion_flags(p, T=1000)
     p.add_argument("--faces", default=None, help="faces file (default: <data-dir>/faces23k_48x48.npy.gz)")
     p.add_argument("--ages", default=None, help="ages file (default: <data-dir>/ages23k.npy)")
-    p.add_argument("--from-utkface", metavar="DIR", default=None,
-                   help="convert DIR's AGE_GENDER_RACE_DATE.jpg files into --faces and --ages, then exit")
-    p.add_argument("--rgb", action="store_true", help="with --from-utkface: keep colour (default grayscale)")
-    p.add_argument("--n-train", type=positive_int, default=None,
-                   help="train on a random subset of N faces (default: all)")
-    p.add_argument("--sigma", choices=["beta", "posterior"], default="beta",
-                   help="σ_t of the reverse step: √β_t (Handout C) or the posterior's √β̃_t")
-    p.add_argument("--n-samples", type=positive_int, default=100, help="Problem 1 samples (first 100 in the collage)")
-    p.add_argument("--n-grid", type=positive_int, default=40, help="samples per epoch grid")
-    p.add_argument("--eval-batch", type=positive_int, default=100, help="samples drawn per batch")
-    p.add_argument("--merge-ts", type=positive_int, nargs="+", default=[200, 500, 750, 999],
-                   help="Problem 2: the timesteps t the pairs are diffused to")
-    p.add_argument("--regressor-epochs", type=positive_int, default=10, help="Problem 3: age regressor epochs")
-    p.add_argument("--n-val", type=positive_int, default=500, help="faces held out to evaluate the regressor")
-    p.add_argument("--target-ages", type=finite_float, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
-    p.add_argument("--per-age", type=positive_int, default=10,
-                   help="Problem 3: faces per target age. The handout asks for '4 faces each' and 'a 4x10 "
-                        "collage'; 10 fills the collage, --per-age 4 is the literal count")
-    p.add_argument("--guidance-scale", type=finite_float, default=0.2,
-                   help="Problem 3: multiplies the handout's gradient −∂(ŷ − y)²/∂z_t (= 2 ∇ log N(y; ŷ, 1)), "
-                        "0.2 as the handout suggests; lower it if the guided faces blow up")
-    args = parse_with_presets(p, argv, QUICK, DRY_RUN, check=check_schedule_args)
+    p.add_argument("--n-train", type=cli.positive_int, default=None, help="train on N random faces (default: all)")
+    p.add_argument("--sigma", choices=["beta", "posterior"], default="beta", help="σ_t: √β_t (Handout C 1) or √β̃_t")
+    p.add_argument("--n-samples", type=cli.positive_int, default=100, help="Problem 1 samples (100 in the collage)")
+    p.add_argument("--n-grid", type=cli.positive_int, default=40, help="samples in each epoch's grid")
+    p.add_argument("--merge-ts", type=cli.positive_int, nargs="+", default=[200, 500, 750, 999],
+                   help="Problem 2: the t < T of the diffusion kernel")
+    p.add_argument("--regressor-epochs", type=cli.positive_int, default=10, help="Problem 3: age regressor epochs")
+    p.add_argument("--n-val", type=cli.positive_int, default=500, help="faces held out to evaluate the regressor")
+    p.add_argument("--target-ages", type=age, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
+    p.add_argument("--per-age", type=cli.positive_int, default=10,
+                   help="Problem 3: faces per target age (10 fill the 4×10 collage; '4 faces each' is --per-age 4)")
+    p.add_argument("--guidance-scale", type=cli.non_negative_scale, default=0.2,
+                   help="Problem 3: multiplies −∂(f − y)²/∂z_t, 'a small number (e.g., 0.2)'; lower it on blow-ups")
+    cli.add_run_flags(p, data_help="folder of faces23k_48x48.npy.gz and ages23k.npy (the course files)")
+    args = cli.parse(p, argv, QUICK, DRY_RUN)
     if not all(1 <= t < args.T for t in args.merge_ts):   # Handout C 2(b): "some t < T"
-        p.error(f"--merge-ts must lie in 1..T−1 = 1..{args.T - 1}, got {args.merge_ts}")
-    if not all(AGE_MIN <= age <= AGE_MAX for age in args.target_ages):   # the ages the regressor is trained on
-        p.error(f"--target-ages must lie in {AGE_MIN}..{AGE_MAX} (the regressor's training ages), "
-                f"got {args.target_ages}")
+        p.error(f"--merge-ts must lie in 1..T − 1 = 1..{args.T - 1}, got {' '.join(map(str, args.merge_ts))}")
     args.faces = args.faces or f"{args.data_dir}/faces23k_48x48.npy.gz"
     args.ages = args.ages or f"{args.data_dir}/ages23k.npy"
     return args
 
 
-def convert(args):
-    """--from-utkface DIR: UTKFace crops into 48×48 faces and ages files (--faces, --ages); no training."""
-    n, skipped = convert_utkface(args.from_utkface, args.faces, args.ages, rgb=args.rgb)
-    print(f"converted {n} faces into {args.faces} and {args.ages} ({skipped} files skipped)")
-    return {"converted": n, "skipped": skipped}
-
-
-def load_data(args, device):
-    """(x, ages): faces (N, C, 48, 48) in [-1, 1] and ages (N,), on the device; synthetic for --dry-run."""
-    if args.dry_run:
-        faces, ages = synthetic_faces(64, seed=args.seed)
-        return from_uint8(faces, device), torch.as_tensor(ages, device=device)
-    x, ages = load_faces(args.faces, args.ages, device)
-    if args.n_train and args.n_train < len(x):
-        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:args.n_train]
-        x, ages = x[keep.to(device)], ages[keep.to(device)]
-    return x, ages
-
-
-# --- Problem 1, training ---
-
-def train_ddpm(args, x, sched, device, out):
-    """The UNet at 48×48, trained (or continued with --resume) by Algorithm 1; grids after --sample-epochs.
-    Writes config.json once the model's checkpoint is accepted."""
-    model = to_device(DenoisingUNet(x.shape[1], args.hidden, SIZE), device)
-    training = start_training(model, args, device, out / "checkpoint.pt", must_match=FACES_MATCH)
-    save_config(args, out)                         # after the checkpoint is accepted (a rejected --resume keeps it)
-    print(f"DenoisingUNet D={args.hidden} at 48×48: {count_parameters(model):,} parameters, T={args.T}, "
-          f"{len(x):,} faces ({'synthetic' if args.dry_run else args.faces}) on {device}, "
-          f"{training.plan()}")
-    x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])
-    epochs = run_epochs(training, ddpm_loss, {"x0": x}, sched=sched)
-    # first the grid a Ctrl-C cut short (after a --resume; usually none), then each newly trained epoch
-    for epoch in chain(undrawn_grid(training, args.sample_epochs, out), epochs):
-        if epoch in args.sample_epochs:
-            grid = draw_samples(args, model, sched, x_T_grid, seed=args.seed + 5)   # same x_T and z's each time
-            save_grid(to_uint8(grid), epoch_grid_path(out, epoch),
-                      suptitle=f"DDPM faces after epoch {epoch} (fixed noise)")
-    return model, training.history
-
-
-# --- Problem 3, training: the age regressor f(z_t, t) ---
-
-def regressor_loss(regressor, x0, y, sched):
-    """MSE (years²) of f on noised faces: t ~ U{1..T}, z_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε."""
-    t = sample_timesteps(len(x0), sched.T, x0.device)
-    zt = ddpm_forward(x0, t, sched.alpha_bar, torch.randn_like(x0))
-    with autocast(x0.device):
-        f = regressor(zt, t.float() / sched.T)
-    return torch.nn.functional.mse_loss(f.float(), y)
-
-
-def split_for_regressor(args, x, ages):
-    """Faces with ages in [0, 100] only (Handout C 3), split into (train, held-out) index tensors."""
-    usable = torch.nonzero(valid_age(ages)).flatten()
+def split_for_regressor(args, ages):
+    """Handout C 3: only faces aged 0 <= y <= 100 (y < 0: missing, y > 100: likely wrong), as (train, held-out)."""
+    usable = torch.nonzero((ages >= AGE_MIN) & (ages <= AGE_MAX)).flatten()
     if len(usable) < 10:
         fail(f"only {len(usable)} faces have an age in [0, 100]; the age regressor needs at least 10")
-    usable = usable[torch.randperm(len(usable), generator=torch.Generator().manual_seed(args.seed)).to(x.device)]
+    usable = usable[torch.randperm(len(usable), generator=torch.Generator().manual_seed(args.seed)).to(ages.device)]
     n_val = min(args.n_val, len(usable) // 5)
     return usable[n_val:], usable[:n_val]
 
 
-def train_age_regressor(args, x, ages, sched, device, out, train_idx):
-    """Trains (or, with --resume, continues) f and checkpoints it in regressor.pt after every epoch."""
-    y = ages[train_idx]
-    regressor = to_device(AgeRegressor(x.shape[1], args.hidden, SIZE, y.mean(), y.std()), device)
-    path = out / "regressor.pt"    # --resume continues it only if the interrupted run had started it
-    reg_args = argparse.Namespace(**{**vars(args), "epochs": args.regressor_epochs})
-    training = start_training(regressor, reg_args, device, path, must_match=FACES_MATCH,
-                              resume=args.resume and path.is_file())
-    train_epochs(training, regressor_loss, {"x0": x[train_idx], "y": y}, name="regressor epoch",
-                 metric="MSE {:.1f} years²", ylabel="MSE (years²)", file_prefix="regressor_", sched=sched)
-    return regressor.eval(), training.history
+class AgeRegressor(nn.Module):
+    """Handout C 3: f(z_t, t) in years, P(y | z_t) = N(y; f(z_t, t), 1), on the UNet's down half with a time
+    embedding. f = 50 + 25 · output (the middle and a quarter of 0–100): the output starts at the scale of ages."""
+
+    def __init__(self, in_channels=1, hidden=64, image_size=FACE_SIZE):
+        super().__init__()
+        self.encoder = TimeConditionedEncoder(in_channels, hidden, image_size, out_features=1)
+
+    def forward(self, zt, t_frac):
+        """zt: (B, C, H, W); t_frac: (B,) = t/T. Returns f(z_t, t) in years, (B,)."""
+        return 50 + 25 * self.encoder(zt, t_frac)[:, 0]
+
+    def log_prob(self, zt, t_frac, y):
+        """log N(y; f(z_t, t), 1) = −(y − f)²/2 − log √(2π), (B,): the guide of classifier_guided_sample."""
+        return -0.5 * (y - self(zt, t_frac).float()) ** 2 - 0.5 * math.log(2 * math.pi)
 
 
-# --- Problems 1–3: sampling ---
-
-def draw_samples(args, model, sched, x_T, seed):
-    """Prince Algorithm 18.2 (= Handout D Algorithm 2, σ_t by --sigma) in batches; DDIM with --sampler ddim.
-    `seed` seeds the per-step z's, so the same x_T and seed draw the same faces."""
-    b, g = args.eval_batch, noise_generator(seed, x_T.device)
+def draw(args, model, sched, x_T, seed):
+    """Problem 1's sampler in batches: Algorithm 18.2 with σ_t by --sigma, or DDIM. `seed` seeds the z's."""
+    generator = torch.Generator(x_T.device).manual_seed(seed)
     if args.sampler == "ddim":
-        return torch.cat([generate(model, x_T[i:i + b], sched, "ddim", args.sample_steps, args.eta, generator=g)
-                          for i in range(0, len(x_T), b)])
-    return torch.cat([ddpm_sample(model, x_T[i:i + b], sched, g, sigma=args.sigma) for i in range(0, len(x_T), b)])
+        return torch.cat([ddim_sample(model, x, sched, args.sample_steps, args.eta, generator=generator)
+                          for x in x_T.split(args.eval_batch)])
+    return torch.cat([ddpm_sample(model, x, sched, kind=args.sigma, generator=generator)
+                      for x in x_T.split(args.eval_batch)])
 
 
-def merge_pairs(args, model, sched, x):
-    """Problem 2 for N_PAIRS random pairs at every t in --merge-ts. Returns (x1, x2, merged (R, P, C, H, W), pairs)."""
-    g = torch.Generator().manual_seed(args.seed + 2)
-    pairs = torch.randperm(len(x), generator=g)[:2 * N_PAIRS].reshape(N_PAIRS, 2)
-    x1, x2 = x[pairs[:, 0].to(x.device)], x[pairs[:, 1].to(x.device)]
-    torch.manual_seed(args.seed + 2)
-    merged = []
+def sampler_name(args):
+    return (f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim"
+            else f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
+
+
+def merge_halves(zt1, zt2):
+    """Handout C 2(c): the left half (columns < W/2) of z_t⁽¹⁾ beside the right half of z_t⁽²⁾."""
+    W = zt1.shape[-1]
+    return torch.cat([zt1[..., :W // 2], zt2[..., W // 2:]], dim=-1)
+
+
+def merge_pairs(args, model, sched, x1, x2):
+    """Handout C 2 for the pairs (x1[i], x2[i]) at every t in --merge-ts: merged faces (R, P, C, H, W)."""
+    generator = torch.Generator(x1.device).manual_seed(args.seed + 2)
+    alpha_bar, merged = sched.alpha_bar.float().to(x1.device), []
     for t in args.merge_ts:
-        t_batch = torch.full((N_PAIRS,), t, device=x.device)
-        # (b) the diffusion kernel: z_t = √ᾱ_t x + √(1 − ᾱ_t) ε, independent ε for the two faces
-        zt1 = ddpm_forward(x1, t_batch, sched.alpha_bar, torch.randn(x1.shape, generator=g).to(x.device))
-        zt2 = ddpm_forward(x2, t_batch, sched.alpha_bar, torch.randn(x2.shape, generator=g).to(x.device))
-        # (c) left half of z_t⁽¹⁾ next to the right half of z_t⁽²⁾
+        t_batch = torch.full((len(x1),), t, device=x1.device)
+        # (b) the diffusion kernel to the same t: z_t = √ᾱ_t x + √(1 − ᾱ_t) ε, an independent ε for each face
+        zt1 = ddpm_forward(x1, t_batch, alpha_bar, torch.randn(x1.shape, device=x1.device, generator=generator))
+        zt2 = ddpm_forward(x2, t_batch, alpha_bar, torch.randn(x2.shape, device=x1.device, generator=generator))
+        # (c) z_t = left half of z_t⁽¹⁾ | right half of z_t⁽²⁾
         zt = merge_halves(zt1, zt2)
         # (d) x ~ P(x | z_t): the reverse process from t down to 1
-        merged.append(ddpm_sample_from(model, zt, t, sched, sigma=args.sigma))
-    return x1, x2, torch.stack(merged), pairs
+        merged.append(ddpm_sample(model, zt, sched, t_start=t, kind=args.sigma, generator=generator))
+    return torch.stack(merged)
 
 
 def age_guided(args, model, regressor, sched, shape, device):
-    """Problem 3: --per-age faces per target age; column k starts from the same x_T in every row."""
-    y = torch.tensor(args.target_ages, device=device).repeat_interleave(args.per_age)   # (R·K,)
+    """Problem 3: --per-age faces per target age, column k from the same x_T in every row. Returns (images, y)."""
+    regressor.eval()                                              # BatchNorm with its running statistics
+    y = torch.tensor(args.target_ages, device=device).repeat_interleave(args.per_age)        # (R·K,)
     x_T = fixed_noise(args.per_age, args.seed + 3, device, shape).repeat(len(args.target_ages), 1, 1, 1)
-    # Handout C 3: ∂log P(y | z_t)/∂z_t "= −∂(ŷ − y)²/∂z_t", twice ∇ log N(y; ŷ, 1) (the guide's log_prob),
-    # times "a small number (e.g., 0.2)": each step μ ← μ + 2 · scale · ∇_{z_t} log N(y; f(z_t, t), 1), no Σ_t
-    images = draw_guided(args, model, regressor, sched, x_T, y, 2 * args.guidance_scale)
-    check_guided_range(args, images, model, regressor, sched, x_T, y)
+    # Handout C 3: ∂log P(y | z_t)/∂z_t "= −∂(ŷ − y)²/∂z_t" = 2 ∇ log N(y; ŷ, 1), times "a small number (e.g.,
+    # 0.2)": each step's mean moves by 2 · scale · ∇_{z_t} log N(y; f(z_t, t), 1), with no Σ_t factor
+    images = classifier_guided_sample(model, regressor, x_T, y, 2 * args.guidance_scale, sched, variance_scaled=False,
+                                      kind=args.sigma, generator=torch.Generator(device).manual_seed(args.seed + 3))
+    # faces live in [-1, 1]: inf, nan or pixels beyond ±10 mean the steps overshot, unless the DDPM does it alone
+    if not torch.isfinite(images).all() or images.abs().max() > 10:
+        unguided = classifier_guided_sample(
+            model, regressor, x_T, y, 0.0, sched, variance_scaled=False, kind=args.sigma,
+            generator=torch.Generator(device).manual_seed(args.seed + 3))
+        if not torch.isfinite(images).all() or unguided.abs().max() <= 10:   # the same x_T and z's, unguided
+            fail(f"age guidance diverged at --guidance-scale {args.guidance_scale:g} (pixels became inf, nan or "
+                 f"beyond ±10); run again with a smaller one, e.g. --guidance-scale {args.guidance_scale / 10:g}")
+        print(f"note: some age-guided faces have pixels beyond ±10, and so do the unguided faces of the same noise: "
+              f"the DDPM makes them, not --guidance-scale {args.guidance_scale:g} (train it longer)", flush=True)
     return images, y
 
 
-def draw_guided(args, model, regressor, sched, x_T, y, s):
-    """Algorithm 18.2 with the guidance step s · ∇ log N(y; f, 1) in each mean, in batches; the per-step z's
-    are seeded, so s = 0 draws the unguided faces of the same x_T and noise."""
-    torch.manual_seed(args.seed + 3)
-    b = args.eval_batch
-    return torch.cat([classifier_guided_sample(model, regressor, x_T[i:i + b], y[i:i + b], s, sched,
-                                               sigma=args.sigma, scale_by_variance=False)
-                      for i in range(0, len(y), b)])
+@torch.no_grad()
+def predict_age(regressor, x, T):
+    """f(x, t = 1) in eval mode: final samples and clean faces read as z_1."""
+    return regressor.eval()(x, torch.full((len(x),), 1 / T, device=x.device)).float()
 
 
-def check_guided_range(args, images, model, regressor, sched, x_T, y):
-    """Stops when guidance blew the faces up: inf or nan, or pixels beyond ±10 (faces live in [-1, 1]) where
-    the same x_T and noise without guidance stay inside. A weak DDPM can reach ±10 on its own: then a note."""
-    finite = bool(torch.isfinite(images).all())
-    if finite and images.abs().max() <= 10:
-        return
-    if finite and draw_guided(args, model, regressor, sched, x_T, y, 0.0).abs().max() > 10:
-        print(f"note: some age-guided faces have pixels beyond ±10, and so do the unguided faces drawn from the "
-              f"same noise: the DDPM itself, not --guidance-scale {args.guidance_scale:g}, makes them (train it "
-              f"longer); the figures clamp them to [-1, 1]", flush=True)
-        return
-    fail(f"age guidance diverged at --guidance-scale {args.guidance_scale:g} (pixels became inf, nan or beyond "
-         f"±10); run again with a smaller one, e.g. --guidance-scale {args.guidance_scale / 10:g}")
-
-
-def mean_sd(values):
-    return {"mean": float(values.mean()), "sd": float(values.std()) if len(values) > 1 else 0.0, "n": len(values)}
-
-
-# --- outputs ---
-
-def save_samples(args, out, samples):
-    """samples.npz and the 10×10 collage of Problem 1."""
-    save_npz(out / "samples.npz", images=to_uint8(samples))
-    save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
-              suptitle=f"Problem 1: DDPM faces ({problem1_sampler(args)})")
-
-
-def problem1_sampler(args):
-    """The Problem 1 sampler: Algorithm 18.2 with --sigma's σ_t, or DDIM."""
-    return sampler_label(args, f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
-
-
-def save_merge_outputs(args, out, x1, x2, merged, pairs):
-    """merged.npz and the 4×15 collage: per pair, face 1 | face 2 | merged; rows = t."""
+def save_merged(args, out, x1, x2, merged):
+    """merged.npz and the 4×15 collage: per pair, face 1 | face 2 | merged; one row per t."""
     a, b, m = to_uint8(x1), to_uint8(x2), np.stack([to_uint8(row) for row in merged])   # m: (R, P, H, W[, 3])
-    save_npz(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts),
-             pair_indices=pairs.numpy())
-    grid = np.stack([np.stack([img for p in range(N_PAIRS) for img in (a[p], b[p], m[r, p])])
-                     for r in range(len(args.merge_ts))])                               # (R, 3P, H, W[, 3])
-    headers = [h for p in range(N_PAIRS) for h in (f"pair {p + 1}\nface 1", f"pair {p + 1}\nface 2", "merged")]
-    save_labelled_grid(grid, out / "merged.png", row_labels=[f"t={t}" for t in args.merge_ts], col_labels=headers,
-                       suptitle="Problem 2: merged = x ~ P(x | z_t), z_t = left half of z_t(face 1) "
-                                "| right half of z_t(face 2); rows: diffusion time t")
-
-
-def half_rmse(a, b, cols):
-    return float((a[..., cols] - b[..., cols]).pow(2).mean().sqrt())
-
-
-def merge_metrics(args, x1, x2, merged):
-    """Per t: RMSE of each half of the merged faces to that half of face 1 and of face 2 ([-1, 1] scale)."""
-    left, right = slice(0, SIZE // 2), slice(SIZE // 2, SIZE)
-    return {str(t): {"left_vs_face_1": half_rmse(m, x1, left), "left_vs_face_2": half_rmse(m, x2, left),
-                     "right_vs_face_2": half_rmse(m, x2, right), "right_vs_face_1": half_rmse(m, x1, right)}
-            for t, m in zip(args.merge_ts, merged)}
-
-
-def save_age_outputs(args, out, images, y, predicted):
-    R, K = len(args.target_ages), args.per_age
-    u8 = to_uint8(images)
-    save_npz(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(),
-             predicted_ages=predicted.cpu().numpy(), guidance_scale=args.guidance_scale)
-    rows = [f"target {a:g}\nf = {predicted[i * K:(i + 1) * K].mean():.0f}" for i, a in enumerate(args.target_ages)]
-    save_labelled_grid(u8.reshape(R, K, *u8.shape[1:]), out / "age_guided.png", row_labels=rows,
-                       suptitle=f"Problem 3: age guidance, scale {args.guidance_scale:g}\n"
-                                f"rows: target age; f = regressor's mean reading at t = 1")
-
-
-def evaluate(args, regressor, sched, x, ages, val_idx, samples, predicted, y, history, reg_history):
-    """The numbers of metrics.json: data, final losses, the regressor on held-out faces, and the ages
-    the regressor reads (at t = 1) in unguided samples and in each target age's guided samples."""
-    torch.manual_seed(args.seed + 4)
-    with torch.no_grad():
-        val_mse = regressor_loss(regressor, x[val_idx], ages[val_idx], sched).item()
-    val_err = predict_age(regressor, x[val_idx], 1, sched) - ages[val_idx]
-    per_target = {f"{a:g}": mean_sd(predicted[y == a].cpu()) for a in args.target_ages}
-    means = [per_target[f"{a:g}"]["mean"] for a in sorted(args.target_ages)]
-    return {
-        "data": {"faces": "synthetic (--dry-run)" if args.dry_run else args.faces, "n_faces": len(x),
-                 "channels": x.shape[1], "n_age_excluded": int((~valid_age(ages)).sum()),
-                 "n_regressor_val": len(val_idx)},
-        "ddpm_final_epoch_loss": history["epoch"][-1] if history["epoch"] else None,
-        "regressor_final_epoch_mse": reg_history["epoch"][-1] if reg_history["epoch"] else None,
-        "regressor_val_mse_random_t": val_mse,
-        "regressor_val_rmse_t1_years": float(val_err.pow(2).mean().sqrt()),
-        "unguided_predicted_age_t1": mean_sd(predict_age(regressor, samples, 1, sched).cpu()),
-        "guidance_scale": args.guidance_scale,
-        "guided_predicted_age_t1": per_target,
-        "guided_means_increase_with_target": bool(all(a < b for a, b in zip(means, means[1:]))),
-    }
-
-
-def print_summary(metrics, out):
-    u = metrics["unguided_predicted_age_t1"]
-    print(f"regressor held-out RMSE at t=1: {metrics['regressor_val_rmse_t1_years']:.1f} years; "
-          f"unguided samples read as {u['mean']:.1f} ± {u['sd']:.1f}")
-    for target, m in metrics["guided_predicted_age_t1"].items():
-        print(f"  target {target:>4}: regressor reads {m['mean']:.1f} ± {m['sd']:.1f} (n = {m['n']})")
-    print(f"outputs in {out} ({metrics['wall_seconds']:.0f} s)")
+    save_npz(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts))
+    grid = np.stack([np.broadcast_to(a, m.shape), np.broadcast_to(b, m.shape), m], axis=2)   # (R, P, 3, H, W[, 3])
+    save_labelled_grid(grid.reshape(len(m), 3 * N_PAIRS, *a.shape[1:]), out / "merged.png",
+                       row_labels=[f"t={t}" for t in args.merge_ts],
+                       col_labels=[h for p in range(N_PAIRS) for h in (f"pair {p + 1}\nface 1", "face 2", "merged")],
+                       suptitle="Problem 2: merged = x ~ P(x | z_t), z_t = left half of z_t(face 1) | right half of "
+                                "z_t(face 2); rows: diffusion time t")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.from_utkface:
-        return convert(args)
-    # --- setup ---
-    t_start = time.time()
-    device = resolve_device(args.device)
+    # --- setup and data (read before anything is written) ---
+    device = pick_device(args.device)
+    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
-    # --- data (loaded first: a bad file stops the run before anything is written) ---
-    x, ages = load_data(args, device)
-    train_idx, val_idx = split_for_regressor(args, x, ages)   # Problem 3's faces, checked before any training
-    args.image_channels = x.shape[1]
-    out = make_out_dir(args.out_dir, __file__, args.dry_run)      # config.json is written by train_ddpm
-    if args.resume and (out / "regressor.pt").is_file():   # checked now, not after hours of DDPM training
-        checked_state(out / "regressor.pt", "cpu", [(name, getattr(args, name)) for name in FACES_MATCH])
-    # --- Problem 1, training: the DDPM (Handout D Algorithm 1), grids from fixed noise ---
-    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T, device)
-    model, history = train_ddpm(args, x, sched, device, out)
-    # --- Problem 3, training: the age regressor on noised faces ---
-    regressor, reg_history = train_age_regressor(args, x, ages, sched, device, out, train_idx)
+    if args.dry_run:
+        faces, ages = synthetic_faces(32, seed=args.seed)
+        x, ages = from_uint8(faces, device), torch.as_tensor(ages, device=device)
+    else:
+        x, ages = load_faces(args.faces, args.ages, device)
+    if args.n_train and args.n_train < len(x):
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:args.n_train].to(device)
+        x, ages = x[keep], ages[keep]
+    train_idx, val_idx = split_for_regressor(args, ages)   # Problem 3's faces, checked before any training
+    out = open_run(args, __file__, MATCH)
+    # --- model, schedule, optimiser ---
+    model = to_device(DenoisingUNet(x.shape[1], args.hidden, FACE_SIZE), device)
+    sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
+    alpha_bar = sched.alpha_bar.float().to(device)                   # ᾱ_t on the device
+    optimizer, scaler = torch.optim.Adam(model.parameters(), lr=args.lr), grad_scaler(device)
+    start, history = 0, {"batch": [], "epoch": []}
+    if args.resume:
+        ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
+        start, history = ckpt["epoch"], ckpt["history"]
+    print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, {len(x):,} faces")
+    x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])   # the same x_T for every epoch's grid
+    # --- Problem 1, training: the DDPM by Handout D Algorithm 1 ---
+    for epoch in range(start + 1, args.epochs + 1):
+        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
+        optimizer.param_groups[0]["lr"] = decayed_lr(args, epoch)
+        model.train()
+        progress = Progress(-(-len(x) // args.batch_size), f"epoch {epoch}")
+        for idx in torch.randperm(len(x), device=device).split(args.batch_size):
+            x0 = x[idx]                                                  # line 3: x_0, faces of the training set
+            t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # line 4: t ~ U{1, ..., T}
+            eps = torch.randn_like(x0)                                   # line 5: ε ~ N(0, I)
+            xt = ddpm_forward(x0, t, alpha_bar, eps)                     # line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            with autocast(device):
+                eps_pred = model(xt, t / args.T)                         # line 7: ε̂ = ε_θ(x_t, t)
+            loss = F.mse_loss(eps_pred.float(), eps)                     # line 8: ‖ε − ε̂‖², per pixel
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()                                # line 8: a gradient step on it
+            scaler.step(optimizer)
+            scaler.update()
+            progress.step(len(x0), loss=loss)
+        history["batch"].append(progress.losses())
+        history["epoch"].append(float(np.mean(history["batch"][-1])))
+        if epoch in args.sample_epochs:                             # the same x_T and z's every time
+            save_grid(to_uint8(draw(args, model, sched, x_T_grid, seed=args.seed + 5)),
+                      out / f"samples_epoch_{epoch:03d}.png", suptitle=f"DDPM faces after epoch {epoch} (fixed noise)")
+        save_losses_csv(history, out / "losses.csv")
+        save_loss_curves(history, out / "loss_curve.png", ylabel="loss: mean of (ε − ε̂)² over pixels")
+        save_checkpoint(out / "checkpoint.pt", args, epoch=epoch, history=history, model=model, optimizer=optimizer,
+                        scaler=scaler)
+    # --- Problem 3, training: the age regressor f(z_t, t) on noised faces aged 0–100 (Handout C 3) ---
+    regressor = to_device(AgeRegressor(x.shape[1], args.hidden, FACE_SIZE), device)
+    reg_optimizer, reg_scaler = torch.optim.Adam(regressor.parameters(), lr=args.lr), grad_scaler(device)
+    reg_start, reg_history = 0, {"batch": [], "epoch": []}
+    if args.resume and (out / "checkpoint_regressor.pt").is_file():   # only if the earlier run had started it
+        ckpt = load_checkpoint(out / "checkpoint_regressor.pt", device, model=regressor, optimizer=reg_optimizer,
+                               scaler=reg_scaler)
+        reg_start, reg_history = ckpt["epoch"], ckpt["history"]
+    for epoch in range(reg_start + 1, args.regressor_epochs + 1):
+        torch.manual_seed(args.seed + 1000 + epoch)                 # its own random stream: --resume is exact
+        reg_optimizer.param_groups[0]["lr"] = args.lr * args.lr_decay_to ** ((epoch - 1) / args.regressor_epochs)
+        regressor.train()
+        progress = Progress(-(-len(train_idx) // args.batch_size), f"regressor epoch {epoch}")
+        for idx in train_idx[torch.randperm(len(train_idx), device=device)].split(args.batch_size):
+            x0, y = x[idx], ages[idx]                                    # faces and their ages y in [0, 100]
+            t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # "for various t": t ~ U{1, ..., T}
+            # "use the diffusion kernel to create z_t": z_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            zt = ddpm_forward(x0, t, alpha_bar, torch.randn_like(x0))
+            with autocast(device):
+                f = regressor(zt, t / args.T)                            # f(z_t, t) in years
+            # maximising log N(y; f, 1) = −(y − f)²/2 + const: the mean squared error, in years²
+            loss = F.mse_loss(f.float(), y)
+            reg_optimizer.zero_grad(set_to_none=True)
+            reg_scaler.scale(loss).backward()
+            reg_scaler.step(reg_optimizer)
+            reg_scaler.update()
+            progress.step(len(x0), loss=loss)
+        reg_history["batch"].append(progress.losses())
+        reg_history["epoch"].append(float(np.mean(reg_history["batch"][-1])))
+        save_losses_csv(reg_history, out / "regressor_losses.csv")
+        save_loss_curves(reg_history, out / "regressor_loss_curve.png", ylabel="MSE (years²)",
+                         title="age regressor f(z_t, t): training loss")
+        save_checkpoint(out / "checkpoint_regressor.pt", args, bound="regressor_epochs", epoch=epoch,
+                        history=reg_history, model=regressor, optimizer=reg_optimizer, scaler=reg_scaler)
     # --- Problem 1: 100 faces, a 10×10 collage ---
-    x_T = fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:])
-    samples = draw_samples(args, model, sched, x_T, seed=args.seed + 6)
-    save_samples(args, out, samples)
-    # --- Problem 2: merging two faces ---
-    x1, x2, merged, pairs = merge_pairs(args, model, sched, x)
-    save_merge_outputs(args, out, x1, x2, merged, pairs)
-    # --- Problem 3: age-guided faces ---
+    samples = draw(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:]), args.seed + 6)
+    save_npz(out / "samples.npz", images=to_uint8(samples))
+    save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
+              suptitle=f"Problem 1: DDPM faces ({sampler_name(args)})")
+    # --- Problem 2: five random pairs, merged at each t of --merge-ts (Algorithm 18.2), a 4×15 collage ---
+    pairs = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed + 2))[:2 * N_PAIRS].to(device)
+    x1, x2 = x[pairs[:N_PAIRS]], x[pairs[N_PAIRS:]]                  # (a) the two faces of each pair
+    merged = merge_pairs(args, model, sched, x1, x2)                 # (R, P, C, H, W)
+    save_merged(args, out, x1, x2, merged)
+    # --- Problem 3: age-guided faces (Algorithm 18.2 with the regressor's gradient), a 4×10 collage ---
     guided, y = age_guided(args, model, regressor, sched, x.shape[1:], device)
-    predicted = predict_age(regressor, guided, 1, sched)
-    save_age_outputs(args, out, guided, y, predicted)
-    # --- metrics ---
-    metrics = evaluate(args, regressor, sched, x, ages, val_idx, samples, predicted, y, history, reg_history)
-    metrics["merge_half_rmse"] = merge_metrics(args, x1, x2, merged)
-    metrics["sampler"] = problem1_sampler(args)   # merging and guidance always use Algorithm 18.2
-    metrics["wall_seconds"] = round(time.time() - t_start, 1)
+    predicted, u8 = predict_age(regressor, guided, args.T), to_uint8(guided)
+    save_npz(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(), predicted_ages=predicted.cpu().numpy())
+    save_labelled_grid(u8.reshape(len(args.target_ages), args.per_age, *u8.shape[1:]), out / "age_guided.png",
+                       row_labels=[f"target {a:g}\nf = {predicted[y == a].mean():.0f}" for a in args.target_ages],
+                       suptitle=f"Problem 3: age guidance, scale {args.guidance_scale:g}; rows: target age, f = the "
+                                f"regressor's mean reading at t = 1")
+    # --- metrics: the regressor on held-out faces; what it reads in the samples; each merged half's source ---
+    val_error = predict_age(regressor, x[val_idx], args.T) - ages[val_idx]
+    metrics = {"n_faces": len(x), "n_age_excluded": len(x) - len(train_idx) - len(val_idx),
+               "n_regressor_val": len(val_idx), "sampler": sampler_name(args),   # Problem 1's
+               "ddpm_final_epoch_loss": history["epoch"][-1], "regressor_final_epoch_mse": reg_history["epoch"][-1],
+               "regressor_val_rmse_t1_years": float(val_error.pow(2).mean().sqrt()),
+               "unguided_mean_predicted_age_t1": float(predict_age(regressor, samples, args.T).mean()),
+               "guided_mean_predicted_age_t1": {f"{a:g}": float(predicted[y == a].mean()) for a in args.target_ages},
+               # RMSE of the merged faces to the halves they were made of, and to the swapped halves
+               "merge_rmse": {str(t): {"to_own_halves": float((m - merge_halves(x1, x2)).pow(2).mean().sqrt()),
+                                       "to_swapped_halves": float((m - merge_halves(x2, x1)).pow(2).mean().sqrt())}
+                              for t, m in zip(args.merge_ts, merged)}}
     save_json(metrics, out / "metrics.json")
-    print_summary(metrics, out)
+    print(f"regressor held-out RMSE at t = 1: {metrics['regressor_val_rmse_t1_years']:.1f} years; outputs in {out}")
     return metrics
 
 
 if __name__ == "__main__":
-    with interruptible("files written so far are complete; --resume continues from the last checkpoint"):
+    with on_interrupt():
         main()

@@ -15,10 +15,11 @@ channel resized as PIL's bicubic does (on 32 x 32 white noise, more than 5 of 25
 average), grey level v fed as (v - 128) / 128. clean-fid runs NVIDIA's export of the same 2015-12-05
 graph; here it is pytorch-fid's port.
 
-Where the weights file is looked up: common/inception_weights.py. Cost: 5.7 G multiply-adds (11.4 GFLOP) per image, so
-10,000 images take about 20 minutes on a 2-core CPU (8 images/s, BENCHMARKS.md) and seconds on a GPU;
-real-data statistics are therefore cached in results/fid_stats/.
+The weights file is looked up in order: --inception-weights, $FID_INCEPTION_WEIGHTS, torch's hub cache
+(where `python -m tools.fetch_inception_weights` puts it), then one download attempt. Each image costs
+11.4 GFLOP, so the real data's statistics are cached in results/fid_stats/.
 """
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,12 @@ import torch.nn.functional as F
 from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, InceptionAux,
                                           InceptionB, InceptionC, InceptionD, InceptionE)
 
-from .data import load_dataset
-from .files import save_npz
-from .frechet import FeatureStats
-from .inception_weights import FID_WEIGHTS_FILE, read_weights
-from .parts import load_part, save_part, state_hash, tensor_hash
-from .utils import Progress, fail, memory_format, to_device
+from .data import load_mnist
+from .frechet import FeatureStats, frechet_distance
+from .run import Progress, fail, memory_format, save_npz, to_device
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
 
 
 def tf_avg_pool(x):
@@ -124,6 +125,54 @@ def clean_fid_resize(x):
     return (levels.clamp(0, 255) - 128) / 128
 
 
+def hub_weights_path():
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
+
+
+def where_to_put_weights():
+    return (f"download {FID_WEIGHTS_URL} and put it at {hub_weights_path()}, "
+            f"or pass --inception-weights PATH, or set FID_INCEPTION_WEIGHTS")
+
+
+def find_weights(path=None):
+    """The first of: `path`, $FID_INCEPTION_WEIGHTS, the hub cache file; None when none is given or there.
+
+    A path that is named explicitly but missing is an error.
+    """
+    for source, named in (("--inception-weights", path),
+                          ("FID_INCEPTION_WEIGHTS", os.environ.get("FID_INCEPTION_WEIGHTS"))):
+        if named:
+            if not Path(named).is_file():
+                fail(f"{source} {named}: no such file ({where_to_put_weights()})")
+            return Path(named)
+    cached = hub_weights_path()
+    return cached if cached.is_file() else None
+
+
+def inception_available(path=None):
+    """True if the FID Inception weights can be found without trying a download."""
+    try:
+        return find_weights(path) is not None
+    except SystemExit:
+        return False
+
+
+def read_weights(path=None):
+    """The weights file's state dict: from disk if found, else one download attempt into the hub cache."""
+    found = find_weights(path)
+    if found is None:
+        print(f"FID Inception weights not found locally; trying to download {FID_WEIGHTS_URL}", flush=True)
+        try:
+            return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=False)
+        except Exception as e:  # offline: URLError, HTTPError, OSError, ...
+            fail(f"FID Inception weights {FID_WEIGHTS_FILE} are not here and the download failed "
+                 f"({type(e).__name__}): {where_to_put_weights()}")
+    try:
+        return torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        fail(f"{found} is not a readable weights file ({type(e).__name__}): {where_to_put_weights()}")
+
+
 def load_fid_inception(path=None, device="cpu"):
     """FIDInceptionV3 with the FID weights, in eval mode on `device` (fp32)."""
     net = FIDInceptionV3()
@@ -141,65 +190,45 @@ def load_fid_inception(path=None, device="cpu"):
 
 
 class InceptionFeatures:
-    """Images in [-1, 1], (N, 1, H, W) on any device -> FID Inception features, in fp32 batches on `device`."""
+    """Images in [-1, 1], (N, C, H, W) on any device -> FID Inception features, in fp32 batches on `device`."""
 
-    def __init__(self, device="cpu", weights=None, batch_size=None, net=None, quiet=False, resize="pytorch-fid"):
-        if resize not in RESIZES:
-            raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
-        self.device, self.quiet, self.resize = torch.device(device), quiet, resize
-        self.name = "inception" if resize == "pytorch-fid" else f"inception-{resize}"   # real_stats' cache names
+    def __init__(self, device="cpu", weights=None, resize="pytorch-fid", net=None):
+        assert resize in RESIZES, f"resize must be one of {RESIZES}, got {resize!r}"
+        self.device, self.resize = torch.device(device), resize
         self.net = net if net is not None else load_fid_inception(weights, self.device)
-        # on CPU small batches run faster (16: 1.1-1.2x the images/s of 50, BENCHMARKS.md)
-        self.batch_size = batch_size or (200 if self.device.type == "cuda" else 16)
+        self.batch_size = 200 if self.device.type == "cuda" else 16   # small batches run faster on a CPU
 
     @torch.no_grad()
-    def batch_features(self, x):
-        """Yield (B, 2048) float32 features batch by batch, with a progress line on CPU."""
-        total = -(-len(x) // self.batch_size)
-        show = self.device.type == "cpu" and not self.quiet                  # a GPU is done in seconds
-        progress = Progress(total, prefix="inception features") if show else None
-        for step, start in enumerate(range(0, len(x), self.batch_size), 1):
-            xb = to_inception_input(x[start:start + self.batch_size].to(self.device), self.resize)
-            yield self.net(xb.contiguous(memory_format=memory_format(self.device))).float()
-            if progress is not None:
-                progress.update(step, len(xb))
-
-    def __call__(self, x):
-        """(N, 2048) float32 features on the CPU."""
-        return torch.cat([f.cpu() for f in self.batch_features(x)])
-
     def stats(self, x):
-        """FeatureStats of x's features, accumulated batch by batch (features never all in memory)."""
-        stats = FeatureStats()
-        for f in self.batch_features(x):
-            stats.update(f)
+        """FeatureStats of x's features, accumulated batch by batch (never all features in memory at once)."""
+        stats, batches = FeatureStats(), x.split(self.batch_size)
+        progress = Progress(len(batches), "inception features", check=5)
+        for xb in batches:
+            xb = to_inception_input(xb.to(self.device), self.resize)
+            stats.update(self.net(xb.contiguous(memory_format=memory_format(self.device))).float())
+            progress.step(len(xb))
         return stats
 
 
-def cached_stats(extractor, x, path):
-    """(mu, sigma) of `extractor` features of the images x, saved at `path` under a key of the images, the
-    network's weights, the resize and the device: a rerun (or --resume) reads them instead of recomputing."""
-    key = [tensor_hash(x), extractor.name, state_hash(extractor.net), extractor.device.type]
-    saved = load_part(path, key)
-    if saved is None:
-        saved = save_part(path, key, list(extractor.stats(x).mean_cov()))
-    return tuple(saved)
-
-
 def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results/fid_stats"):
-    """(mu, sigma) of `extractor` features of the first n images of 'mnist'/'fashion' 'train'/'test'.
-
-    Cached in <cache_dir>/<extractor.name>-<dataset>-<split>-<n>.npz: computed once, then read.
-    """
-    path = Path(cache_dir) / f"{extractor.name}-{dataset}-{split}-{n}.npz"
+    """(mu, sigma) of the FID features of the first n images of 'mnist'/'fashion' 'train'/'test', cached in
+    <cache_dir>/inception-<dataset>-<split>-<n>.npz: computed once, then read."""
+    path = Path(cache_dir) / f"inception-{dataset}-{split}-{n}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return torch.from_numpy(cached["mu"]), torch.from_numpy(cached["sigma"])
-    x, _ = load_dataset(dataset, data_dir, train=(split == "train"))
+    x, _ = load_mnist(dataset, data_dir, train=(split == "train"))
     if n > len(x):
-        fail(f"{dataset}-{split} has only {len(x)} images, {n} asked for")
-    print(f"computing {extractor.name} statistics of {n} {dataset}-{split} images (cached in {path})")
+        fail(f"{dataset}-{split} has {len(x)} images, fewer than the {n} samples to compare with: pass fewer")
+    print(f"computing the Inception statistics of {n} {dataset}-{split} images (cached in {path})", flush=True)
     mu, sigma = extractor.stats(x[:n]).mean_cov()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(path, mu=mu.numpy(), sigma=sigma.numpy())  # atomically: never half a cache file
+    save_npz(path, mu=mu.numpy(), sigma=sigma.numpy())
     return mu, sigma
+
+
+def fid(x, dataset, device, weights=None, data_dir="data", split="test"):
+    """FID of images x against as many real images of the split (Handout A 4(c): 10,000 vs the test set)."""
+    extractor = InceptionFeatures(device, weights)
+    mu, sigma = real_stats(dataset, split, len(x), extractor, data_dir)
+    return frechet_distance(mu, sigma, *extractor.stats(x).mean_cov())

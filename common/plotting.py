@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import write_bytes  # noqa: E402
+from .run import write_bytes  # noqa: E402
 
 GAP = 2            # grey pixels between the cells of a tiled image
 TITLE_WIDTH = 6.0  # inches: a figure with a title is at least this wide, so a narrow grid's title fits
@@ -82,18 +82,19 @@ def save_labelled_grid(images, path, row_labels, col_labels=None, suptitle=None,
     _save(fig, path)
 
 
-def save_loss_curves(batch_losses, epoch_losses, path, ylabel="loss", title=None):
-    """Handout D §2.3 deliverable 1: batch loss and epoch loss, with labelled axes."""
+def save_loss_curves(history, path, ylabel="loss", title="training loss"):
+    """Handout D §2.3 deliverable 1: the loss of every batch and the mean of every epoch, axes labelled.
+    history: {"batch": [[loss per batch] per epoch], "epoch": [mean per epoch]}."""
+    batch = np.concatenate([np.asarray(b, dtype=float) for b in history["batch"]])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(np.arange(1, len(batch_losses) + 1), batch_losses, lw=0.6)
+    ax1.plot(np.arange(1, len(batch) + 1), batch, lw=0.6)
     ax1.set(xlabel="training step (batch)", ylabel=ylabel, title="batch loss", yscale="log")
-    ax2.plot(np.arange(1, len(epoch_losses) + 1), epoch_losses, marker="o")
+    ax2.plot(np.arange(1, len(history["epoch"]) + 1), history["epoch"], marker="o")
     ax2.set(xlabel="epoch", ylabel=f"mean {ylabel}", title="epoch loss", yscale="log")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, wrap=True)
+    fig.suptitle(title, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 

@@ -30,8 +30,8 @@ class PointMassDenoiser(nn.Module):
         self.target, self.sched = target, sched
 
     def forward(self, xt, t_frac, *cond):
-        t = (t_frac * self.sched.T).round().long()
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        t = (t_frac * self.sched.T).round().long().cpu()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1).to(xt.device)   # float64: exact ε
         return (xt - ab.sqrt() * self.target) / (1 - ab).sqrt()
 
 
@@ -44,8 +44,8 @@ class ConditionalPointMass(nn.Module):
         self.targets, self.u, self.sched = targets, u, sched
 
     def forward(self, xt, t_frac, c, mask):
-        t = (t_frac * self.sched.T).round().long()
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
+        t = (t_frac * self.sched.T).round().long().cpu()
+        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1).to(xt.device)   # float64: exact ε
         x0 = torch.where(mask.reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
         return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
 

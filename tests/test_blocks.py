@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from common.blocks import (FC, Conv, ConvBlock, DownBlock, DownConv, Flatten, FCBlock, TimeFCBlock, Unflatten,
                            UpBlock, UpConv)
-from common.unet import ConditionalDenoisingUNet, DenoisingUNet, TimeConditionedEncoder
-from common.unet_multires import MultiResUNet
+from common.unets import ConditionalDenoisingUNet, DenoisingUNet, MultiResUNet, TimeConditionedEncoder
 
 
 @pytest.mark.parametrize("block, x_shape, y_shape", [

@@ -1,8 +1,9 @@
-"""The docs against the code: every documented `python NN_name.py ...` and `python -m common.X ...` parses with
-that script's own parser, and every relative link, image and #anchor in the Markdown resolves.
+"""The docs against the code: every documented `python NN_name.py ...` and `python -m tools.X ...` parses with
+that script's own parser, every relative link, image and #anchor in the Markdown resolves, the README and
+BENCHMARKS stay short, CI runs the README's test command, and the repository speaks only about the project.
 
-Sources: README.md, BENCHMARKS.md, docs/*.md (fenced code blocks and inline `code`) and the module docstrings
-of the numbered scripts and of common/*.py. Commands are parsed, never run: nothing trains, nothing downloads.
+Sources: README.md, BENCHMARKS.md, docs/**/*.md (fenced code blocks and inline `code`) and the module docstrings
+of the numbered scripts, common/*.py and tools/*.py. Commands are parsed, never run: nothing trains or downloads.
 """
 import ast
 import argparse
@@ -13,6 +14,7 @@ import io
 import itertools
 import re
 import shlex
+import subprocess
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -20,11 +22,12 @@ import pytest
 
 from conftest import ROOT, load_script
 
-MARKDOWN = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
-DOCSTRINGS = [*sorted(ROOT.glob("[0-9][0-9]_*.py")), *sorted((ROOT / "common").glob("*.py"))]
+MARKDOWN = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCSTRINGS = [*sorted(ROOT.glob("[0-9][0-9]_*.py")), *sorted((ROOT / "common").glob("*.py")),
+              *sorted((ROOT / "tools").glob("*.py"))]
 
-# where a command starts: `python 01_ddpm_mnist.py` or `python -m common.fid` (not `python -m pytest`)
-COMMAND = re.compile(r"\bpython3?\s+(?:-m\s+common\.\w+|\d\d_\w+\.py)(?=\s|$)")
+# where a command starts: `python 01_ddpm_mnist.py` or `python -m tools.fid` (not `python -m pytest`)
+COMMAND = re.compile(r"\bpython3?\s+(?:-m\s+(?:common|tools)\.\w+|\d\d_\w+\.py)(?=\s|$)")
 CHAIN = re.compile(r"\s+(?:&&|\|\|?)\s+|;\s+")                        # `a && b`, `a | b`, `a; b`: one command each
 COMMENT = re.compile(r"(?:^|\s)#.*")                                   # a shell comment: `#` that starts a word
 SPAN = re.compile(r"(?<!`)`((?:[^`\n]|\n(?![ \t]*\n))+)`(?!`)")       # inline `code`, within one paragraph
@@ -32,21 +35,21 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")        # [text
 HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.M)
 FENCE = re.compile(r"^[ \t]*(```|~~~)")
 
-# Placeholders. The docs write synopses as well as commands: `python -m common.fid REAL FAKE [--n N]` or
+# Placeholders. The docs write synopses as well as commands: `python -m tools.fid REAL FAKE [--n N]` or
 # `--dataset mnist|fashion`. An all-caps word (CHECKPOINT, PATH, N, ...) stands for a value the student fills
 # in: it is replaced by the stand-in below, and one that is not listed fails the test (add it here, with a
 # value its flag accepts). `[` and `]` are dropped, so the optional flags of a synopsis are checked too, and
 # `a|b` is checked once per alternative. `<model>` inside a path is left as it is: any string is a path.
 PLACEHOLDERS = {"CHECKPOINT": "results/02_cfg_mnist/checkpoint.pt", "PATH": "pt_inception-2015-12-05.pth",
                 "REAL": "mnist-test", "FAKE": "results/02_cfg_mnist/samples.npz", "N": "2", "B": "100",
-                "OUT": "out.md"}
+                "OUT": "out.md", "DIR": "data/afhq", "UTKFACE": "UTKFace"}
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 # A documented command may name an earlier run's output (`--unet-checkpoint results/01_full/checkpoint.pt`)
 # or a file the student fetches (`--inception-weights PATH`). Those are checked for existence while parsing,
 # after argparse has accepted every flag; that error alone (not a flag error) passes: a fresh clone has no
 # results/ (it is git-ignored).
 MISSING_INPUT = re.compile(r"does not exist|no such file")
-# A bare `python -m common.fid`, with no arguments, is prose naming the tool ("`python -m common.fid` on that
+# A bare `python -m tools.fid`, with no arguments, is prose naming the tool ("`python -m tools.fid` on that
 # file reproduces ..."), not a command to copy: its script must exist, but the positionals it leaves out
 # (REAL FAKE) are not demanded.
 MENTION = re.compile(r"the following arguments are required")
@@ -125,7 +128,7 @@ def documented_commands():
 
 
 def target_and_words(command):
-    """('01_ddpm_mnist.py' or 'common.fid', the words after it), as the shell splits them."""
+    """('01_ddpm_mnist.py' or 'tools.fid', the words after it), as the shell splits them."""
     words = shlex.split(command)[1:]
     return (words[1], words[2:]) if words[0] == "-m" else (words[0], words[1:])
 
@@ -141,8 +144,8 @@ def argv_variants(words):
 
 @functools.cache
 def parser_of(target):
-    """The function that parses a target's argv. A runnable module without parse_args (common.inception_weights
-    builds an empty parser inside main, which then downloads) takes no arguments, so it gets an empty parser."""
+    """The function that parses a target's argv. A runnable module without parse_args (one whose main takes no
+    arguments, and then downloads) gets an empty parser."""
     if target.endswith(".py"):
         assert (ROOT / target).is_file(), f"no script {target}"
         return load_script(target).parse_args
@@ -200,24 +203,26 @@ def test_documented_command_parses(where, command, capsys, monkeypatch):
 def test_every_script_and_tool_has_a_checked_command():
     """A guard on the extraction: each numbered script and each runnable common module is documented somewhere."""
     targets = {target_and_words(command)[0] for _, command in COMMANDS}
-    runnable = {f"common.{p.stem}" for p in (ROOT / "common").glob("*.py") if "__main__" in p.read_text()}
+    runnable = {f"{p.parent.name}.{p.stem}" for folder in ("common", "tools") for p in (ROOT / folder).glob("*.py")
+                if "__main__" in p.read_text()}
     assert {p.name for p in ROOT.glob("[0-9][0-9]_*.py")} | runnable <= targets
-    assert len(COMMANDS) >= 50
+    assert len(COMMANDS) >= 30
 
 
 def test_command_extraction_reads_shell_as_a_student_would():
     """An oracle for the extraction: continuations, comments, `time`, env prefixes, chains, wrapped spans."""
     code = ("time OMP_NUM_THREADS=1 python 01_ddpm_mnist.py --epochs 1 \\\n    --out-dir /tmp/t01  # one epoch\n"
-            "mkdir -p x && python -m common.fid REAL x.npz && python -m pytest -q tests\n# python 02_cfg_mnist.py\n")
+            "mkdir -p x && python -m tools.fid REAL x.npz && python -m pytest -q tests\n# python 02_cfg_mnist.py\n")
     assert line_commands(code) == [(0, "python 01_ddpm_mnist.py --epochs 1 --out-dir /tmp/t01"),
-                                   (2, "python -m common.fid REAL x.npz")]
+                                   (2, "python -m tools.fid REAL x.npz")]
     prose = ("Run `python 02_cfg_mnist.py\n--quick` once, or\n"
-             "`python -m common.judge --dataset mnist|fashion [--epochs N]`.")
+             "`python -m tools.fid REAL FAKE --judge-dataset mnist|fashion [--n N]`.")
     assert span_commands(prose) == [(0, "python 02_cfg_mnist.py --quick"),
-                                    (2, "python -m common.judge --dataset mnist|fashion [--epochs N]")]
+                                    (2, "python -m tools.fid REAL FAKE --judge-dataset mnist|fashion [--n N]")]
     target, words = target_and_words(span_commands(prose)[1][1])
-    assert target == "common.judge" and argv_variants(words) == \
-        [["--dataset", "mnist", "--epochs", "2"], ["--dataset", "fashion", "--epochs", "2"]]
+    assert target == "tools.fid" and argv_variants(words) == \
+        [["mnist-test", PLACEHOLDERS["FAKE"], "--judge-dataset", "mnist", "--n", "2"],
+         ["mnist-test", PLACEHOLDERS["FAKE"], "--judge-dataset", "fashion", "--n", "2"]]
 
 
 # --- links and anchors ---
@@ -251,10 +256,15 @@ def test_slug_follows_github_on_readme_headings():
 
 
 def ignored_by_git(relative):
-    """Whether a repo-relative path falls under .gitignore (a fresh clone lacks it: results/, data/, *.pt)."""
+    """Whether a repo-relative path falls under .gitignore (a fresh clone lacks it: results/, data/, *.pt). A
+    pattern with a leading '/' is anchored at the root; one ending in '/' names a folder at any depth."""
     patterns = [p.strip() for p in (ROOT / ".gitignore").read_text().split("\n") if p.strip()[:1] not in ("", "#")]
     parts = Path(relative).parts
-    return any(fnmatch(part, p.rstrip("/")) for p in patterns for part in (parts if p.endswith("/") else parts[-1:]))
+    for p in patterns:
+        candidates = parts[:1] if p.startswith("/") else parts if p.endswith("/") else parts[-1:]
+        if any(fnmatch(part, p.strip("/")) for part in candidates):
+            return True
+    return False
 
 
 def link_problem(doc, target):
@@ -286,3 +296,37 @@ def test_links_and_anchors_resolve(doc):
               if (problem := link_problem(doc, target))]
     assert links, f"no links found in {doc.relative_to(ROOT)}: is the link pattern still right?"
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+# --- short docs, CI's command, and words about the project only ---
+
+def test_readme_and_benchmarks_stay_short_with_a_figure_first():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n")
+    assert len(readme) <= 200 and len((ROOT / "BENCHMARKS.md").read_text(encoding="utf-8").split("\n")) <= 150
+    assert any(re.search(r"!\[[^\]]*\]\([^)]+\.png\)", line) for line in readme[:40]), "no figure in 40 lines"
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    readme = fenced_and_prose((ROOT / "README.md").read_text(encoding="utf-8"))[0]
+    documented = [line.split("#")[0].strip() for line in readme.split("\n") if "-m pytest" in line]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().split("\n") if "-m pytest" in line]
+    assert len(set(documented)) == 1 and ci == documented[:1]
+
+
+# split so that this file does not match itself
+WORKPLACE = re.compile("|".join([r"\bsess" + r"ions?\b", r"\blea" + r"se\b", "environment was " + "reset",
+                                 "kill -" + "STOP", "throw" + "away", r"\bissue " + "[0-9]", "design " + "card",
+                                 r"\.\./sha" + "red"]), re.IGNORECASE)
+
+
+def test_the_repository_speaks_only_about_the_project():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    found = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in (".png", ".pt", ".npz") or not path.is_file():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), start=1):
+            if WORKPLACE.search(line.replace('scope="session"', "")):
+                found.append(f"{name}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -1,55 +1,43 @@
-"""06_faces.py, common/faces.py and common/faces_data.py: data validation, UTKFace conversion, merging,
-age guidance, dry run.
+"""06_faces.py (Handout C), the faces loader and tools/utkface.py.
 
-No face data is available offline, so every test runs on synthetic images. The guidance and
-merging tests use a denoiser that is exact in closed form (Gaussian data), so they check the
-mechanism itself, not how well a network happened to train.
+The merging and guidance tests use a denoiser and an age guide that are exact in closed form (Gaussian data), so
+they check the mechanism itself, not how well a network happened to train. No face data is available offline:
+everything else runs on synthetic faces, whose "age" is 100 × their mean brightness.
 """
 import argparse
+import gzip
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
-from common.faces import AgeRegressor, merge_halves, predict_age
-from common.faces_data import brightness_age, load_faces, save_array, synthetic_faces
-from common.guidance import classifier_guided_sample, grad_log_prob
-from common.samplers import ddpm_sample, ddpm_sample_from
+from common.data import brightness_age, from_uint8, load_faces, synthetic_faces
+from common.samplers import grad_log_prob
 from common.schedules import ddpm_schedule
-from common.train import fit_epoch
-from common.train_state import make_optimizer
 from conftest import load_script
+from tools import utkface
 
+M = load_script("06_faces.py")
 TARGETS = [18.0, 40.0, 60.0, 80.0]
 
 
 class GaussianData:
-    """x0 = m·1 + τ·ξ with m ~ N(0, s_m²), ξ ~ N(0, I): the posterior E[x0 | x_t] is exact and linear.
-
-    Split x into its pixel mean and the residual: for each, E[signal | x_t] is the scalar Wiener
-    filter √ᾱ v / (ᾱ v + n) · (that part of x_t), with v its signal and n its noise variance.
-    """
+    """x0 = m·1 + τ·ξ with m ~ N(0, s_m²), ξ ~ N(0, I): E[x0 | x_t] is exact and linear. For the pixel mean and for
+    the residual, E[signal | x_t] is the scalar Wiener filter √ᾱ v / (ᾱ v + n) of that part of x_t."""
 
     def __init__(self, sched, s_m=0.3, tau=0.3):
         self.sched, self.s_m, self.tau = sched, s_m, tau
 
-    def sample(self, n, size, generator):
-        m = self.s_m * torch.randn(n, 1, 1, 1, generator=generator)
-        return m + self.tau * torch.randn(n, 1, size, size, generator=generator)
-
     def shrink(self, t, d):
         """(mean factor, residual factor), each (B, 1, 1, 1), for timesteps t (B,) and d pixels."""
-        ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
-        v_mean = self.s_m ** 2 + self.tau ** 2 / d                            # Var(mean of x0)
+        ab = self.sched.alpha_bar[t].float().reshape(-1, 1, 1, 1)
+        v_mean = self.s_m ** 2 + self.tau ** 2 / d                          # Var(mean of x0)
         return (ab.sqrt() * v_mean / (ab * v_mean + (1 - ab) / d),
                 ab.sqrt() * self.tau ** 2 / (ab * self.tau ** 2 + 1 - ab))
-
-    def x0_hat(self, xt, t):
-        mean = xt.mean(dim=(1, 2, 3), keepdim=True)
-        k_mean, k_resid = self.shrink(t, xt[0].numel())
-        return k_mean * mean + k_resid * (xt - mean)
 
 
 class ExactDenoiser(nn.Module):
@@ -61,12 +49,14 @@ class ExactDenoiser(nn.Module):
 
     def forward(self, xt, t_frac):
         t = (t_frac * self.data.sched.T).round().long()
-        ab = self.data.sched.alpha_bar[t].reshape(-1, 1, 1, 1)
-        return (xt - ab.sqrt() * self.data.x0_hat(xt, t)) / (1 - ab).sqrt()
+        ab = self.data.sched.alpha_bar[t].float().reshape(-1, 1, 1, 1)
+        mean = xt.mean(dim=(1, 2, 3), keepdim=True)
+        k_mean, k_resid = self.data.shrink(t, xt[0].numel())
+        return (xt - ab.sqrt() * (k_mean * mean + k_resid * (xt - mean))) / (1 - ab).sqrt()
 
 
 class ExactAgeGuide(nn.Module):
-    """f(z_t, t) = E[brightness age of x0 | z_t] = 50 + 50 · E[mean of x0 | z_t]; log N(y; f, 1)."""
+    """f(z_t, t) = E[brightness age of x0 | z_t] = 50 + 50 · E[mean of x0 | z_t]; log N(y; f, 1) up to a constant."""
 
     def __init__(self, data):
         super().__init__()
@@ -74,196 +64,8 @@ class ExactAgeGuide(nn.Module):
 
     def log_prob(self, xt, t_frac, y):
         t = (t_frac * self.data.sched.T).round().long()
-        k_mean = self.data.shrink(t, xt[0].numel())[0].flatten()
-        f = 50 + 50 * k_mean * xt.mean(dim=(1, 2, 3))
+        f = 50 + 50 * self.data.shrink(t, xt[0].numel())[0].flatten() * xt.mean(dim=(1, 2, 3))
         return -0.5 * (f - y) ** 2
-
-
-def guided_ages(guide, data, size, s, n_per=6, seed=0):
-    """Guided samples for each target in TARGETS; returns their true (brightness) ages, (4, n_per)."""
-    y = torch.tensor(TARGETS).repeat_interleave(n_per)
-    x_T = torch.randn(n_per, 1, size, size, generator=torch.Generator().manual_seed(seed)).repeat(4, 1, 1, 1)
-    x0 = classifier_guided_sample(ExactDenoiser(data), guide, x_T, y, s, data.sched,
-                                  generator=torch.Generator().manual_seed(seed + 1), scale_by_variance=False)
-    return brightness_age(x0).reshape(4, n_per)
-
-
-# --- data ---
-
-@pytest.mark.parametrize("dtype, scale", [(np.uint8, 1), (np.float32, 1 / 255), (np.float64, 1.0), (np.int64, 1)])
-@pytest.mark.parametrize("rgb", [False, True])
-def test_load_faces_accepts_the_documented_formats(tmp_path, dtype, scale, rgb):
-    faces, ages = synthetic_faces(5, rgb=rgb)
-    save_array((faces * scale).astype(dtype), tmp_path / "f.npy.gz")
-    save_array(ages, tmp_path / "a.npy")
-    x, y = load_faces(tmp_path / "f.npy.gz", tmp_path / "a.npy")
-    assert x.shape == (5, 3 if rgb else 1, 48, 48) and x.dtype == torch.float32
-    expected = torch.as_tensor(faces.astype(np.float32) / 127.5 - 1).reshape(5, 48, 48, -1).permute(0, 3, 1, 2)
-    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(y, torch.as_tensor(ages))
-
-
-@pytest.mark.parametrize("faces, ages, message", [
-    (np.zeros((4, 28, 28), np.uint8), np.zeros(4), "shape (4, 28, 28), expected (N, 48, 48) grayscale"),
-    (np.zeros((4, 3, 48, 48), np.uint8), np.zeros(4), "expected (N, 48, 48) grayscale or (N, 48, 48, 3)"),
-    (np.zeros((4, 48, 48), np.uint8), np.zeros(5), "holds 4 faces but"),
-    (np.zeros((4, 48, 48), np.uint8), np.zeros((4, 2)), "expected a numeric (N,) array"),
-    (np.full((4, 48, 48), 300.0), np.zeros(4), "expected 0–255 (uint8)"),
-    (np.full((4, 48, 48), -0.5), np.zeros(4), "expected 0–255 (uint8)"),
-    (np.zeros((4, 48, 48), bool), np.zeros(4), "dtype bool, expected uint8"),
-    (np.zeros((4, 48, 48), np.uint8), np.array([1, 2, np.nan, 4]), "NaN"),
-])
-def test_load_faces_rejects_bad_files_in_one_line(tmp_path, faces, ages, message):
-    np.save(tmp_path / "f.npy", faces)
-    np.save(tmp_path / "a.npy", ages)
-    with pytest.raises(SystemExit) as e:
-        load_faces(tmp_path / "f.npy", tmp_path / "a.npy")
-    assert message in str(e.value) and "\n" not in str(e.value)
-
-
-def test_missing_or_corrupt_files_are_one_line_errors(tmp_path):
-    with pytest.raises(SystemExit, match="not found: put the course file there"):
-        load_faces(tmp_path / "nope.npy.gz", tmp_path / "a.npy")
-    (tmp_path / "bad.npy.gz").write_bytes(b"not gzip")
-    with pytest.raises(SystemExit, match="not a readable .npy.gz array"):
-        load_faces(tmp_path / "bad.npy.gz", tmp_path / "a.npy")
-
-
-def test_from_utkface_converts_a_folder_of_jpegs(tmp_path):
-    from PIL import Image
-    src = tmp_path / "UTKFace"
-    src.mkdir()
-    names = {"23_0_1_20170116174525125.jpg.chip.jpg": (23, 200), "7_1_0_20170109150557335.jpg": (7, 60),
-             "101_0_0_20170112213500903.jpg": (101, 140)}
-    for name, (_, grey) in names.items():
-        im = np.zeros((40, 80, 3), np.uint8)     # 80 wide, 40 high: black sides, grey centre square
-        im[:, 20:60] = grey
-        Image.fromarray(im).save(src / name, quality=95)
-    (src / "README.txt").write_text("not a face")
-    (src / "30_0_0_20170101000000000.jpg").write_bytes(b"truncated")
-    faces, ages = tmp_path / "faces.npy.gz", tmp_path / "ages.npy"
-    script = load_script("06_faces.py")
-    assert script.main(["--from-utkface", str(src), "--faces", str(faces), "--ages", str(ages)]) == \
-        {"converted": 3, "skipped": 2}
-    x, y = load_faces(faces, ages)
-    order = sorted(names)                        # files are read in name order
-    assert y.tolist() == [names[n][0] for n in order]
-    # centre crop: only the grey square survives, so every pixel is (close to) its grey level
-    grey = torch.tensor([names[n][1] for n in order], dtype=torch.float32) / 127.5 - 1
-    torch.testing.assert_close(x.mean(dim=(1, 2, 3)), grey, atol=0.03, rtol=0)
-    script.main(["--from-utkface", str(src), "--faces", str(faces), "--ages", str(ages), "--rgb"])
-    assert load_faces(faces, ages)[0].shape == (3, 3, 48, 48)
-
-
-# --- Problem 2: merging ---
-
-def test_merge_halves_is_left_of_the_first_and_right_of_the_second():
-    a, b = torch.zeros(2, 1, 4, 6), torch.ones(2, 1, 4, 6)
-    m = merge_halves(a, b)
-    assert torch.equal(m[..., :3], a[..., :3]) and torch.equal(m[..., 3:], b[..., 3:])
-
-
-def test_sampling_from_T_is_algorithm_2():
-    sched = ddpm_schedule(20, 1e-3, 0.2)
-    model, x_T = ExactDenoiser(GaussianData(sched)), torch.randn(3, 1, 8, 8)
-    a = ddpm_sample(model, x_T, sched, generator=torch.Generator().manual_seed(5))
-    b = ddpm_sample_from(model, x_T, 20, sched, generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(a, b)
-
-
-def test_merge_at_small_t_keeps_each_half_and_large_t_forgets_it():
-    sched = ddpm_schedule(100, 1e-3, 0.2)
-    model = ExactDenoiser(GaussianData(sched))
-    faces = torch.as_tensor(synthetic_faces(10, seed=3)[0]).float().unsqueeze(1) / 127.5 - 1
-    x1, x2 = faces[:5], faces[5:]
-    left, right = (..., slice(0, 24)), (..., slice(24, 48))
-    rmse = {}
-    for t in (2, 100):
-        torch.manual_seed(t)
-        zt1 = sched.alpha_bar[t].sqrt() * x1 + (1 - sched.alpha_bar[t]).sqrt() * torch.randn_like(x1)
-        zt2 = sched.alpha_bar[t].sqrt() * x2 + (1 - sched.alpha_bar[t]).sqrt() * torch.randn_like(x2)
-        x = ddpm_sample_from(model, merge_halves(zt1, zt2), t, sched)
-        rmse[t] = [(x[h] - src[h]).pow(2).mean().sqrt().item() for h, src in
-                   [(left, x1), (left, x2), (right, x2), (right, x1)]]
-    own_left, other_left, own_right, other_right = rmse[2]
-    assert own_left < 0.3 * other_left and own_right < 0.3 * other_right
-    assert rmse[100][0] > 3 * own_left   # from t = T the faces are (nearly) forgotten
-
-
-# --- Problem 3: age guidance ---
-
-def test_log_prob_is_the_unit_gaussian_and_its_gradient_is_y_minus_f_times_grad_f():
-    torch.manual_seed(0)
-    f = AgeRegressor(hidden=4, image_size=8).eval()
-    xt, t, y = torch.randn(3, 1, 8, 8), torch.full((3,), 0.5), torch.tensor([18.0, 40.0, 80.0])
-    torch.testing.assert_close(f.log_prob(xt, t, y), -0.5 * (f(xt, t) - y) ** 2)
-    x = xt.clone().requires_grad_(True)
-    (grad_f,) = torch.autograd.grad(f(x, t).sum(), x)
-    expected = (y - f(xt, t)).detach().reshape(-1, 1, 1, 1) * grad_f
-    torch.testing.assert_close(grad_log_prob(f, xt, t, y), expected)
-
-
-def test_exact_guide_moves_brightness_age_monotonically_to_the_target():
-    # Handout C's step adds s·∇ log P with no Σ_t factor; this guide is so sharp at large t (its
-    # ∇f grows like 1/√ᾱ_t) that s·625·s_m² must stay below 2 for the steps not to overshoot
-    data = GaussianData(ddpm_schedule(100, 1e-3, 0.2))
-    ages = guided_ages(ExactAgeGuide(data).eval(), data, size=16, s=0.02).mean(dim=1)
-    assert torch.all(ages[1:] > ages[:-1] + 10), ages
-    torch.testing.assert_close(ages, torch.tensor(TARGETS), atol=3.0, rtol=0)
-    unguided = guided_ages(ExactAgeGuide(data).eval(), data, size=16, s=0.0).mean(dim=1)
-    assert torch.all((unguided - 50).abs() < 15), unguided   # s = 0: the prior, 50 ± 15
-
-
-def test_trained_tiny_regressor_guides_monotonically():
-    torch.manual_seed(0)
-    data, size = GaussianData(ddpm_schedule(50, 2e-3, 0.4)), 16
-    x = data.sample(1024, size, torch.Generator().manual_seed(1))
-    y = brightness_age(x)                                  # "age" = mean brightness, mapped to 0–100
-    regressor = AgeRegressor(hidden=8, image_size=size, age_mean=y.mean(), age_std=y.std())
-    args = type("Args", (), dict(lr=3e-3, epochs=8, lr_decay_to=0.3))
-    optimizer, lr_scheduler, scaler = make_optimizer(regressor, args, torch.device("cpu"))
-    regressor_loss = load_script("06_faces.py").regressor_loss
-    for epoch in range(1, 9):
-        fit_epoch(regressor, optimizer, scaler, regressor_loss, {"x0": x, "y": y}, 64, f"epoch {epoch}",
-                  sched=data.sched)
-        lr_scheduler.step()
-    rmse = (predict_age(regressor.eval(), x[:256], 1, data.sched) - y[:256]).pow(2).mean().sqrt()
-    assert rmse < 5, rmse                                   # it has learned the brightness
-    ages = guided_ages(regressor, data, size=size, s=0.02).mean(dim=1)
-    assert torch.all(ages[1:] > ages[:-1] + 5), ages
-
-
-class ScaleRecorder:
-    """Stands in for classifier_guided_sample: records the step scale it is given, returns x_T unchanged."""
-
-    def __init__(self):
-        self.scales = []
-
-    def __call__(self, model, guide, x_T, y, s, *args, **kwargs):
-        self.scales.append(s)
-        return x_T
-
-
-def test_06_age_guidance_scales_the_handouts_gradient_and_stops_when_it_blows_up(monkeypatch):
-    # --guidance-scale multiplies Handout C's −∂(ŷ − y)²/∂z_t = 2 ∇ log N(y; ŷ, 1): 0.01 there is the 0.02
-    # on ∇ log N that brings the exact guide to its targets above; far too large a scale is one clear line
-    data, m = GaussianData(ddpm_schedule(100, 1e-3, 0.2)), load_script("06_faces.py")
-    args = argparse.Namespace(target_ages=TARGETS, per_age=6, seed=0, eval_batch=100, guidance_scale=0.01,
-                              sigma="beta")
-    images, y = m.age_guided(args, ExactDenoiser(data), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
-                             torch.device("cpu"))
-    assert y.tolist() == [a for a in TARGETS for _ in range(6)]
-    ages = brightness_age(images).reshape(4, 6).mean(dim=1)
-    torch.testing.assert_close(ages, torch.tensor(TARGETS), atol=3.0, rtol=0)
-    args.guidance_scale = 0.2
-    with pytest.raises(SystemExit, match="age guidance diverged at --guidance-scale 0.2"):
-        m.age_guided(args, ExactDenoiser(data), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
-                     torch.device("cpu"))
-    recorder = ScaleRecorder()
-    monkeypatch.setattr(m, "classifier_guided_sample", recorder)
-    m.age_guided(args, None, None, data.sched, (1, 16, 16), torch.device("cpu"))
-    assert recorder.scales == [0.4]                        # 2 × 0.2: the step on ∇ log N(y; ŷ, 1)
-
 
 
 class InflatingDenoiser(nn.Module):
@@ -273,65 +75,253 @@ class InflatingDenoiser(nn.Module):
         return -xt
 
 
-def test_06_pixels_the_unguided_ddpm_also_pushes_beyond_10_are_a_note_not_an_error(capsys):
-    # found on real images (MNIST digits at 48×48, --quick): the range check stopped the run, blaming the
-    # guidance, even at --guidance-scale 0; now it compares with the same x_T and noise unguided
-    data, m = GaussianData(ddpm_schedule(100, 1e-3, 0.2)), load_script("06_faces.py")
+class Recorder:
+    """Stands in for classifier_guided_sample: records its step scale and options, returns x_T unchanged."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, guide, x_T, y, s, sched, **options):
+        self.calls.append((s, options["variance_scaled"], options["kind"]))
+        return x_T
+
+
+def guidance_args(scale, per_age=6):
+    return argparse.Namespace(target_ages=TARGETS, per_age=per_age, seed=0, guidance_scale=scale, sigma="beta")
+
+
+def write_npy(array, path):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    path.write_bytes(gzip.compress(buffer.getvalue()) if path.suffix == ".gz" else buffer.getvalue())
+
+
+# --- data ---
+
+@pytest.mark.parametrize("dtype, scale", [(np.uint8, 1), (np.float32, 1 / 255), (np.float64, 1.0), (np.int64, 1)])
+@pytest.mark.parametrize("rgb", [False, True])
+def test_load_faces_accepts_the_documented_formats(tmp_path, dtype, scale, rgb):
+    faces, ages = synthetic_faces(5)
+    faces = np.stack([faces, faces // 2, faces // 3], axis=-1) if rgb else faces      # (5, 48, 48[, 3]) uint8
+    write_npy((faces * scale).astype(dtype), tmp_path / "f.npy.gz")
+    write_npy(ages.reshape(5, 1) if rgb else ages, tmp_path / "a.npy")                  # (N,) or (N, 1)
+    x, y = load_faces(tmp_path / "f.npy.gz", tmp_path / "a.npy")
+    assert x.shape == (5, 3 if rgb else 1, 48, 48) and x.dtype == torch.float32
+    expected = torch.as_tensor(faces.reshape(5, 48, 48, -1)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(y, torch.as_tensor(ages, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("faces, ages, message", [
+    (np.zeros((4, 28, 28), np.uint8), np.zeros(4), "faces are uint8 (4, 28, 28), expected numbers of shape"),
+    (np.zeros((4, 3, 48, 48), np.uint8), np.zeros(4), "(4, 3, 48, 48), expected numbers of shape (N, 48, 48)"),
+    (np.zeros((0, 48, 48), np.uint8), np.zeros(0), "expected numbers of shape"),
+    (np.zeros((4, 48, 48), bool), np.zeros(4), "faces are bool"),
+    (np.full((4, 48, 48), 300.0), np.zeros(4), "face values span [300.0, 300.0], expected 0–255"),
+    (np.full((4, 48, 48), -0.5), np.zeros(4), "face values span [-0.5, -0.5]"),
+    (np.zeros((4, 48, 48), np.uint8), np.zeros(5), "ages are float64 (5,), expected 4 finite numbers"),
+    (np.zeros((4, 48, 48), np.uint8), np.zeros((4, 2)), "ages are float64 (4, 2), expected 4"),
+    (np.zeros((4, 48, 48), np.uint8), np.array([1, 2, np.nan, 4]), "expected 4 finite numbers"),
+])
+def test_load_faces_rejects_bad_files_in_one_line(tmp_path, faces, ages, message):
+    np.save(tmp_path / "f.npy", faces)
+    np.save(tmp_path / "a.npy", ages)
+    with pytest.raises(SystemExit) as stop:
+        load_faces(tmp_path / "f.npy", tmp_path / "a.npy")
+    assert str(stop.value).startswith("error: ") and message in str(stop.value) and "\n" not in str(stop.value)
+
+
+def test_missing_or_corrupt_face_files_are_one_line_errors(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: faces file .*nope.npy.gz not found: .*tools.utkface") as stop:
+        load_faces(tmp_path / "nope.npy.gz", tmp_path / "a.npy")
+    (tmp_path / "bad.npy.gz").write_bytes(b"not gzip")
+    with pytest.raises(SystemExit, match=r"^error: faces file .*bad.npy.gz is not a readable .npy array") as stop:
+        load_faces(tmp_path / "bad.npy.gz", tmp_path / "a.npy")
+    assert "\n" not in str(stop.value)
+
+
+def test_utkface_converts_a_folder_of_jpegs(tmp_path):
+    src = tmp_path / "UTKFace"
+    (src / "part2").mkdir(parents=True)
+    grey = {"23_0_1_20170116174525125.jpg.chip.jpg": (23, 200), "7_1_0_20170109150557335.jpg": (7, 60),
+            "part2/101_0_0_20170112213500903.jpg": (101, 140)}
+    for name, (_, level) in grey.items():
+        image = np.zeros((40, 80, 3), np.uint8)     # 80 wide, 40 high: black sides around a grey centre square
+        image[:, 20:60] = level
+        Image.fromarray(image).save(src / name, quality=95)
+    (src / "README.txt").write_text("not a face")
+    (src / "30_0_0_20170101000000000.jpg").write_bytes(b"truncated")
+    faces, ages = tmp_path / "out" / "faces.npy.gz", tmp_path / "out" / "ages.npy"
+    assert utkface.main([str(src), "--faces", str(faces), "--ages", str(ages)]) == {"converted": 3, "skipped": 2}
+    x, y = load_faces(faces, ages)
+    order = sorted(grey, key=lambda name: (src / name).as_posix())     # read in path order
+    assert y.tolist() == [grey[name][0] for name in order] and x.shape == (3, 1, 48, 48)
+    # the centre crop keeps only the grey square, so every pixel is (close to) its grey level
+    level = torch.tensor([grey[name][1] for name in order], dtype=torch.float32) / 127.5 - 1
+    torch.testing.assert_close(x.mean(dim=(1, 2, 3)), level, atol=0.03, rtol=0)
+    assert sorted(p.name for p in faces.parent.iterdir()) == ["ages.npy", "faces.npy.gz"]   # no temporary files
+    utkface.main([str(src), "--faces", str(faces), "--ages", str(ages), "--rgb"])
+    assert load_faces(faces, ages)[0].shape == (3, 3, 48, 48)
+    with pytest.raises(SystemExit, match=r"^error: .*missing is not a folder"):
+        utkface.main([str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"^error: .*empty: no readable AGE_GENDER_RACE_DATE.jpg images found$"):
+        utkface.main([str(tmp_path / "empty")])
+
+
+def test_regressor_split_keeps_exactly_the_ages_from_0_to_100():
+    ages = torch.tensor([-1, 0, 5, 100, 100.5, 30, 250, 42, 18, 60, 61, 62, 63, 64, -3, 99.9])
+    train, val = M.split_for_regressor(argparse.Namespace(seed=0, n_val=100), ages)
+    valid = {i for i, a in enumerate(ages.tolist()) if 0 <= a <= 100}
+    assert set(train.tolist()) | set(val.tolist()) == valid and not set(train.tolist()) & set(val.tolist())
+    assert len(val) == len(valid) // 5 == 2                               # at most a fifth is held out
+    with pytest.raises(SystemExit, match="^error: only 9 faces have an age in"):
+        M.split_for_regressor(argparse.Namespace(seed=0, n_val=1), torch.tensor([-1.0] * 5 + [20.0] * 9))
+
+
+# --- Problem 1: sampling ---
+
+@pytest.mark.parametrize("sampler, sigma, expected", [("ddpm", "beta", ("ddpm", "beta")),
+                                                      ("ddpm", "posterior", ("ddpm", "posterior")),
+                                                      ("ddim", "beta", ("ddim", 4, 0.5))])
+def test_problem_1_draws_in_batches_by_algorithm_18_2_with_the_chosen_sigma_or_ddim(monkeypatch, sampler, sigma,
+                                                                                   expected):
+    calls = []
+    monkeypatch.setattr(M, "ddpm_sample", lambda model, x, sched, **kw: calls.append(
+        ("ddpm", kw["kind"], len(x))) or x)
+    monkeypatch.setattr(M, "ddim_sample", lambda model, x, sched, steps, eta, **kw: calls.append(
+        ("ddim", steps, eta, len(x))) or x)
+    args = argparse.Namespace(sampler=sampler, sigma=sigma, sample_steps=4, eta=0.5, eval_batch=3)
+    x_T = torch.randn(7, 1, 4, 4)
+    assert torch.equal(M.draw(args, None, None, x_T, seed=0), x_T)
+    assert calls == [expected + (3,), expected + (3,), expected + (1,)]
+    assert M.sampler_name(args) == {"beta": "Algorithm 18.2, σ_t = √β_t", "posterior": "Algorithm 18.2, σ_t = √β̃_t",
+                                    "ddim": "DDIM, 4 steps, η = 0.5"}[sampler if sampler == "ddim" else sigma]
+
+
+# --- Problem 2: merging ---
+
+def test_merge_halves_takes_the_left_of_the_first_and_the_right_of_the_second():
+    a, b = torch.arange(2 * 4 * 6.0).reshape(2, 1, 4, 6), -torch.arange(2 * 4 * 6.0).reshape(2, 1, 4, 6) - 1
+    m = M.merge_halves(a, b)
+    assert torch.equal(m[..., :3], a[..., :3]) and torch.equal(m[..., 3:], b[..., 3:])
+
+
+def test_merging_at_small_t_keeps_each_half_and_at_t_near_T_forgets_them():
+    sched = ddpm_schedule(100, 1e-3, 0.2)
+    x = from_uint8(synthetic_faces(10, seed=3)[0])
+    x1, x2 = x[:5], x[5:]
+    args = argparse.Namespace(merge_ts=[2, 99], seed=0, sigma="beta")
+    merged = M.merge_pairs(args, ExactDenoiser(GaussianData(sched)), sched, x1, x2)
+    assert merged.shape == (2, 5, 1, 48, 48)
+    own, swapped = [[(m - M.merge_halves(a, b)).pow(2).mean().sqrt().item() for m in merged]
+                    for a, b in ((x1, x2), (x2, x1))]
+    assert own[0] < 0.3 * swapped[0]       # t = 2: the left half is face 1's, the right half face 2's
+    assert own[1] > 3 * own[0]             # t = 99: the reverse process has redrawn (nearly) everything
+
+
+# --- Problem 3: the age regressor and guidance ---
+
+def test_age_log_prob_is_the_unit_gaussian_and_its_gradient_is_y_minus_f_times_grad_f():
+    torch.manual_seed(0)
+    f = M.AgeRegressor(hidden=4, image_size=8).eval()
+    xt, t_frac, y = torch.randn(3, 1, 8, 8), torch.full((3,), 0.5), torch.tensor([18.0, 40.0, 80.0])
+    torch.testing.assert_close(f.log_prob(xt, t_frac, y), torch.distributions.Normal(f(xt, t_frac), 1.0).log_prob(y))
+    x = xt.clone().requires_grad_(True)
+    (grad_f,) = torch.autograd.grad(f(x, t_frac).sum(), x)
+    assert grad_f.abs().sum() > 0
+    expected = (y - f(xt, t_frac)).detach().reshape(-1, 1, 1, 1) * grad_f
+    torch.testing.assert_close(grad_log_prob(f, xt, t_frac, y), expected)
+
+
+def test_exact_guide_moves_brightness_age_monotonically_to_the_target():
+    # 0.01 on −∂(f − y)²/∂z_t is a step of 0.02 on ∇ log N: the exact guide's ∇f grows like 1/√ᾱ_t, so without a
+    # Σ_t factor a larger step overshoots at large t
+    data = GaussianData(ddpm_schedule(100, 1e-3, 0.2))
+    images, y = M.age_guided(guidance_args(0.01), ExactDenoiser(data), ExactAgeGuide(data), data.sched, (1, 16, 16),
+                             torch.device("cpu"))
+    assert y.tolist() == [a for a in TARGETS for _ in range(6)]
+    ages = brightness_age(images).reshape(4, 6).mean(dim=1)
+    assert torch.all(ages[1:] > ages[:-1] + 10), ages
+    torch.testing.assert_close(ages, torch.tensor(TARGETS), atol=3.0, rtol=0)
+    unguided, _ = M.age_guided(guidance_args(0.0), ExactDenoiser(data), ExactAgeGuide(data), data.sched, (1, 16, 16),
+                               torch.device("cpu"))
+    rows = brightness_age(unguided).reshape(4, 6).mean(dim=1)            # scale 0: the prior, 50 ± 15 per face
+    assert torch.all((rows - 50).abs() < 15), rows
+    for scale in (0.07, 0.2):      # too large: the faces become finite but far beyond ±10 (0.07), or nan (0.2)
+        with pytest.raises(SystemExit, match=rf"^error: age guidance diverged at --guidance-scale {scale:g} .*"
+                                             rf"--guidance-scale {scale / 10:g}$"):
+            M.age_guided(guidance_args(scale), ExactDenoiser(data), ExactAgeGuide(data), data.sched, (1, 16, 16),
+                         torch.device("cpu"))
+
+
+def test_the_guidance_step_is_twice_the_scale_on_grad_log_n_without_variance(monkeypatch):
+    recorder = Recorder()
+    monkeypatch.setattr(M, "classifier_guided_sample", recorder)
+    guide = ExactAgeGuide(GaussianData(ddpm_schedule(10)))
+    images, _ = M.age_guided(guidance_args(0.2, per_age=2), None, guide, None, (1, 8, 8), torch.device("cpu"))
+    assert recorder.calls == [(0.4, False, "beta")] and images.shape == (8, 1, 8, 8)
+
+
+def test_pixels_the_unguided_ddpm_pushes_beyond_10_are_a_note_not_an_error(capsys):
+    data = GaussianData(ddpm_schedule(100, 1e-3, 0.2))
     for scale in (0.0, 0.01):
-        args = argparse.Namespace(target_ages=TARGETS, per_age=2, seed=0, eval_batch=100, guidance_scale=scale,
-                                  sigma="beta")
-        images, _ = m.age_guided(args, InflatingDenoiser(), ExactAgeGuide(data).eval(), data.sched, (1, 16, 16),
-                                 torch.device("cpu"))
+        images, _ = M.age_guided(guidance_args(scale, per_age=2), InflatingDenoiser(), ExactAgeGuide(data),
+                                 data.sched, (1, 16, 16), torch.device("cpu"))
         assert torch.isfinite(images).all() and images.abs().max() > 10
-        assert "the DDPM itself, not --guidance-scale" in capsys.readouterr().out
+        assert "note: some age-guided faces have pixels beyond ±10" in capsys.readouterr().out
 
 
 # --- the script ---
 
-def test_dry_run_writes_every_file_and_resume_redraws_them(tmp_path):
-    script = load_script("06_faces.py")
-    metrics = script.main(["--dry-run", "--out-dir", str(tmp_path)])
-    for name in ["config.json", "losses.csv", "loss_curve.png", "checkpoint.pt", "samples_epoch_002.png",
-                 "regressor_losses.csv", "regressor_loss_curve.png", "regressor.pt", "samples.npz",
-                 "samples_final.png", "merged.npz", "merged.png", "age_guided.npz", "age_guided.png",
-                 "metrics.json"]:
+def test_dry_run_writes_every_promised_file(tmp_path, capsys):
+    metrics = M.main(["--dry-run", "--out-dir", str(tmp_path)])
+    for name in ["config.json", "losses.csv", "loss_curve.png", "samples_epoch_001.png", "checkpoint.pt",
+                 "regressor_losses.csv", "regressor_loss_curve.png", "checkpoint_regressor.pt", "samples.npz",
+                 "samples_final.png", "merged.npz", "merged.png", "age_guided.npz", "age_guided.png", "metrics.json"]:
         assert (tmp_path / name).stat().st_size > 0, name
+    for png in tmp_path.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000, png
     samples = np.load(tmp_path / "samples.npz")["images"]
-    assert samples.shape == (20, 48, 48) and samples.dtype == np.uint8
+    assert samples.shape == (10, 48, 48) and samples.dtype == np.uint8 and len(np.unique(samples, axis=0)) == 10
     merged = np.load(tmp_path / "merged.npz")
-    assert merged["merged"].shape == (4, 5, 48, 48) and merged["faces_1"].shape == (5, 48, 48)
+    assert merged["merged"].shape == (4, 5, 48, 48)
+    assert merged["faces_1"].shape == merged["faces_2"].shape == (5, 48, 48)
+    assert merged["t"].tolist() == [1, 3, 4, 5]
     guided = np.load(tmp_path / "age_guided.npz")
-    assert guided["images"].shape == (12, 48, 48)
-    assert guided["target_ages"].tolist() == [18] * 3 + [40] * 3 + [60] * 3 + [80] * 3
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["data"]["n_age_excluded"] > 0 and set(saved["guided_predicted_age_t1"]) == {"18", "40", "60", "80"}
-    assert np.isfinite(saved["regressor_val_rmse_t1_years"])
-    assert saved["merge_half_rmse"].keys() == {"2", "5", "8", "9"}
-    assert saved["sampler"] == "Algorithm 18.2, σ_t = √β_t"
-    assert json.loads((tmp_path / "config.json").read_text())["image_channels"] == 1
-    # --resume: both checkpoints are complete, so nothing trains and the figures are redrawn
-    again = script.main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
-    assert again["ddpm_final_epoch_loss"] == metrics["ddpm_final_epoch_loss"]
-    assert again["regressor_final_epoch_mse"] == metrics["regressor_final_epoch_mse"]
+    assert guided["images"].shape == (8, 48, 48) and guided["predicted_ages"].shape == (8,)
+    assert guided["target_ages"].tolist() == [18, 18, 40, 40, 60, 60, 80, 80]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert metrics["n_age_excluded"] == 2 and metrics["n_regressor_val"] == 6     # ages 0 and 25 of 32 are −1
+    assert metrics["sampler"] == "Algorithm 18.2, σ_t = √β_t" and np.isfinite(metrics["regressor_val_rmse_t1_years"])
+    assert set(metrics["guided_mean_predicted_age_t1"]) == {"18", "40", "60", "80"}
+    assert metrics["merge_rmse"]["1"]["to_own_halves"] < metrics["merge_rmse"]["1"]["to_swapped_halves"]
+    assert len((tmp_path / "losses.csv").read_text().splitlines()) == 1 + 2              # 32 faces, batches of 16
+    assert len((tmp_path / "regressor_losses.csv").read_text().splitlines()) == 1 + 2       # 24 faces aged 0–100
+    ddpm, regressor = (torch.load(tmp_path / name, weights_only=True)
+                       for name in ("checkpoint.pt", "checkpoint_regressor.pt"))
+    assert ddpm["epoch"] == regressor["epoch"] == 1 and regressor["bound"] == "regressor_epochs"
+    assert set(regressor["model"]) == set(M.AgeRegressor(1, 4).state_dict())
+    # --resume checks the checkpoints before anything is built or trained
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="checkpoint.pt was trained with --hidden 4, not 8"):
+        M.main(["--dry-run", "--out-dir", str(tmp_path), "--resume", "--hidden", "8"])
+    assert "DenoisingUNet" not in capsys.readouterr().out
 
 
-def test_resume_checks_regressor_pt_before_training_the_ddpm(tmp_path, capsys):
-    """A regressor.pt of another width stops --resume at once, before the DDPM is built or config.json written."""
-    torch.save({"model": {}, "epoch": 1, "args": {"hidden": 99, "T": 10, "image_channels": 1}},
-               tmp_path / "regressor.pt")
-    with pytest.raises(SystemExit, match="regressor.pt was trained with --hidden 99, not 8"):
-        load_script("06_faces.py").main(["--dry-run", "--out-dir", str(tmp_path), "--resume"])
-    assert "DenoisingUNet" not in capsys.readouterr().out and not (tmp_path / "config.json").exists()
-
-
-def test_bad_arguments_are_one_line_errors(tmp_path):
-    script = load_script("06_faces.py")
+@pytest.mark.parametrize("argv, message", [
+    (["--T", "100", "--merge-ts", "50", "100"], "--merge-ts must lie in 1..T − 1 = 1..99, got 50 100"),
+    (["--target-ages", "18", "120"], "argument --target-ages: invalid age in 0..100 value: '120'"),
+    (["--guidance-scale", "-1"], "argument --guidance-scale: invalid guidance scale"),
+    (["--sigma", "sqrt"], "argument --sigma: invalid choice: 'sqrt'"),
+])
+def test_bad_flags_are_one_line_errors(capsys, argv, message):
     with pytest.raises(SystemExit):
-        script.parse_args(["--T", "100", "--merge-ts", "50", "500"])
-    with pytest.raises(SystemExit):                       # Handout C 2(b): t < T
-        script.parse_args(["--T", "100", "--merge-ts", "50", "100"])
-    assert script.parse_args(["--T", "100", "--merge-ts", "50", "99"]).merge_ts == [50, 99]
-    with pytest.raises(SystemExit, match="faces file .* not found"):
-        script.main(["--faces", str(tmp_path / "x.npy"), "--out-dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="not a folder"):
-        script.main(["--from-utkface", str(tmp_path / "missing")])
+        M.parse_args(argv)
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_missing_course_files_stop_before_anything_is_written(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: faces file .*faces23k_48x48.npy.gz not found"):
+        M.main(["--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

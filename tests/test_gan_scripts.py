@@ -1,253 +1,244 @@
-"""Smoke runs of 04_dcgan_wgan.py and 05_cgan_wgangp_fid.py with --dry-run: every promised file, and sensible."""
+"""Dry runs of 04_dcgan_wgan.py and 05_cgan_wgangp_fid.py: every promised file, an exact --resume, the G steps in
+the checkpoints' optimisers, and one-line errors."""
 import csv
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from common.gan_eval import FID_NA
+from common.gans import gan_step
+from conftest import load_script
 
-PNG_MAGIC = b"\x89PNG"
+M04, M05 = load_script("04_dcgan_wgan.py"), load_script("05_cgan_wgangp_fid.py")
+RUNS04 = ("dcgan", "wgan", "wgan_clip0.1")   # the dry run's --clip-sweep 0.1 0.01: c = 0.01 is the main WGAN
 
 
 def assert_png(path):
     assert path.is_file(), path
     data = path.read_bytes()
-    assert data[:4] == PNG_MAGIC and len(data) > 2000, path
+    assert data[:4] == b"\x89PNG" and len(data) > 2000, path
 
 
 def assert_npz(path, n, labels=False):
-    with np.load(path) as f:
-        assert f["images"].dtype == np.uint8 and f["images"].shape == (n, 28, 28)
-        assert f["images"].max() > f["images"].min()  # not a blank image set
+    with np.load(path) as saved:
+        assert saved["images"].dtype == np.uint8 and saved["images"].shape == (n, 28, 28)
+        assert saved["images"].max() > saved["images"].min()           # not a blank image set
         if labels:
-            assert f["labels"].shape == (n,) and set(f["labels"].tolist()) == set(range(10))
+            assert saved["labels"].tolist() == [k % 10 for k in range(n)]
+
+
+def checkpoint(path):
+    return torch.load(path, weights_only=False)
 
 
 @pytest.fixture(scope="module")
 def run04(tmp_path_factory):
-    from conftest import load_script
     out = tmp_path_factory.mktemp("04")
-    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out)])
-    return out, metrics
+    return out, M04.main(["--dry-run", "--out-dir", str(out)])
 
 
 def test_04_dry_run_writes_every_file(run04):
     out, metrics = run04
     for name in ["config.json", "losses.csv", "metrics.json"]:
         assert (out / name).stat().st_size > 0, name
-    for name in ["loss_curve_dcgan", "loss_curve_wgan", "samples_dcgan_epoch_001", "samples_dcgan_epoch_002",
-                 "samples_wgan_epoch_002", "dcgan_vs_wgan", "clip_sweep", "clip_sweep_fd"]:
-        assert_png(out / f"{name}.png")
+    for name in RUNS04:
+        for png in [f"loss_curve_{name}", f"samples_{name}_epoch_001", f"samples_{name}_epoch_002"]:
+            assert_png(out / f"{png}.png")
+        state = checkpoint(out / f"checkpoint_{name}.pt")
+        assert {"G", "D", "opt_G", "opt_D", "scaler_G", "scaler_D", "history", "args"} <= set(state)
+        assert state["epoch"] == 2
+    for png in ["dcgan_vs_wgan", "clip_sweep", "clip_sweep_fd"]:
+        assert_png(out / f"{png}.png")
     assert_npz(out / "samples_dcgan.npz", 64)
     assert_npz(out / "samples_wgan.npz", 64)
-    rows = list(csv.DictReader((out / "losses.csv").open()))
-    for name in ["dcgan", "wgan"]:   # Handout B's "best" epoch, recomputed from losses.csv
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert set(metrics["models"]) == set(RUNS04)
+    for m in metrics["models"].values():
+        assert m["fd_judge"] >= 0 and m["fid"] == "n/a" and m["n"] == 64 and m["epochs_trained"] == 2
+    assert [(r["clip"], r["fd_judge"]) for r in metrics["clip_sweep"]] == [
+        (0.01, metrics["models"]["wgan"]["fd_judge"]), (0.1, metrics["models"]["wgan_clip0.1"]["fd_judge"])]
+
+
+def test_04_lowest_g_loss_epoch_is_handout_bs_best_epoch(run04):
+    out, metrics = run04
+    rows = list(csv.DictReader(open(out / "losses.csv")))
+    assert {r["model"] for r in rows} == set(RUNS04)
+    for name in RUNS04:   # recomputed from losses.csv: the epoch of the lowest mean G loss
         g = {e: np.mean([float(r["g_loss"]) for r in rows if (r["model"], r["epoch"]) == (name, e) and r["g_loss"]])
              for e in ("1", "2")}
         assert metrics["models"][name]["lowest_g_loss_epoch"] == int(min(g, key=g.get))
-    for name in ["dcgan", "wgan", "wgan_clip0.1"]:  # the sweep's c = 0.01 is the main WGAN
-        state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
-        assert {"G", "D", "opt_G", "opt_D", "epoch", "history", "cfg"} <= set(state) and state["epoch"] == 2
+    assert M04.lowest_g_loss_epoch({"g": [[1.0, 1.2], [0.5, 0.9], [0.8, 0.6]]}) == 2   # means 1.1, 0.7, 0.7
+    assert M04.lowest_g_loss_epoch({"g": [[], []]}) is None
+
+
+def test_04_steps_g_after_every_n_critic_critic_steps(run04):
+    """The optimisers' step counts: 2 epochs of 4 batches; the DCGAN steps G every step, the WGAN (dry run: n_critic
+    2) every 2nd; losses.csv has a G loss on exactly those rows."""
+    out, _ = run04
+    for name, g_steps in [("dcgan", 8), ("wgan", 4)]:
+        state = checkpoint(out / f"checkpoint_{name}.pt")
+        assert {int(s["step"]) for s in state["opt_D"]["state"].values()} == {8}
+        assert {int(s["step"]) for s in state["opt_G"]["state"].values()} == {g_steps}
+    wgan = [r for r in csv.DictReader(open(out / "losses.csv")) if r["model"] == "wgan"]
+    assert [r["g_loss"] != "" for r in wgan] == [False, True] * 4
+
+
+class StopRun(Exception):
+    pass
+
+
+class RecordingStep:
+    """Wraps gan_step: records whether each call steps G, and stops the run at call `stop`."""
+
+    def __init__(self, stop):
+        self.g_steps, self.stop = [], stop
+
+    def __call__(self, gan, x_real, y, g_step):
+        self.g_steps.append(g_step)
+        if len(self.g_steps) == self.stop:
+            raise StopRun
+        return gan_step(gan, x_real, y, g_step)
+
+
+@pytest.mark.parametrize("script, argv", [(M04, ["--models", "wgan"]), (M05, [])])
+def test_g_steps_after_every_n_critic_th_critic_step(script, argv, tmp_path, monkeypatch):
+    """Handout B 1(b): n_critic critic steps, then one G step. With n_critic 3 and 4 batches an epoch: the 3rd D step
+    of each epoch (the count starts again each epoch)."""
+    step = RecordingStep(stop=8)
+    monkeypatch.setattr(script, "gan_step", step)
+    with pytest.raises(StopRun):
+        script.main(["--dry-run", "--n-critic", "3", "--out-dir", str(tmp_path)] + argv)
+    assert step.g_steps == [False, False, True, False] * 2
+
+
+def test_04_resume_continues_exactly_and_starts_a_model_without_checkpoint_afresh(run04, tmp_path):
+    """1 WGAN epoch, then --resume to 2 epochs with the DCGAN added (no checkpoint: trained from scratch) equals
+    the straight 2-epoch run bit-exactly on the CPU."""
+    argv = ["--dry-run", "--out-dir", str(tmp_path), "--clip-sweep", "0.01", "--n-samples", "2", "--n-grid", "1"]
+    M04.main(argv + ["--models", "wgan", "--epochs", "1"])
+    assert checkpoint(tmp_path / "checkpoint_wgan.pt")["epoch"] == 1
+    M04.main(argv + ["--models", "dcgan", "wgan", "--resume"])
+    for name in ["dcgan", "wgan"]:
+        straight, resumed = (checkpoint(folder / f"checkpoint_{name}.pt") for folder in (run04[0], tmp_path))
+        assert resumed["epoch"] == 2 and resumed["history"]["d"] == straight["history"]["d"]
+        for part in ("G", "D"):
+            for key, value in straight[part].items():
+                assert torch.equal(value, resumed[part][key]), (name, part, key)
+        for key, value in straight["opt_G"]["state"].items():
+            assert all(torch.equal(v, resumed["opt_G"]["state"][key][k]) for k, v in value.items()), (name, key)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--width", "24"], "checkpoint_dcgan.pt was trained with --width 8, not 24; pass the same value"),
-    (["--lr", "1e-3"], "checkpoint_dcgan.pt was trained with --lr 0.0002, not 0.001; pass the same value"),
-    (["--n-critic", "3"], "checkpoint_wgan.pt was trained with --n-critic 2, not 3; pass the same value"),
-    (["--batch-size", "1000"], "--batch-size 1000 is more than"),
-    (["--epochs", "1"], "checkpoint_dcgan.pt has 2 trained epochs, more than --epochs 1; pass --epochs 2 or more")])
-def test_04_a_rejected_resume_keeps_config_json(run04, flags, message):
-    from conftest import load_script
+    (["--lr", "1e-3"], "trained with --lr None, not 0.001"),
+    (["--hidden", "12"], "trained with --hidden 8, not 12"),
+    (["--n-critic", "3"], "trained with --n-critic 2, not 3"),
+    (["--epochs", "1"], "has trained 2 epochs, more than --epochs 1")])
+def test_04_resume_with_other_settings_is_a_one_line_error(run04, flags, message):
     out = run04[0]
     config = (out / "config.json").read_text()
-    with pytest.raises(SystemExit, match=message):
-        load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume"] + flags)
+    with pytest.raises(SystemExit, match=rf"^error: [^\n]*{re.escape(message)}[^\n]*$"):
+        M04.main(["--dry-run", "--out-dir", str(out), "--resume"] + flags)
     assert (out / "config.json").read_text() == config
 
 
-def test_04_resume_with_the_same_flags_and_more_epochs(run04, tmp_path):
-    from conftest import load_script
-    out = tmp_path / "04"
-    shutil.copytree(run04[0], out)
-    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume", "--epochs", "3"])
-    for name in ["dcgan", "wgan", "wgan_clip0.1"]:
-        state = torch.load(out / f"checkpoint_{name}.pt", weights_only=False)
-        assert state["epoch"] == len(state["history"]["d"]) == metrics["models"][name]["epochs_trained"] == 3
-
-
-def test_04_resume_with_the_same_epochs_trains_nothing(run04, tmp_path):
-    from conftest import load_script
-    out = tmp_path / "04"
-    shutil.copytree(run04[0], out)
-    checkpoint = (out / "checkpoint_dcgan.pt").read_bytes()
-    metrics = load_script("04_dcgan_wgan.py").main(["--dry-run", "--out-dir", str(out), "--resume"])
-    assert (out / "checkpoint_dcgan.pt").read_bytes() == checkpoint  # not trained, not rewritten
-    assert metrics["models"]["dcgan"]["epochs_trained"] == 2
-    assert json.loads((out / "config.json").read_text())["epochs"] == 2
-
-
-@pytest.mark.parametrize("script, names", [("04_dcgan_wgan.py", "checkpoint_dcgan.pt, checkpoint_wgan.pt"),
-                                           ("05_cgan_wgangp_fid.py", "checkpoint_wgangp.pt, checkpoint_cgan.pt")])
-def test_resume_into_a_folder_without_checkpoints_is_refused(run04, tmp_path, script, names):
-    """As 01, 02, 06 and 07: --resume with nothing to continue is one line, before training or config.json.
-    05 counts only the models it trains itself: 04's DCGAN and WGAN in --gan-dir are reused, not resumed."""
-    from conftest import load_script
-    argv = ["--dry-run", "--out-dir", str(tmp_path), "--resume"]
-    gan_dir = ["--gan-dir", str(run04[0])] if script.startswith("05") else []
-    with pytest.raises(SystemExit, match=rf"--resume: no checkpoint in \S+ \({names}\b.*\(train first, or drop"):
-        load_script(script).main(argv + gan_dir)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_05_resume_continues_its_own_models_and_still_reuses_04s(run04, tmp_path, capsys):
-    from conftest import load_script
-    main05, argv = load_script("05_cgan_wgangp_fid.py").main, ["--dry-run", "--gan-dir", str(run04[0]),
-                                                                "--out-dir", str(tmp_path)]
-    main05(argv + ["--epochs", "1"])
-    main05(argv + ["--resume"])  # --epochs 2
-    assert "reusing" in capsys.readouterr().out and not (tmp_path / "checkpoint_dcgan.pt").exists()
-    for name in ["wgangp", "cgan"]:
-        assert torch.load(tmp_path / f"checkpoint_{name}.pt", weights_only=False)["epoch"] == 2
-    with pytest.raises(SystemExit, match="checkpoint_wgangp.pt has 2 trained epochs, more than --epochs 1"):
-        main05(argv + ["--resume", "--epochs", "1"])
-
-
-def test_04_ctrl_c_before_the_wgans_first_epoch_then_resume(tmp_path, monkeypatch, capsys):
-    """Ctrl-C in the WGAN's first epoch, after the DCGAN finished: the line says --resume keeps the DCGAN, and
-    --resume (accepted: one checkpoint is there) trains the WGAN from scratch."""
-    from conftest import load_script
-    from test_gan import InterruptAt
-    import common.gan_train as gan_train
-    argv = ["--dry-run", "--out-dir", str(tmp_path), "--clip-sweep", "0.01"]
-    monkeypatch.setattr(gan_train, "train_one_epoch", InterruptAt(3))  # DCGAN: calls 1, 2; WGAN: 3
-    with pytest.raises(SystemExit):
-        load_script("04_dcgan_wgan.py").main(argv)
-    assert capsys.readouterr().err.strip() == ("interrupted: no epoch of wgan finished, so nothing of it was saved; "
-                                               "--resume keeps checkpoint_dcgan.pt and trains wgan from scratch")
-    monkeypatch.undo()
-    metrics = load_script("04_dcgan_wgan.py").main(argv + ["--resume"])
-    assert "--resume: no" in capsys.readouterr().out and metrics["models"]["wgan"]["epochs_trained"] == 2
-
-
-def test_a_missing_inception_weights_file_stops_before_training(tmp_path):
-    from conftest import load_script
-    for script in ["04_dcgan_wgan.py", "05_cgan_wgangp_fid.py"]:
-        with pytest.raises(SystemExit, match=r"^error: --inception-weights \S+missing.pth: no such file [^\n]*$"):
-            load_script(script).main(["--dry-run", "--out-dir", str(tmp_path / "out"),
-                                      "--inception-weights", str(tmp_path / "missing.pth")])
-        assert not (tmp_path / "out").exists()
-
-
-def test_04_metrics_and_losses_are_sensible(run04):
-    out, _ = run04
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"dcgan", "wgan", "wgan_clip0.1"}
-    for m in metrics["models"].values():
-        assert m["fd_judge"] >= 0 and m["fid"] == FID_NA and m["n"] == 64 and m["epochs_trained"] == 2
-    assert [r["clip"] for r in metrics["clip_sweep"]] == [0.01, 0.1]
+def test_05_dry_run_reads_04s_samples_and_writes_every_file(run04, tmp_path, monkeypatch):
+    """The default --gan-dir of a dry run, results/04_dcgan_wgan_dry_run, holding 04's DCGAN samples only: the
+    DCGAN row is 04's, measured again; the WGAN row says to run 04 first."""
+    monkeypatch.chdir(tmp_path)
+    gan_dir = tmp_path / "results" / "04_dcgan_wgan_dry_run"
+    gan_dir.mkdir(parents=True)
+    shutil.copy(run04[0] / "samples_dcgan.npz", gan_dir)
+    metrics = M05.main(["--dry-run", "--out-dir", "out"])
+    out = tmp_path / "out"
+    for name in ["cgan", "wgangp"]:
+        for png in [f"loss_curve_{name}", f"samples_{name}_epoch_001", f"samples_{name}_epoch_002"]:
+            assert_png(out / f"{png}.png")
+        assert checkpoint(out / f"checkpoint_{name}.pt")["epoch"] == 2
+    for png in ["cgan_classes", "wgangp_samples", "cgan_class_diversity"]:
+        assert_png(out / f"{png}.png")
+    assert_npz(out / "samples_cgan.npz", 100, labels=True)
+    assert_npz(out / "samples_wgangp.npz", 100)
+    assert not list(out.glob("*dcgan*")) and not list(out.glob("*wgan.*"))          # 04's models are not trained
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics)) and list(saved["models"]) == ["dcgan", "wgan", "wgangp", "cgan"]
+    assert saved["models"]["dcgan"]["source"] == "results/04_dcgan_wgan_dry_run/samples_dcgan.npz"
+    assert saved["models"]["dcgan"]["fd_judge"] == pytest.approx(run04[1]["models"]["dcgan"]["fd_judge"], rel=1e-6)
+    assert saved["models"]["wgan"]["fid"] == "run 04_dcgan_wgan.py first" and saved["models"]["wgan"]["n"] is None
+    assert saved["models"]["wgangp"]["source"] == "trained here"
+    assert 0 <= saved["models"]["cgan"]["judge_accuracy"] <= 1
+    assert len(saved["cgan_per_class"]) == 10 and all(r["n"] == 10 for r in saved["cgan_per_class"])
+    assert sum(r["dcgan_share_percent"] for r in saved["cgan_per_class"]) == pytest.approx(100)
+    table = (out / "fid_table.md").read_text()
+    for row in ["| DCGAN | 64 | n/a |", "| WGAN (clipping) | – | run 04_dcgan_wgan.py first | – | – |",
+                "| WGAN-GP | 100 | n/a |", "| cGAN | 100 | n/a |", "| T-shirt/top |", "| Ankle boot |"]:
+        assert row in table, row
     rows = list(csv.DictReader(open(out / "losses.csv")))
-    assert {r["model"] for r in rows} == {"dcgan", "wgan", "wgan_clip0.1"}
-    wgan = [r for r in rows if r["model"] == "wgan"]
-    assert all(r["g_loss"] == "" for r in wgan[0::2]) and all(r["g_loss"] != "" for r in wgan[1::2])  # n_critic 2
+    assert [r["g_loss"] != "" for r in rows if r["model"] == "wgangp"] == [False, True] * 4   # n_critic 2
 
 
-def test_05_dry_run_reuses_04_and_writes_every_file(run04, tmp_path, capsys):
-    from conftest import load_script
-    gan_dir, _ = run04
-    metrics = load_script("05_cgan_wgangp_fid.py").main(["--dry-run", "--gan-dir", str(gan_dir),
-                                                         "--out-dir", str(tmp_path)])
-    printed = capsys.readouterr().out
-    assert "reusing" in printed and "note:" not in printed  # 04's dry-run runs are finished, with 05's flags
-    for name in ["cgan_classes", "wgangp_samples", "cgan_class_diversity", "loss_curve_cgan", "loss_curve_wgangp",
-                 "samples_cgan_epoch_002", "samples_wgangp_epoch_002"]:
-        assert_png(tmp_path / f"{name}.png")
-    assert not (tmp_path / "checkpoint_dcgan.pt").exists()  # reused, not retrained
-    assert_npz(tmp_path / "samples_cgan.npz", 100, labels=True)
-    for name in ["wgangp", "dcgan", "wgan"]:   # the reused models' samples too: every row can be scored again
-        assert_npz(tmp_path / f"samples_{name}.npz", 100)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(saved["models"]) == ["dcgan", "wgan", "wgangp", "cgan"]
-    assert saved["models"]["dcgan"]["source"].endswith("checkpoint_dcgan.pt")
-    assert saved["models"]["dcgan"]["epochs_planned"] == saved["models"]["dcgan"]["epochs_trained"] == 2
-    assert len(saved["cgan_per_class"]) == 10 and 0 <= saved["models"]["cgan"]["judge_accuracy"] <= 1
-    assert all(r["fd_judge"] >= 0 and r["diversity"] > 0 for r in saved["cgan_per_class"])
-    table = (tmp_path / "fid_table.md").read_text()
-    for row in ["| DCGAN |", "| WGAN (clipping) |", "| WGAN-GP |", "| cGAN |", "| Ankle boot |", FID_NA]:
-        assert row in table
-    assert metrics["models"]["wgangp"]["fd_judge"] == saved["models"]["wgangp"]["fd_judge"]
+class ConstantJudge:
+    """Stands in for the judge: every image is class 3; every distance 1, every spread 2."""
+
+    def predict(self, x):
+        return torch.full((len(x),), 3)
+
+    def class_accuracy(self, x, y):
+        return float(y == 3)
+
+    def fd(self, x_a, x_b):
+        return 1.0
+
+    def diversity(self, x):
+        return 2.0
 
 
-def test_05_notes_an_unfinished_04_run_with_other_flags(tmp_path, capsys):
-    """05 reuses whatever 04 checkpoint is there (04 may still run), but says so, in metrics.json and the table."""
-    from conftest import load_script
-    from common.data import synthetic_dataset
-    from common.gan_runs import gan_config
-    from common.gan_train import train_gan
-    gan_dir, out = tmp_path / "gan", tmp_path / "out"
-    gan_dir.mkdir()
-    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--width", "12", "--epochs", "1"])
-    train_gan("dcgan", gan_config("dcgan", args04), *synthetic_dataset(256), gan_dir, torch.device("cpu"),
-              torch.randn(20, args04.z_dim))
-    state = torch.load(gan_dir / "checkpoint_dcgan.pt", weights_only=False)
-    state["cfg"]["epochs"] = 3  # as 04 leaves it while it still runs: 1 of its 3 epochs done
-    torch.save(state, gan_dir / "checkpoint_dcgan.pt")
-    load_script("05_cgan_wgangp_fid.py").main(["--dry-run", "--gan-dir", str(gan_dir), "--out-dir", str(out)])
-    printed = capsys.readouterr().out
-    assert "note: 04's dcgan has 1 of 3 epochs: its row is that model; rerun 05 when 04 is done" in printed
-    assert "note: 04's dcgan was trained with --width 12 (this run: 8), --epochs 3 (this run: 2)" in printed
-    row = json.loads((out / "metrics.json").read_text())["models"]["dcgan"]
-    assert row["source"] == str(gan_dir / "checkpoint_dcgan.pt") and len(row["notes"]) == 2
-    assert (row["epochs_trained"], row["epochs_planned"], row["width"]) == (1, 3, 12)
-    assert "| DCGAN | 1 of 3 | 12 |" in (out / "fid_table.md").read_text()
-    assert json.loads((out / "metrics.json").read_text())["models"]["wgan"]["notes"] == []  # trained here
+def test_05_per_class_table_with_and_without_04s_dcgan():
+    x, y = torch.zeros(20, 1, 28, 28), torch.arange(20) % 10
+    rows = M05.class_diversity(ConstantJudge(), x, y, x, y, x_dcgan=torch.zeros(5, 1, 28, 28))
+    assert [r["dcgan_share_percent"] for r in rows] == [0, 0, 0, 100, 0, 0, 0, 0, 0, 0]
+    assert [r["dcgan_diversity"] for r in rows] == [None] * 3 + [2.0] + [None] * 6    # spread needs 2 samples
+    assert [r["judge_accuracy"] for r in rows] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    rows = M05.class_diversity(ConstantJudge(), x, y, x, y, x_dcgan=None)       # 04 not run: the columns say –
+    table = M05.fid_table({"reference": "test images", "real_test_judge_diversity": 2.0, "models": {},
+                           "cgan_per_class": rows})
+    assert "| Coat | 0.0% | 1.00 | 2.00 | 2.00 | 1.00 | – | – |" in table
 
 
-def test_04_lowest_g_loss_epoch_is_handout_bs_best_epoch():
-    from conftest import load_script
-    lowest = load_script("04_dcgan_wgan.py").lowest_g_loss_epoch
-    assert lowest({"g": [[1.0, 1.2], [0.5, 0.9], [0.8, 0.6], [0.9]]}) == 2     # means 1.1, 0.7, 0.7, 0.9: the first
-    assert lowest({"g": [[], [0.4], [0.3, 0.7]]}) == 2                        # an epoch with no G step is skipped
-    assert lowest({"g": [[], []]}) is None
+def nan_images(n, device="cpu", seed=0):
+    """Stands in for synthetic_mnist: images that make every loss NaN."""
+    return torch.full((n, 1, 28, 28), float("nan"), device=device), torch.arange(n, device=device) % 10
 
 
-def test_04_n_critic_beyond_an_epochs_batches_is_a_one_line_error_before_training(tmp_path):
-    from conftest import load_script
-    main04 = load_script("04_dcgan_wgan.py").main
-    with pytest.raises(SystemExit, match=r"--n-critic 50 is more than the \d+ full batches of an epoch"):
-        main04(["--dry-run", "--models", "dcgan", "wgan", "--n-critic", "50", "--out-dir", str(tmp_path)])
-    assert not list(tmp_path.glob("checkpoint_*.pt"))               # the DCGAN was not trained first
+def test_a_nan_loss_stops_with_one_line_and_no_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(M04, "synthetic_mnist", nan_images)
+    with pytest.raises(SystemExit, match=r"^error: dcgan epoch 1: the D became nan at step 4; [^\n]*$"):
+        M04.main(["--dry-run", "--models", "dcgan", "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.glob("checkpoint*"))
 
 
-def test_05_notes_a_reused_wgan_trained_with_another_clip_and_n_critic():
-    from conftest import load_script
-    from common.gan_runs import gan_config
-    m05 = load_script("05_cgan_wgangp_fid.py")
-    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--clip", "0.05", "--n-critic", "3"])
-    args05 = m05.parse_args(["--dry-run"])
-    history = {"d": [[0.0], [0.0]]}
-    notes = m05.reuse_notes("wgan", gan_config("wgan", args04), history, args05)
-    assert notes == ["04's wgan was trained with --clip 0.05 (this run: 0.01), --n-critic 3 (this run: 2): "
-                     "its row is that model, not one with this run's flags"]
-    assert m05.reuse_notes("dcgan", gan_config("dcgan", args04), history, args05) == []   # no clip in a DCGAN
-    args04 = load_script("04_dcgan_wgan.py").parse_args(["--dry-run", "--dropout", "0.5", "--g-loss", "minimax"])
-    assert m05.reuse_notes("dcgan", gan_config("dcgan", args04), history, args05) == [
-        "04's dcgan was trained with --dropout 0.5 (this run: 0.3), --g-loss minimax (this run: nonsaturating): "
-        "its row is that model, not one with this run's flags"]
+@pytest.mark.parametrize("script, argv, message", [
+    (M04, ["--batch-size", "1000"], "--batch-size 1000 leaves 0 full batches of the 256 images"),
+    (M05, ["--n-critic", "9"], "fewer than --n-critic 9: G would never be updated"),
+    (M04, ["--inception-weights", "missing.pth"], "--inception-weights missing.pth: no such file"),
+    (M05, ["--resume"], "--resume: there is no checkpoint in")])
+def test_errors_before_training_are_one_line_and_write_nothing(script, argv, message, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=rf"^error: [^\n]*{re.escape(message)}[^\n]*$"):
+        script.main(["--dry-run", "--out-dir", str(out)] + argv)
+    assert not out.exists() or not list(out.iterdir())
 
 
 @pytest.mark.parametrize("script, bad", [
-    ("04_dcgan_wgan.py", ["--epochs", "-3"]),
-    ("04_dcgan_wgan.py", ["--clip", "0"]),
-    ("04_dcgan_wgan.py", ["--clip", "5"]),
-    ("04_dcgan_wgan.py", ["--clip-sweep", "0.1", "-1"]),
-    ("05_cgan_wgangp_fid.py", ["--batch-size", "0"]),
-    ("05_cgan_wgangp_fid.py", ["--gp-lambda", "-10"]),
-])
-def test_bad_flags_are_one_line_errors(script, bad, capsys):
-    from conftest import load_script
-    with pytest.raises(SystemExit) as e:
-        load_script(script).parse_args(bad)
-    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+    (M04, ["--epochs", "-3"]), (M04, ["--clip", "0"]), (M04, ["--clip", "5"]), (M04, ["--clip-sweep", "0.1", "-1"]),
+    (M04, ["--hidden", "10"]), (M04, ["--dropout", "1"]), (M04, ["--models", "gan"]), (M04, ["--n-samples", "1"]),
+    (M04, ["--clip-sweep", "0.1", "0.1"]), (M05, ["--batch-size", "0"]), (M05, ["--gp-lambda", "-10"]),
+    (M05, ["--critic-norm", "batch"]), (M05, ["--label-inject", "pixels"]), (M05, ["--n-samples", "10"]),
+    (M05, ["--quick", "--dry-run"])])
+def test_bad_flags_are_one_line_usage_errors(script, bad, capsys):
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(bad)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert stop.value.code == 2 and len(errors) == 1 and (bad[0] in errors[0] or bad[0].strip("-") in errors[0])

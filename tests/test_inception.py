@@ -1,5 +1,5 @@
-"""Tests for common/inception.py and inception_weights.py on a randomly initialised network: layout of the FID
-weights file, the TF pooling patches, input conversion, weight lookup and fetching, and the real-statistics cache.
+"""Tests for common/inception.py on a randomly initialised network: layout of the FID weights file, the TF
+pooling patches, input conversion, weight lookup, and the real-statistics cache.
 Nothing is downloaded."""
 import numpy as np
 import pytest
@@ -7,10 +7,8 @@ import torch
 from torchvision.models.inception import InceptionA
 
 import common.inception as inception
-import common.inception_weights as inception_weights
-from common.inception import (FIDInceptionA, FIDInceptionV3, InceptionFeatures, load_fid_inception, real_stats,
-                              to_inception_input)
-from common.inception_weights import FID_WEIGHTS_FILE, inception_available
+from common.inception import (FID_WEIGHTS_FILE, FIDInceptionA, FIDInceptionV3, InceptionFeatures, inception_available,
+                              load_fid_inception, real_stats, to_inception_input)
 
 
 def conv_table():
@@ -135,21 +133,18 @@ def test_clean_fid_and_pytorch_fid_resizes_differ_by_grey_levels_on_white_noise(
     assert (bilinear - clean).abs().mean() > 5
 
 
-def test_clean_fid_statistics_are_cached_under_their_own_name(net):
-    assert InceptionFeatures(net=net).name == "inception"
-    assert InceptionFeatures(net=net, resize="clean-fid").name == "inception-clean-fid"
-    with pytest.raises(ValueError, match="resize must be one of"):
-        InceptionFeatures(net=net, resize="bicubic")
-
-
 def test_random_network_maps_mnist_sized_images_to_2048_features_deterministically(net):
-    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    f1 = InceptionFeatures(net=net, batch_size=1)(x)  # two batches of one
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    extractor = InceptionFeatures(net=net)
+    extractor.batch_size = 2                                  # two batches: the statistics add up across them
+    mu, sigma = extractor.stats(x).mean_cov()
     with torch.no_grad():
-        f2 = net(to_inception_input(x[1:]))  # the second image again
-    assert f1.shape == (2, 2048) and f1.dtype == torch.float32 and torch.isfinite(f1).all()
-    torch.testing.assert_close(f1[1:], f2, rtol=1e-5, atol=1e-12)
-    assert not torch.equal(f1[0], f1[1])
+        f = net(to_inception_input(x)).double()
+    assert mu.shape == (2048,) and torch.isfinite(sigma).all()
+    torch.testing.assert_close(mu, f.mean(0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sigma, torch.cov(f.T), rtol=1e-3, atol=1e-6)
+    with pytest.raises(AssertionError, match="resize must be one of"):
+        InceptionFeatures(net=net, resize="bicubic")
 
 
 def test_weights_load_from_explicit_path(net, tmp_path):
@@ -179,38 +174,8 @@ def test_missing_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, caps
         load_fid_inception()
 
 
-class FakeDownload:
-    """Stands in for torch.hub.load_state_dict_from_url: hands out a state dict and counts the calls."""
-
-    def __init__(self, state):
-        self.state, self.calls = state, 0
-
-    def __call__(self, url, **kwargs):
-        self.calls += 1
-        return self.state
-
-
-def test_fetching_the_weights_once(net, tmp_path, monkeypatch, capsys):
-    """`python -m common.inception_weights`: offline a one-line error; else one download, kept in the hub cache,
-    checked to load, and found there next time without a download."""
-    monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", raise_offline)
-    with pytest.raises(SystemExit) as e:
-        inception_weights.main([])
-    assert "\n" not in str(e.value) and "download failed" in str(e.value) and FID_WEIGHTS_FILE in str(e.value)
-    download = FakeDownload({k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")})
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
-    cached = tmp_path / "checkpoints" / FID_WEIGHTS_FILE
-    assert inception_weights.main([]) == cached and download.calls == 1 and inception_available()
-    assert str(cached) in capsys.readouterr().out
-    assert inception_weights.main([]) == cached and download.calls == 1  # found: no second download
-    assert torch.equal(load_fid_inception(cached).fc.weight, net.fc.weight)
-
-
 class FlatFeatures:
     """A stand-in extractor: pixels as features, counting how often it is asked."""
-    name = "flat"
     calls = 0
 
     def stats(self, x):
@@ -220,13 +185,13 @@ class FlatFeatures:
 
 
 def test_real_stats_are_cached(tmp_path, monkeypatch):
-    from common.data import synthetic_dataset
-    monkeypatch.setattr(inception, "load_dataset", lambda name, data_dir, train: synthetic_dataset(64))
+    from common.data import synthetic_mnist
+    monkeypatch.setattr(inception, "load_mnist", lambda name, data_dir, train: synthetic_mnist(64))
     extractor = FlatFeatures()
     mu, sigma = real_stats("mnist", "test", 50, extractor, cache_dir=tmp_path)
     mu2, sigma2 = real_stats("mnist", "test", 50, extractor, cache_dir=tmp_path)
-    assert extractor.calls == 1 and (tmp_path / "flat-mnist-test-50.npz").is_file()
+    assert extractor.calls == 1 and (tmp_path / "inception-mnist-test-50.npz").is_file()
     np.testing.assert_array_equal(mu.numpy(), mu2.numpy())
     np.testing.assert_array_equal(sigma.numpy(), sigma2.numpy())
-    with pytest.raises(SystemExit, match="only 64"):
+    with pytest.raises(SystemExit, match="has 64 images"):
         real_stats("mnist", "test", 100, extractor, cache_dir=tmp_path)

@@ -1,50 +1,61 @@
-"""Schedules against Handout D §2.2's formulas, and the forward process's moments."""
+"""Schedules against Handout D §2.2's and Handout E's formulas, and the forward process's moments."""
+import math
+
 import torch
 
-from common.schedules import ddpm_forward, ddpm_schedule, sample_timesteps
+from common.schedules import cosine_schedule, ddpm_forward, ddpm_schedule
 
 
 def test_linear_schedule_matches_handout_d():
     s = ddpm_schedule(300)
-    assert s.T == 300 and len(s.beta) == 301
-    # the convention: index 0 is the clean image
-    assert s.beta[0] == 0 and s.alpha_bar[0] == 1
-    torch.testing.assert_close(s.beta[1], torch.tensor(1e-4))
-    torch.testing.assert_close(s.beta[300], torch.tensor(0.02))
+    assert s.T == 300 and len(s.beta) == 301 and s.beta.dtype == torch.float64
+    assert s.beta[0] == 0 and s.alpha_bar[0] == 1                 # the convention: index 0 is the clean image
+    assert s.beta[1].item() == 1e-4 and abs(s.beta[300].item() - 0.02) < 1e-15
     steps = s.beta[2:] - s.beta[1:-1]
     torch.testing.assert_close(steps, torch.full_like(steps, (0.02 - 1e-4) / 299))
     torch.testing.assert_close(s.alpha, 1 - s.beta)
-    torch.testing.assert_close(s.alpha_bar, torch.cumprod(1 - s.beta, 0))
-    # ᾱ_t = ∏_{s ≤ t} α_s, by a plain Python loop
     prod = 1.0
-    for t in (1, 2, 150, 300):
-        prod = float(torch.prod(1 - torch.linspace(1e-4, 0.02, 300, dtype=torch.float64)[:t]))
-        assert abs(float(s.alpha_bar[t]) - prod) < 1e-6
+    for t in range(1, 301):                                       # ᾱ_t = ∏_{s ≤ t} α_s, by a plain loop
+        prod *= 1 - s.beta[t].item()
+        assert abs(s.alpha_bar[t].item() - prod) < 1e-12
 
 
-def test_forward_process_mean_and_variance():
-    torch.manual_seed(0)
-    s = ddpm_schedule(300)
-    n, t = 200_000, 120
-    x0 = torch.full((n, 1, 1, 1), 0.5)
-    xt = ddpm_forward(x0, torch.full((n,), t), s.alpha_bar, torch.randn_like(x0))
-    ab = float(s.alpha_bar[t])
-    assert abs(xt.mean().item() - ab ** 0.5 * 0.5) < 0.01
-    assert abs(xt.var().item() - (1 - ab)) < 0.01
+def test_at_reads_one_step_and_refuses_t_outside_1_to_T():
+    s = ddpm_schedule(10)
+    assert s.at(1) == (s.beta[1].item(), s.alpha[1].item(), s.alpha_bar[1].item(), 1.0)
+    for bad in (0, 11):
+        try:
+            s.at(bad)
+        except AssertionError as e:
+            assert "timesteps run 1..T" in str(e)
+        else:
+            raise AssertionError(f"t = {bad} was accepted")
 
 
-def test_sampled_timesteps_cover_1_to_T():
-    t = sample_timesteps(20_000, 5, "cpu")
-    assert t.min() == 1 and t.max() == 5 and len(t.unique()) == 5
+def test_cosine_alpha_bar_matches_eq14_and_the_clip():
+    # Handout E Eq. 14: ᾱ_t = f(t)/f(0), f(t) = cos²(((t/T + s)/(1 + s))·π/2); α_t = clip(ᾱ_t/ᾱ_{t−1}, 0.001, 1)
+    T, s_ = 50, 0.008
+    s = cosine_schedule(T)
+    f = [math.cos(((t / T + s_) / (1 + s_)) * math.pi / 2) ** 2 for t in range(T + 1)]
+    for t in range(1, T):                                         # the clip is inactive below T
+        assert abs(s.alpha_bar[t].item() - f[t] / f[0]) < 1e-12
+    assert abs(s.alpha[T].item() - 0.001) < 1e-15                 # Eq. 14 gives ᾱ_T = 0; the clip keeps it > 0
+    assert s.alpha_bar[T].item() == s.alpha_bar[T - 1].item() * s.alpha[T].item() > 0
+    assert torch.all(s.alpha[1:] >= 0.001) and torch.all(s.alpha[1:] <= 1)
 
 
-def test_forward_process_is_exact_per_sample():
+def test_forward_process_is_exact_per_sample_and_has_the_right_moments():
     # Handout D Algorithm 1 line 6 with a different t in every row: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε
     s = ddpm_schedule(300)
+    alpha_bar = s.alpha_bar.float()
     x0, eps = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
     t = torch.tensor([1, 2, 150, 300])
-    xt = ddpm_forward(x0, t, s.alpha_bar, eps)
+    xt = ddpm_forward(x0, t, alpha_bar, eps)
     for i, ti in enumerate(t.tolist()):
-        ab = s.alpha_bar[ti]
+        ab = alpha_bar[ti]
         torch.testing.assert_close(xt[i], ab.sqrt() * x0[i] + (1 - ab).sqrt() * eps[i])
-    torch.testing.assert_close(ddpm_forward(x0, torch.zeros(4, dtype=torch.long), s.alpha_bar, eps), x0)
+    torch.manual_seed(0)
+    x0 = torch.full((200_000, 1, 1, 1), 0.5)
+    xt = ddpm_forward(x0, torch.full((200_000,), 120), alpha_bar, torch.randn_like(x0))
+    ab = s.alpha_bar[120].item()
+    assert abs(xt.mean().item() - ab ** 0.5 * 0.5) < 0.01 and abs(xt.var().item() - (1 - ab)) < 0.01
