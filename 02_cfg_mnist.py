@@ -8,7 +8,8 @@
 Training is Algorithm 3 (the label dropped with probability --p-uncond); sampling is Algorithm 4,
 ε̂ = ε_uncond + γ (ε_cond − ε_uncond), both predictions from one batched forward pass. With --p-uncond 0 the
 network never sees the "no label" input (Handout A 1(a), a plain one-hot conditional model): only γ = 1,
-the purely conditional prediction, means anything. Writes to results/02_cfg_mnist/ (…_quick/, …_dry_run/):
+the purely conditional prediction, means anything.
+Runtime per device: the handout map in README.md. Writes to results/02_cfg_mnist/ (…_quick/, …_dry_run/):
     config.json, losses.csv, loss_curve.png, checkpoint.pt, samples_epoch_001.png … (γ = 5, labels from the
     test set, the same noise each time), guidance_sweep.png (rows γ, columns digits, the same noise in each
     column), guidance_metrics.png, samples.npz (uint8 `images`, `labels`, `guidance`), metrics.json (per γ:
@@ -41,7 +42,7 @@ def parse_args(argv):
     p = cli.make_parser(__doc__)
     cli.add_training_flags(p, epochs=20, batch_size=128, lr=1e-3, hidden=64)
     cli.add_diffusion_flags(p, T=300)
-    p.add_argument("--p-uncond", type=cli.probability, default=0.1,
+    p.add_argument("--p-uncond", type=cli.unit_interval, default=0.1,
                    help="Algorithm 3 line 5: the probability of dropping the label (0: Handout A 1(a))")
     p.add_argument("--guidance", type=cli.scale, default=5.0, help="γ of the per-epoch grids (Handout D §3.3)")
     p.add_argument("--sweep", type=cli.scale, nargs="+", default=[0, 1, 5, 7, 10, 15],
@@ -79,17 +80,18 @@ def guidance_sweep(args, model, sched, epoch, device, out):
     a key of what it depends on, so a run interrupted here continues with --resume at the γ it was drawing."""
     y = torch.tensor(args.digits, device=device).repeat_interleave(args.per_class)   # d d d … per digit
     x_T = fixed_noise(len(y), args.seed + 1, device)
-    key = {name: getattr(args, name) for name in ("digits", "per_class", "seed", "sampler", "sample_steps", "eta")}
+    key = {"device": device.type, **{name: getattr(args, name) for name in ("digits", "per_class", "seed", "eval_batch",
+                                                                              "sampler", "sample_steps", "eta")}}
     images = []
-    for g in args.sweep:
-        path, part_key = out / "sweep" / f"gamma_{g:g}.npz", dict(key, epoch=epoch, guidance=g)
+    for gamma in args.sweep:
+        path, part_key = out / "sweep" / f"gamma_{gamma:g}.npz", dict(key, epoch=epoch, guidance=gamma)
         part = load_part(path, part_key)
         if part is None:
             t0 = time.time()
-            x = draw(args, model, sched, x_T, y, g, seed=args.seed + 2)          # the same z's at every γ
-            check_finite(x, f"the samples at γ = {g:g}")
+            x = draw(args, model, sched, x_T, y, gamma, seed=args.seed + 2)          # the same z's at every γ
+            check_finite(x, f"the samples at γ = {gamma:g}")
             part = save_part(path, part_key, to_uint8(x))
-            print(f"guidance sweep: γ = {g:g} drawn ({len(y)} samples, {time.time() - t0:.0f} s)", flush=True)
+            print(f"guidance sweep: γ = {gamma:g} drawn ({len(y)} samples, {time.time() - t0:.0f} s)", flush=True)
         images.append(part)
     return np.stack(images).reshape(len(args.sweep), len(args.digits), args.per_class, 28, 28)
 
@@ -100,9 +102,9 @@ def evaluate(args, images, x_test, device):
     real = judge.stats(x_test)                                    # the test set's judge statistics, once
     y = torch.tensor(args.digits).repeat_interleave(args.per_class)
     rows = []
-    for g, per_gamma in zip(args.sweep, images):
+    for gamma, per_gamma in zip(args.sweep, images):
         x = from_uint8(per_gamma.reshape(-1, 28, 28), device)     # measured as samples.npz holds them: 8 bits
-        rows.append({"guidance": g, "n": len(x), "judge_accuracy": judge.class_accuracy(x, y),
+        rows.append({"guidance": gamma, "n": len(x), "judge_accuracy": judge.class_accuracy(x, y),
                      "fd_judge": judge.fd(x, real), "judge_diversity": judge.diversity(x)})
     return {"judge": judge.card, "sampler": sampler_name(args), "per_guidance": rows,
             "judge_test_set_diversity": judge.diversity(x_test)}
@@ -112,7 +114,7 @@ def save_sweep(args, images, metrics, out):
     R, D, K = images.shape[:3]
     save_npz(out / "samples.npz", images=images.reshape(-1, 28, 28),
              labels=np.tile(np.repeat(args.digits, K), R), guidance=np.repeat(args.sweep, D * K))
-    save_labelled_grid(images[:, :, 0], out / "guidance_sweep.png", row_labels=[f"γ={g:g}" for g in args.sweep],
+    save_labelled_grid(images[:, :, 0], out / "guidance_sweep.png", row_labels=[f"γ={gamma:g}" for gamma in args.sweep],
                        col_labels=args.digits, suptitle=f"{sampler_name(args)}: digits (columns) × guidance γ (rows)")
     save_line_plot(args.sweep, {"judge accuracy (%)": [100 * r["judge_accuracy"] for r in metrics["per_guidance"]]},
                    out / "guidance_metrics.png", xlabel="guidance scale γ", ylabel="accuracy (%)",
@@ -153,7 +155,7 @@ def main(argv=None):
     for epoch in range(start + 1, args.epochs + 1):
         torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
         for group in optimizer.param_groups:
-            group["lr"] = decayed_lr(args, epoch)
+            group["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.epochs)
         model.train()
         t0, progress = time.time(), Progress(-(-len(x_train) // args.batch_size), f"epoch {epoch}")
         for idx in torch.randperm(len(x_train), device=device).split(args.batch_size):

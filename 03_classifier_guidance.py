@@ -10,6 +10,7 @@
 (b) The guide p_φ(y | x_t, t) (Dhariwal & Nichol 2021, https://arxiv.org/abs/2105.05233): the UNet's down half.
 (c) Algorithm 2 with the mean shifted by s·Σ_t·∇ log p_φ(y | x_t, t), Σ_t = β_t, for every digit at every s
     (the same x_T and z at each s), judged by an independent classifier (common/judge.py, never p_φ).
+Runtime per device: the handout map in README.md.
 Writes to results/03_classifier_guidance/ (…_quick/, …_dry_run/): config.json, checkpoint_classifier.pt,
 losses.csv, loss_curve.png, classifier_accuracy_vs_t.png, samples_s<s>.png, guidance_sweep.png, accuracy_vs_scale.png,
 diversity_vs_scale.png, samples.npz (uint8 images, labels, scale), metrics.json, guidance_table.md, sweep/s_<s>.npz.
@@ -28,9 +29,10 @@ from common.data import from_uint8, load_mnist, synthetic_mnist, to_uint8
 from common.frechet import fd_from_features, mean_pairwise_distance
 from common.judge import get_judge
 from common.plotting import save_labelled_grid, save_line_plot, save_loss_curves, save_mosaic
-from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
-                        load_part, on_interrupt, open_run, pick_device, read_checkpoint, save_checkpoint, save_json,
-                        save_losses_csv, save_npz, save_part, seed_everything, to_device, write_bytes)
+from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, fail, grad_scaler,
+                        load_checkpoint, load_part, on_interrupt, open_run, pick_device, read_checkpoint,
+                        save_checkpoint, save_json, save_losses_csv, save_npz, save_part, seed_everything, to_device,
+                        write_bytes)
 from common.samplers import classifier_guided_sample, fixed_noise
 from common.schedules import ddpm_forward, ddpm_schedule
 from common.unets import DenoisingUNet, TimeConditionedEncoder
@@ -38,7 +40,7 @@ from common.unets import DenoisingUNet, TimeConditionedEncoder
 QUICK = dict(per_class=10)   # p_φ keeps its defaults: a narrower or shorter-trained p_φ guides worse
 DRY_RUN = dict(classifier_hidden=8, classifier_lr=1e-2, classifier_batch_size=32, per_class=3, n_cols=3, eval_batch=64)
 MATCH = ("classifier_hidden", "classifier_batch_size", "classifier_lr", "seed", "T", "beta_1", "beta_T")
-at_least_2 = cli.typed("integer >= 2", int, lambda v: v >= 2)   # FD-judge and diversity need two samples per digit
+at_least_2 = cli.Typed("integer >= 2", int, lambda v: v >= 2)   # FD-judge and diversity need two samples per digit
 
 
 class NoisyClassifier(TimeConditionedEncoder):
@@ -130,7 +132,7 @@ def load_frozen_unet(args, device):
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"]), info
 
 
-def guided_sweep(args, unet, clf, sched, facts, device, out):
+def guided_sweep(args, unet, p_phi, sched, facts, device, out):
     """Handout A 2(c): every digit at every s, uint8 (S, D·per, 28, 28); digit d's k-th sample has the same x_T
     and z's at every s. Each s is kept in out/sweep/ under a key of plain facts (--resume reuses it)."""
     y = torch.tensor(args.digits, device=device).repeat_interleave(args.per_class)   # d d d … per digit
@@ -140,7 +142,7 @@ def guided_sweep(args, unet, clf, sched, facts, device, out):
         part = load_part(path, key)                                  # None unless --resume finds it drawn
         if part is None:
             generator = torch.Generator(device).manual_seed(args.seed + 2)           # the same z's at every s
-            x = torch.cat([classifier_guided_sample(unet, clf, xb, yb, s, sched, generator=generator)
+            x = torch.cat([classifier_guided_sample(unet, p_phi, xb, yb, s, sched, generator=generator)
                            for xb, yb in zip(x_T.split(args.eval_batch), y.split(args.eval_batch))])
             check_finite(x, f"the samples at s = {s:g}")
             part = save_part(path, key, to_uint8(x))
@@ -149,7 +151,7 @@ def guided_sweep(args, unet, clf, sched, facts, device, out):
     return np.stack(images)
 
 
-def evaluate(args, images, clf, T, x_train, y_train, x_test, y_test, judge, device):
+def evaluate(args, images, p_phi, T, x_train, y_train, x_test, y_test, judge, device):
     """Handout A 2(c)-(d): per s and per γ of --cfg-samples, the judge's accuracy, FD-judge of each digit against
     its test images and within-digit diversity; per s, p_φ's own verdict at t = 1; and real images' numbers."""
     f_test, y_test = judge.features(x_test), y_test.cpu()
@@ -172,7 +174,7 @@ def evaluate(args, images, clf, T, x_train, y_train, x_test, y_test, judge, devi
                      "fd_judge_per_digit_mean": float(np.mean(fd)), "diversity_per_digit": diversity,
                      "diversity_per_digit_mean": float(np.mean(diversity))})
         if name == "s":                                              # p_φ's own verdict, for contrast only
-            rows[-1]["p_phi_accuracy_t1"] = clf.accuracy(x, 1 / T, ys)
+            rows[-1]["p_phi_accuracy_t1"] = p_phi.accuracy(x, 1 / T, ys)
     return rows[:len(args.scales)], reference, rows[len(args.scales):]
 
 
@@ -226,20 +228,21 @@ def main(argv=None):
         if args.dry_run else (load_mnist("mnist", args.data_dir, train, device) for train in (True, False))
     out = open_run(args, __file__, MATCH)
     # --- (b) p_φ(y | x_t, t) and its optimiser ---
-    clf = to_device(NoisyClassifier(hidden=args.classifier_hidden), device)
-    optimizer = torch.optim.Adam(clf.parameters(), lr=args.classifier_lr)
+    p_phi = to_device(NoisyClassifier(hidden=args.classifier_hidden), device)
+    optimizer = torch.optim.Adam(p_phi.parameters(), lr=args.classifier_lr)
     scaler = grad_scaler(device)
     start, history = 0, {"batch": [], "epoch": [], "seconds": []}
     if args.resume:
-        ckpt = load_checkpoint(out / "checkpoint_classifier.pt", device, model=clf, optimizer=optimizer, scaler=scaler)
+        ckpt = load_checkpoint(out / "checkpoint_classifier.pt", device, model=p_phi, optimizer=optimizer,
+                               scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
-    print(f"p_φ on {device}: {count_parameters(clf):,} parameters, epochs {start + 1}..{args.classifier_epochs}")
+    print(f"p_φ on {device}: {count_parameters(p_phi):,} parameters, epochs {start + 1}..{args.classifier_epochs}")
     # --- train p_φ: Handout A 2(b) ---
     for epoch in range(start + 1, args.classifier_epochs + 1):
         torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
         for group in optimizer.param_groups:                        # decays to about lr/10, as 01's does
-            group["lr"] = args.classifier_lr * 0.1 ** ((epoch - 1) / args.classifier_epochs)
-        clf.train()
+            group["lr"] = decayed_lr(args.classifier_lr, 0.1, epoch, args.classifier_epochs)
+        p_phi.train()
         t0, progress = time.time(), Progress(-(-len(x_train) // args.classifier_batch_size), f"p_φ epoch {epoch}")
         for idx in torch.randperm(len(x_train), device=device).split(args.classifier_batch_size):
             # Handout A 2(b): a training image x_0 and its label y
@@ -250,7 +253,7 @@ def main(argv=None):
             eps = torch.randn_like(x0)
             xt = ddpm_forward(x0, t, alpha_bar, eps)                    # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
             # Handout A 2(b): train p_φ to predict y from (x_t, t): the cross-entropy −log p_φ(y | x_t, t)
-            loss = clf.loss(xt, t, T, y)
+            loss = p_phi.loss(xt, t, T, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()                                # an Adam step on it
             scaler.step(optimizer)
@@ -264,19 +267,19 @@ def main(argv=None):
         if epoch == args.classifier_epochs:                         # the curve once, when p_φ is trained
             save_loss_curves(history, out / "loss_curve.png", ylabel="cross-entropy of p_φ(y | x_t, t)")
         save_checkpoint(out / "checkpoint_classifier.pt", args, bound="classifier_epochs", epoch=epoch,
-                        history=history, model=clf, optimizer=optimizer, scaler=scaler)
-    clf.eval()                                                      # the sampler's gradients need eval mode
+                        history=history, model=p_phi, optimizer=optimizer, scaler=scaler)
+    p_phi.eval()                                                      # the sampler's gradients need eval mode
     # p_φ's accuracy on 1,000 test images noised to 10 timesteps (a figure; Handout A 2(b) asks for none)
     x, y, eps = x_test[:1000], y_test[:1000], fixed_noise(min(1000, len(x_test)), args.seed + 3, device)
-    acc_t = [{"t": t, "accuracy": clf.accuracy(ddpm_forward(x, torch.full_like(y, t), alpha_bar, eps), t / T, y)}
+    acc_t = [{"t": t, "accuracy": p_phi.accuracy(ddpm_forward(x, torch.full_like(y, t), alpha_bar, eps), t / T, y)}
              for t in sorted({max(1, round(k * T / 10)) for k in range(1, 11)})]
     # --- (c) guided sampling, and the judge's numbers ---
     facts = {"unet": [args.unet_checkpoint, unet_info["epochs_trained"], unet_info["final_loss"]],
              "classifier_epoch": len(history["epoch"]), "device": device.type,
              **{k: getattr(args, k) for k in ("digits", "per_class", "seed", "eval_batch")}}
-    images = guided_sweep(args, unet, clf, sched, facts, device, out)
+    images = guided_sweep(args, unet, p_phi, sched, facts, device, out)
     judge = get_judge("mnist", args.data_dir, device, args.dry_run)
-    rows, reference, cfg = evaluate(args, images, clf, T, x_train, y_train, x_test, y_test, judge, device)
+    rows, reference, cfg = evaluate(args, images, p_phi, T, x_train, y_train, x_test, y_test, judge, device)
     # --- outputs, and Handout A 2(a)'s check: every tensor of the DDPM as it was loaded ---
     save_npz(out / "samples.npz", images=images.reshape(-1, 28, 28), scale=np.repeat(args.scales, images.shape[1]),
              labels=np.tile(np.repeat(args.digits, args.per_class), len(args.scales)))
@@ -285,7 +288,7 @@ def main(argv=None):
     frozen = {"bit_identical": all(torch.equal(before[k], v) for k, v in unet.state_dict().items()),
               "requires_grad": any(p.requires_grad for p in unet.parameters())}
     metrics = {"unet": unet_info, "frozen_unet": frozen, "judge": judge.card, "per_class": args.per_class,
-               "classifier": {"parameters": count_parameters(clf), "epochs": len(history["epoch"]),
+               "classifier": {"parameters": count_parameters(p_phi), "epochs": len(history["epoch"]),
                               "train_seconds": round(sum(history["seconds"]), 1), "accuracy_by_t": acc_t},
                "per_scale": rows, "real_test_images": reference,
                "cfg_comparison": {"samples": args.cfg_samples, "per_guidance": cfg} if cfg else None}

@@ -17,6 +17,7 @@
     (lowest_g_loss_epoch), but a low G loss says G fools the current D, easiest while D is weak (Handout B's
     "best" DCGAN epoch is 3 of 100). FID needs the FID Inception weights (--inception-weights), else "n/a".
 
+Runtime per device: the handout map in README.md.
 Writes to results/04_dcgan_wgan/ (…_quick/, …_dry_run/):
     config.json, losses.csv (model, epoch, step, d_loss, g_loss), loss_curve_<model>.png,
     samples_<model>_epoch_001.png … (fixed noise), checkpoint_<model>.pt (after every epoch; --resume continues
@@ -127,7 +128,7 @@ def main(argv=None):
     # --- setup and data (read before anything is written) ---
     device = pick_device(args.device)
     seed_everything(args.seed)
-    weights = find_weights(args.inception_weights)              # a named file that is missing: one line, now
+    weights = find_weights(args.inception_weights)   # None if absent; a named file that is missing stops here
     if args.dry_run:
         (x_train, y_train), x_test = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)[0]
     else:
@@ -158,7 +159,9 @@ def main(argv=None):
             t0, progress = time.time(), Progress(n_batches, f"{name} epoch {epoch}")
             order = torch.randperm(len(x_train), device=device)[:n_batches * args.batch_size]
             for step, idx in enumerate(order.split(args.batch_size), start=1):
-                # Handout B 1(b): n_critic critic steps, then one G step (DCGAN: n_critic = 1)
+                # (1) a D step on a real batch x and fakes G(z): DCGAN maximises log D(x) + log(1 − D(G(z))) (3(a)),
+                # WGAN's critic D(x) − D(G(z)), then clips its weights (3(b)); (2) every n_critic-th step a G step
+                # (Handout B 1(b); DCGAN: n_critic = 1). The objectives, side by side: common/gans.py, gan_step
                 d_loss, g_loss = gan_step(gan, x_train[idx], y_train[idx], g_step=step % cfg["n_critic"] == 0)
                 progress.step(len(idx), D=d_loss, G=g_loss)
             history["d"].append(progress.losses("D"))

@@ -16,6 +16,7 @@
     against the real class's and the DCGAN's (4(c): "diversity within each class"). The DCGAN and WGAN rows are
     04's samples_dcgan.npz and samples_wgan.npz in --gan-dir. FID needs the Inception weights, else "n/a".
 
+Runtime per device: the handout map in README.md.
 Writes to results/05_cgan_wgangp_fid/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve_<model>.png,
     samples_<model>_epoch_001.png … (fixed noise; cGAN: a row per class), checkpoint_<model>.pt (--resume continues
     each, bit-exactly on a CPU), cgan_classes.png, wgangp_samples.png, samples_cgan.npz (uint8 `images` N×28×28,
@@ -34,7 +35,7 @@ from common.gans import (LABEL_INJECTIONS, build_gan, full_batches, gan_config, 
 from common.inception import fid, find_weights
 from common.judge import get_judge
 from common.plotting import save_labelled_grid, save_line_plot, save_mosaic
-from common.run import (Progress, check_finite, count_parameters, load_checkpoint, on_interrupt, open_run,
+from common.run import (Progress, check_finite, count_parameters, fail, load_checkpoint, on_interrupt, open_run,
                         pick_device, save_checkpoint, save_json, save_npz, seed_everything, write_bytes)
 from common.samplers import fixed_noise
 
@@ -80,7 +81,7 @@ def check_args(p, args):
         p.error("--n-samples must be at least 20 (the per-class FD-judge needs 2 samples of each class)")
 
 
-def save_grid(G, z, path, title, conditional=False):
+def save_sample_grid(G, z, path, title, conditional=False):
     """Samples from the fixed noise z; a cGAN's (Handout A 4(c)(i)): a row per class, the same z in every row."""
     if not conditional:
         return save_mosaic(to_uint8(generate(G, z)), path, title=title)
@@ -92,10 +93,19 @@ def save_grid(G, z, path, title, conditional=False):
 
 def read_04_samples(gan_dir, device):
     """{'dcgan': x, 'wgan': x}: 04's samples_<model>.npz as floats in [-1, 1]; None where 04 wrote none yet."""
-    found = {}
-    for name in ("dcgan", "wgan"):
+    found = dict.fromkeys(("dcgan", "wgan"))
+    for name in found:
         path = Path(gan_dir) / f"samples_{name}.npz"                 # written atomically: whole or absent
-        found[name] = from_uint8(np.load(path)["images"], device) if path.is_file() else None
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path) as saved:
+                images = saved["images"]
+        except (OSError, KeyError, ValueError) as e:                 # not an .npz, or no images in it
+            fail(f"{path} is not 04_dcgan_wgan.py's samples file ({type(e).__name__}); run 04 again or move it away")
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) < 2:
+            fail(f"{path} holds {images.dtype} {images.shape}, not 04's uint8 N×28×28 samples; run 04 again")
+        found[name] = from_uint8(images, device)
     return found
 
 
@@ -151,7 +161,7 @@ def main(argv=None):
     # --- setup and data (read before anything is written) ---
     device = pick_device(args.device)
     seed_everything(args.seed)
-    weights = find_weights(args.inception_weights)              # a named file that is missing: one line, now
+    weights = find_weights(args.inception_weights)   # None if absent; a named file that is missing stops here
     preset = "_quick" if args.quick else "_dry_run" if args.dry_run else ""
     args.gan_dir = args.gan_dir or f"results/04_dcgan_wgan{preset}"  # 04's folder, under the same preset
     if args.dry_run:
@@ -186,7 +196,9 @@ def main(argv=None):
             t0, progress = time.time(), Progress(n_batches, f"{name} epoch {epoch}")
             order = torch.randperm(len(x_train), device=device)[:n_batches * args.batch_size]
             for step, idx in enumerate(order.split(args.batch_size), start=1):
-                # n_critic critic steps, then one G step (cGAN: n_critic = 1); the cGAN uses the labels y
+                # (1) a D step: the cGAN's D(x, y) maximises log D(x, y) + log(1 − D(G(z, y), y)) (4(a)); WGAN-GP's
+                # critic D(x) − D(x̃) − λ E[(‖∇D(x̂)‖₂ − 1)²] (4(b)); (2) every n_critic-th step a G step (cGAN:
+                # n_critic = 1). The objectives, side by side: common/gans.py, gan_step
                 d_loss, g_loss = gan_step(gan, x_train[idx], y_train[idx], g_step=step % cfg["n_critic"] == 0)
                 progress.step(len(idx), D=d_loss, G=g_loss)
             history["d"].append(progress.losses("D"))
@@ -194,7 +206,7 @@ def main(argv=None):
             history["seconds"].append(time.time() - t0)
             print(f"{name} epoch {epoch}/{args.epochs}: D {np.mean(history['d'][-1]):.4f}  "
                   f"G {np.mean(history['g'][-1] or [np.nan]):.4f}  ({history['seconds'][-1]:.0f} s)", flush=True)
-            save_grid(gan.G, z_fixed, out / f"samples_{name}_epoch_{epoch:03d}.png",
+            save_sample_grid(gan.G, z_fixed, out / f"samples_{name}_epoch_{epoch:03d}.png",
                       f"{name}, epoch {epoch} (fixed noise)", cfg["conditional"])
             save_checkpoint(path, args, epoch=epoch, history=history, G=gan.G, D=gan.D, opt_G=gan.opt_G,
                             opt_D=gan.opt_D, scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
@@ -217,7 +229,7 @@ def main(argv=None):
     metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)
     metrics["cgan_per_class"] = class_diversity(judge, samples["cgan"], y_eval, x_test, y_test, samples["dcgan"])
     # --- figures, the table, metrics.json ---
-    save_grid(generators["cgan"], z_fixed, out / "cgan_classes.png",
+    save_sample_grid(generators["cgan"], z_fixed, out / "cgan_classes.png",
               "Handout A 4(c)(i): cGAN, one row per class (the same z in every row)", conditional=True)
     save_mosaic(to_uint8(samples["wgangp"][:len(z_fixed)]), out / "wgangp_samples.png",
                 title=f"Handout A 4(c)(ii): WGAN-GP (FD-judge {metrics['models']['wgangp']['fd_judge']:.1f})")

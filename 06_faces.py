@@ -7,6 +7,7 @@
 Data: --faces, --ages (the course files; `python -m tools.utkface` converts UTKFace crops into them). The course
 checkpoint diff_unet_faces.cpt cannot be loaded (its architecture is not public), so the DDPM is trained here.
 Sampling is Prince Algorithm 18.2 (= Handout D Algorithm 2); --sampler ddim swaps in DDIM for Problem 1 only.
+Runtime per device: the handout map in README.md.
 Writes to results/06_faces/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png, samples_epoch_001.png
 …, checkpoint.pt, regressor_losses.csv, regressor_loss_curve.png, checkpoint_regressor.pt (--resume continues
 both), samples.npz + samples_final.png (Problem 1), merged.npz + .png (2), age_guided.npz + .png (3), metrics.json.
@@ -21,9 +22,9 @@ import torch.nn.functional as F
 from common import cli
 from common.data import AGE_MAX, AGE_MIN, FACE_SIZE, from_uint8, load_faces, synthetic_faces, to_uint8
 from common.plotting import save_grid, save_labelled_grid, save_loss_curves
-from common.run import (Progress, autocast, count_parameters, decayed_lr, fail, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
-                        seed_everything, to_device)
+from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, fail, grad_scaler,
+                        load_checkpoint, on_interrupt, open_run, pick_device, save_checkpoint, save_json,
+                        save_losses_csv, save_npz, seed_everything, to_device)
 from common.samplers import classifier_guided_sample, ddim_sample, ddpm_sample, fixed_noise
 from common.schedules import ddpm_forward, ddpm_schedule
 from common.unets import DenoisingUNet, TimeConditionedEncoder
@@ -35,7 +36,7 @@ QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_
 DRY_RUN = dict(hidden=4, epochs=1, regressor_epochs=1, T=6, batch_size=16, sample_epochs=[1], n_grid=4,
                n_samples=10, merge_ts=[1, 3, 4, 5], per_age=2, n_val=6, eval_batch=100, sample_steps=3)
 MATCH = ("hidden", "T", "beta_1", "beta_T", "lr", "lr_decay_to", "batch_size", "seed", "n_train", "n_val")
-age = cli.typed("age in 0..100", float, lambda v: AGE_MIN <= v <= AGE_MAX)   # the ages the regressor learns
+age = cli.Typed("age in 0..100", float, lambda v: AGE_MIN <= v <= AGE_MAX)   # the ages the regressor learns
 
 
 def parse_args(argv):
@@ -200,7 +201,7 @@ def main(argv=None):
     # --- Problem 1, training: the DDPM by Handout D Algorithm 1 ---
     for epoch in range(start + 1, args.epochs + 1):
         torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
-        optimizer.param_groups[0]["lr"] = decayed_lr(args, epoch)
+        optimizer.param_groups[0]["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.epochs)
         model.train()
         progress = Progress(-(-len(x) // args.batch_size), f"epoch {epoch}")
         for idx in torch.randperm(len(x), device=device).split(args.batch_size):
@@ -226,6 +227,7 @@ def main(argv=None):
         save_checkpoint(out / "checkpoint.pt", args, epoch=epoch, history=history, model=model, optimizer=optimizer,
                         scaler=scaler)
     # --- Problem 3, training: the age regressor f(z_t, t) on noised faces aged 0–100 (Handout C 3) ---
+    torch.manual_seed(args.seed)                                    # its initial weights depend on the seed only
     regressor = to_device(AgeRegressor(x.shape[1], args.hidden, FACE_SIZE), device)
     reg_optimizer, reg_scaler = torch.optim.Adam(regressor.parameters(), lr=args.lr), grad_scaler(device)
     reg_start, reg_history = 0, {"batch": [], "epoch": []}
@@ -235,7 +237,7 @@ def main(argv=None):
         reg_start, reg_history = ckpt["epoch"], ckpt["history"]
     for epoch in range(reg_start + 1, args.regressor_epochs + 1):
         torch.manual_seed(args.seed + 1000 + epoch)                 # its own random stream: --resume is exact
-        reg_optimizer.param_groups[0]["lr"] = args.lr * args.lr_decay_to ** ((epoch - 1) / args.regressor_epochs)
+        reg_optimizer.param_groups[0]["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.regressor_epochs)
         regressor.train()
         progress = Progress(-(-len(train_idx) // args.batch_size), f"regressor epoch {epoch}")
         for idx in train_idx[torch.randperm(len(train_idx), device=device)].split(args.batch_size):
@@ -261,6 +263,7 @@ def main(argv=None):
                         history=reg_history, model=regressor, optimizer=reg_optimizer, scaler=reg_scaler)
     # --- Problem 1: 100 faces, a 10×10 collage ---
     samples = draw(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:]), args.seed + 6)
+    check_finite(samples, "the Problem 1 samples", "train again with a lower --lr")
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
               suptitle=f"Problem 1: DDPM faces ({sampler_name(args)})")

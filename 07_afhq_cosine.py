@@ -14,6 +14,7 @@ loss, batches drawn with replacement. Sampling: Algorithm 2 (x̂0 clamped, Eq. 1
 --sampler ddim swaps in DDIM (x̂0 clamped too) for the grids, FID and samples.npz, not for the backward figure.
 Every --save-and-sample-every steps: a grid from fixed noise; with --fid the FID of --n-samples samples against the
 training images, resized as clean-fid does (the Inception weights: common/inception.py); losses; the checkpoint.
+Runtime per device: the handout map in README.md.
 Writes to results/07_afhq_cosine/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png (7.1), fid.csv +
 fid.png (7.2, --fid), fid_train_stats.pt, samples_step_000100.png …, samples_final.png (7.3), samples.npz (uint8
 N×32×32×3), forward_process.png (7.4), backward_process.png (7.5), checkpoint.pt (--resume continues exactly),
@@ -33,9 +34,9 @@ from common.data import AFHQ_CLASSES, load_afhq, synthetic_afhq, to_uint8
 from common.frechet import MIN_UNBIASED, frechet_distance
 from common.inception import InceptionFeatures, find_weights, where_to_put_weights
 from common.plotting import save_grid, save_labelled_grid, save_line_plot, save_loss_curves
-from common.run import (Progress, autocast, count_parameters, fail, grad_scaler, load_checkpoint, on_interrupt,
-                        open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz, seed_everything,
-                        to_device, write_bytes, write_csv)
+from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
+                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
+                        seed_everything, to_device, write_bytes, write_csv)
 from common.samplers import ddim_sample, ddpm_sample, fixed_noise
 from common.schedules import cosine_schedule, ddpm_forward
 from common.unets import MultiResUNet
@@ -201,6 +202,9 @@ def main(argv=None):
     if args.resume:
         ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
         start, losses, fid_history = ckpt["step"], ckpt["losses"], ckpt["fid"]
+        if (ckpt["rng"]["cuda"] is None) != (device.type != "cuda"):   # its random streams are one device type's
+            fail(f"{out / 'checkpoint.pt'} was trained on {'a CPU' if ckpt['rng']['cuda'] is None else 'CUDA'}: "
+                 f"continue it on the same kind of device (--device)")
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         data_generator.set_state(ckpt["rng"]["data"].cpu())
         if device.type == "cuda":
@@ -245,6 +249,7 @@ def main(argv=None):
     losses += progress.losses()
     # --- the last sample batch (7.3), samples.npz, the forward and backward process (7.4, 7.5), metrics ---
     samples = draw(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, shape), args.seed + 2)
+    check_finite(samples, "the samples", "train again with a lower --lr")
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:args.batch_size]), out / "samples_final.png", ncols=8,
               suptitle=f"samples after {args.train_steps:,} steps ({sampler_name(args)})")

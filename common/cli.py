@@ -2,6 +2,7 @@
 --quick / --dry-run presets, which set defaults that flags given on the command line still override."""
 import argparse
 import re
+import sys
 import textwrap
 
 HANDOUT_SAMPLE_EPOCHS = [1, 5, 10, 15, 20]   # Handout D §2.3 (and §3.3): sample grids after these epochs
@@ -10,24 +11,26 @@ MAX_SCALE = 1e4                              # |γ| and s beyond this only make 
 
 # --- value types: a bad value is a one-line usage error ('--epochs -3', '--lr -1e-3') ---
 
-def typed(name, convert, ok):
-    def parse(text):
-        value = convert(text)
-        if not ok(value):
+class Typed:
+    """An argparse type: convert the text, then check the value; a bad one is argparse's one-line usage error
+    "invalid <name> value: '...'" (argparse reads the type's __name__)."""
+
+    def __init__(self, name, convert, ok):
+        self.__name__, self.convert, self.ok = name, convert, ok
+
+    def __call__(self, text):
+        value = self.convert(text)
+        if not self.ok(value):
             raise ValueError
         return value
-    parse.__name__ = name   # argparse says "invalid <name> value: '...'"
-    return parse
 
 
-positive_int = typed("positive integer", int, lambda v: v >= 1)
-positive_float = typed("positive number", float, lambda v: 0 < v < float("inf"))
-non_negative_float = typed("non-negative number", float, lambda v: 0 <= v < float("inf"))
-probability = typed("probability in [0, 1]", float, lambda v: 0 <= v <= 1)
-unit_interval = typed("number in [0, 1]", float, lambda v: 0 <= v <= 1)
-seed = typed("seed in 0..2^31 − 1", int, lambda v: 0 <= v < 2 ** 31)
-scale = typed(f"guidance scale with |value| <= {MAX_SCALE:g}", float, lambda v: abs(v) <= MAX_SCALE)
-non_negative_scale = typed(f"guidance scale in [0, {MAX_SCALE:g}]", float, lambda v: 0 <= v <= MAX_SCALE)
+positive_int = Typed("positive integer", int, lambda v: v >= 1)
+positive_float = Typed("positive number", float, lambda v: 0 < v < float("inf"))
+unit_interval = Typed("number in [0, 1]", float, lambda v: 0 <= v <= 1)
+seed = Typed("seed in 0..2^31 − 1", int, lambda v: 0 <= v < 2 ** 31)
+scale = Typed(f"guidance scale with |value| <= {MAX_SCALE:g}", float, lambda v: abs(v) <= MAX_SCALE)
+non_negative_scale = Typed(f"guidance scale in [0, {MAX_SCALE:g}]", float, lambda v: 0 <= v <= MAX_SCALE)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -94,8 +97,8 @@ def add_sampler_flags(p):
                    help="ddpm: the handout's ancestral sampler (T steps); ddim: Song et al. 2021 (fewer steps)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="model calls per DDIM sample")
     p.add_argument("--eta", type=unit_interval, default=1.0,
-                   help="DDIM η: 1 adds fresh noise each step like the ancestral sampler (it matched it on MNIST, "
-                        "BENCHMARKS.md); 0 is deterministic")
+                   help="DDIM η: 1 adds fresh noise each step like the ancestral sampler, and stayed close to it on "
+                        "MNIST; 0 is deterministic, and fell behind (BENCHMARKS.md)")
     p.add_argument("--eval-batch", type=positive_int, default=None,
                    help="samples drawn per batch (default: 1,000 on CUDA, 100 on a CPU, where big batches are slower)")
 
@@ -103,6 +106,7 @@ def add_sampler_flags(p):
 def parse(p, argv, quick, dry_run, check=None):
     """Parse argv with the --quick or --dry-run preset as defaults (--help lists both); then one-line usage
     errors for what the types alone cannot catch, and `check(p, args)` for a script's own rules."""
+    argv = sys.argv[1:] if argv is None else list(argv)   # what was typed decides, e.g., --sample-epochs below
     presets = f"--quick means: {as_flags(quick)}.  --dry-run means: {as_flags(dry_run)}."
     p.epilog = f"{p.epilog}  {presets}" if p.epilog else presets
     args = p.parse_args(argv)
@@ -134,7 +138,7 @@ def check_diffusion_args(p, args, argv):
         p.error(f"--sample-steps {args.sample_steps} is more than --T {args.T}")
     if args.lr_decay_to == 0:
         p.error("--lr-decay-to must be above 0")
-    if "--sample-epochs" in (argv or []) or any(a.startswith("--sample-epochs=") for a in argv or []):
+    if any(a == "--sample-epochs" or a.startswith("--sample-epochs=") for a in argv):
         beyond = [e for e in args.sample_epochs if e > args.epochs]
         if beyond:
             p.error(f"--sample-epochs {' '.join(map(str, beyond))} is beyond --epochs {args.epochs}")

@@ -149,14 +149,6 @@ def find_weights(path=None):
     return cached if cached.is_file() else None
 
 
-def inception_available(path=None):
-    """True if the FID Inception weights can be found without trying a download."""
-    try:
-        return find_weights(path) is not None
-    except SystemExit:
-        return False
-
-
 def read_weights(path=None):
     """The weights file's state dict: from disk if found, else one download attempt into the hub cache."""
     found = find_weights(path)

@@ -49,10 +49,11 @@ def seed_everything(seed):
 
 
 def amp_dtype(device):
-    """The autocast dtype: bf16 on a GPU that has it, else fp16; None (plain fp32) on a CPU."""
+    """The autocast dtype: bf16 on a GPU that computes in it (compute capability 8, Ampere, or newer), else fp16
+    (a T4 or V100, which would only emulate bf16); None, plain fp32, on a CPU."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
 def autocast(device):
@@ -79,15 +80,15 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def decayed_lr(args, epoch):
-    """Epoch e's learning rate: lr × lr_decay_to^((e − 1)/epochs), from --lr down to about lr × --lr-decay-to."""
-    return args.lr * args.lr_decay_to ** ((epoch - 1) / args.epochs)
+def decayed_lr(lr, decay_to, epoch, epochs):
+    """Epoch e's learning rate, lr × decay_to^((e − 1)/epochs): from lr down to about lr × decay_to."""
+    return lr * decay_to ** ((epoch - 1) / epochs)
 
 
-def check_finite(x, what):
+def check_finite(x, what, remedy="lower it"):
     """Images that are NaN or inf are no samples: stop rather than save and score them as black pixels."""
     if not torch.isfinite(x).all():
-        fail(f"{what} became NaN or inf: lower it")
+        fail(f"{what} became NaN or inf: {remedy}")
 
 
 # --- files, written atomically: a crash or Ctrl-C leaves the old file or the whole new one ---
@@ -135,8 +136,8 @@ def open_run(args, script_file, match=()):
     """The run's output folder, made ready once the inputs have been read: results/<script>/ (…_quick/ for
     --quick, …_dry_run/ for --dry-run) unless --out-dir names one. Nothing is written before these checks:
       - --resume needs the earlier run's checkpoints there, trained with the same `match` settings;
-      - a fresh run refuses a folder that holds a checkpoint, unless --overwrite (or --dry-run), and then
-        clears the old run's outputs first;
+      - a fresh run refuses a folder that holds a checkpoint, unless --overwrite (or a --dry-run over an earlier
+        dry run), and then clears the old run's outputs first;
       - one run at a time writes there: a lock file names its pid.
     Then config.json records this run's settings."""
     args.script = Path(script_file).stem
@@ -150,7 +151,8 @@ def open_run(args, script_file, match=()):
             fail(f"--resume: there is no checkpoint in {out} to continue; start without --resume")
         for path in checkpoints:
             check_resumable(path, args, match)
-    elif checkpoints and not (args.overwrite or args.dry_run):
+    elif checkpoints and not args.overwrite and not (args.dry_run and all(
+            read_checkpoint(path)["args"].get("dry_run") for path in checkpoints)):   # a dry run replaces a dry run
         fail(f"{out} holds an earlier run ({checkpoints[0].name}): add --resume to continue it, --out-dir to "
              f"start in another folder, or --overwrite to replace it")
     try:
@@ -215,11 +217,13 @@ def take_lock(out):
 
 
 def alive(pid):
+    if os.name == "nt":             # Windows has no signal 0 to ask with: the message says how to clear the lock
+        return True
     try:
         os.kill(pid, 0)             # signal 0: is that process still there?
     except ProcessLookupError:
         return False
-    except PermissionError:         # another user's process
+    except OSError:                 # another user's process
         pass
     return True
 

@@ -23,20 +23,22 @@ def fixed_noise(n, seed, device, shape=(1, 28, 28)):
 
 def posterior_mean(xt, eps_pred, t, sched, clip_x0=False):
     """Handout D Algorithm 2, lines 10–11 without the noise term; the coefficients in double precision."""
-    beta_t, alpha_t, ab_t, ab_prev = sched.at(t)
+    beta_t, alpha_t, alpha_bar_t, alpha_bar_prev = sched.at(t)
     # line 10: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t
-    x0_hat = (xt - math.sqrt(1 - ab_t) * eps_pred) / math.sqrt(ab_t)
+    x0_hat = (xt - math.sqrt(1 - alpha_bar_t) * eps_pred) / math.sqrt(alpha_bar_t)
     if clip_x0:   # Handout E Algorithm 2, line 6: x̂_0 ← clamp(x̂_0, −1, 1)
         x0_hat = x0_hat.clamp(-1, 1)
     # line 11: μ = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x̂_0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t
-    return math.sqrt(ab_prev) * beta_t / (1 - ab_t) * x0_hat + math.sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t) * xt
+    coef_x0 = math.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
+    coef_xt = math.sqrt(alpha_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
+    return coef_x0 * x0_hat + coef_xt * xt
 
 
 def sigma(sched, t, kind="beta"):
     """σ_t of step t: 'beta' is √β_t (Handout D Algorithm 2 line 11, Handout C 1); 'posterior' is √β̃_t, the
     standard deviation of q(x_{t−1} | x_t, x_0), β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t (Handout E Eq. 18)."""
-    beta_t, _, ab_t, ab_prev = sched.at(t)
-    return math.sqrt(beta_t if kind == "beta" else (1 - ab_prev) / (1 - ab_t) * beta_t)
+    beta_t, _, alpha_bar_t, alpha_bar_prev = sched.at(t)
+    return math.sqrt(beta_t if kind == "beta" else (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t)
 
 
 def noise(xt, t, generator):
@@ -139,16 +141,16 @@ def ddim_sample(model, x_T, sched, steps=50, eta=1.0, c=None, w=1.0, clip_x0=Fal
         t_frac = torch.full((len(xt),), t / sched.T, device=xt.device)
         with autocast(xt.device):
             eps_pred = model(xt, t_frac).float() if c is None else cfg_eps(model, xt, t_frac, c, w)
-        ab_t, ab_prev = sched.alpha_bar[t].item(), sched.alpha_bar[t_prev].item()
+        alpha_bar_t, alpha_bar_prev = sched.alpha_bar[t].item(), sched.alpha_bar[t_prev].item()
         # 1. predicted x_0 (clamped, and ε̂ made consistent with it, when clip_x0)
-        x0_hat = (xt - math.sqrt(1 - ab_t) * eps_pred) / math.sqrt(ab_t)
+        x0_hat = (xt - math.sqrt(1 - alpha_bar_t) * eps_pred) / math.sqrt(alpha_bar_t)
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
-            eps_pred = (xt - math.sqrt(ab_t) * x0_hat) / math.sqrt(1 - ab_t)
+            eps_pred = (xt - math.sqrt(alpha_bar_t) * x0_hat) / math.sqrt(1 - alpha_bar_t)
         # 2. σ_t(η) = η √((1 − ᾱ_{t'}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t'})
-        sigma_t = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        sigma_t = eta * math.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev))
         # 3. x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ_t²) ε̂ + σ_t z
-        xt = math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1 - ab_prev - sigma_t ** 2, 0)) * eps_pred
+        xt = math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(max(1 - alpha_bar_prev - sigma_t ** 2, 0)) * eps_pred
         if sigma_t > 0:
             xt = xt + sigma_t * torch.randn(xt.shape, device=xt.device, generator=generator)
     return xt

@@ -145,3 +145,14 @@ def test_02_samples_that_are_not_finite_stop_the_run_naming_gamma(tmp_path, monk
         m.main(["--dry-run", "--out-dir", str(tmp_path), "--epochs", "1", "--sample-epochs", "1", "--sweep", "3"])
     assert "γ = 3" in str(e.value) and "NaN" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "samples.npz").exists() and not (tmp_path / "sweep" / "gamma_3.npz").exists()
+
+
+def test_02_resume_after_one_epoch_equals_two_straight_epochs(dry_run_02, tmp_path):
+    main = load_script("02_cfg_mnist.py").main
+    main(["--dry-run", "--out-dir", str(tmp_path), "--epochs", "1"])
+    main(["--dry-run", "--out-dir", str(tmp_path), "--epochs", "2", "--resume"])
+    straight = torch.load(dry_run_02[0] / "checkpoint.pt", weights_only=True)
+    split = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for k in straight["model"]:
+        assert torch.equal(straight["model"][k], split["model"][k]), k
+    assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], np.load(dry_run_02[0] / "samples.npz")["images"])

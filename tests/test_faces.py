@@ -325,3 +325,17 @@ def test_missing_course_files_stop_before_anything_is_written(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: faces file .*faces23k_48x48.npy.gz not found"):
         M.main(["--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_continues_both_models_exactly(script, tmp_path):
+    # the DDPM after 2 epochs and the regressor after 2, straight or in two runs, are the same weights
+    main = script("06_faces.py").main
+    flags = ["--dry-run", "--sample-epochs", "1"]
+    main(flags + ["--out-dir", str(tmp_path / "straight"), "--epochs", "2", "--regressor-epochs", "2"])
+    main(flags + ["--out-dir", str(tmp_path / "split"), "--epochs", "1", "--regressor-epochs", "1"])
+    main(flags + ["--out-dir", str(tmp_path / "split"), "--epochs", "2", "--regressor-epochs", "2", "--resume"])
+    for name in ("checkpoint.pt", "checkpoint_regressor.pt"):
+        a, b = (torch.load(tmp_path / run / name, weights_only=True) for run in ("straight", "split"))
+        assert a["epoch"] == b["epoch"] == 2, name
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (name, k)

@@ -7,7 +7,7 @@ import torch
 from torchvision.models.inception import InceptionA
 
 import common.inception as inception
-from common.inception import (FID_WEIGHTS_FILE, FIDInceptionA, FIDInceptionV3, InceptionFeatures, inception_available,
+from common.inception import (FID_WEIGHTS_FILE, FIDInceptionA, FIDInceptionV3, InceptionFeatures, find_weights,
                               load_fid_inception, real_stats, to_inception_input)
 
 
@@ -150,7 +150,9 @@ def test_random_network_maps_mnist_sized_images_to_2048_features_deterministical
 def test_weights_load_from_explicit_path(net, tmp_path):
     state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "w.pth")
-    assert inception_available(tmp_path / "w.pth") and not inception_available(tmp_path / "nope.pth")
+    assert find_weights(tmp_path / "w.pth") == tmp_path / "w.pth"
+    with pytest.raises(SystemExit, match="nope.pth: no such file"):      # a named file that is not there
+        find_weights(tmp_path / "nope.pth")
     loaded = load_fid_inception(tmp_path / "w.pth")
     for k, v in state.items():
         assert torch.equal(loaded.state_dict()[k], v), k
@@ -163,13 +165,12 @@ def test_missing_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, caps
     monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", raise_offline)
-    assert not inception_available()
+    assert find_weights() is None
     with pytest.raises(SystemExit) as e:
         load_fid_inception()
     message = str(e.value)
     assert "\n" not in message and FID_WEIGHTS_FILE in message and str(tmp_path) in message
     monkeypatch.setenv("FID_INCEPTION_WEIGHTS", str(tmp_path / "missing.pth"))
-    assert not inception_available()
     with pytest.raises(SystemExit, match="FID_INCEPTION_WEIGHTS"):
         load_fid_inception()
 

@@ -59,7 +59,7 @@ def test_diversity(judge):
     assert mean_pairwise_distance(f, chunk=7) == pytest.approx(brute, rel=1e-6)
 
 
-def test_augment_shifts_and_flips():
+def test_augment_shifts_each_image_within_the_frame():
     x = torch.full((4, 1, 28, 28), -1.0)
     x[:, :, 10:18, 12:16] = 1.0
     torch.manual_seed(0)

@@ -171,7 +171,7 @@ BAD = [  # (script, flags, what the one-line error says)
     ("02_cfg_mnist.py", ["--sweep", "0", "inf"], "invalid guidance scale"),
     ("02_cfg_mnist.py", ["--digits", "3", "3"], "--digits lists a value twice"),
     ("02_cfg_mnist.py", ["--sweep", "1", "5", "1"], "--sweep lists a value twice"),
-    ("02_cfg_mnist.py", ["--p-uncond", "1.5"], "invalid probability"),
+    ("02_cfg_mnist.py", ["--p-uncond", "1.5"], "invalid number in [0, 1]"),
     ("03_classifier_guidance.py", ["--scales", "0", "inf"], "invalid guidance scale"),
     ("03_classifier_guidance.py", ["--digits", "3", "3"], "--digits lists a value twice"),
     ("06_faces.py", ["--target-ages", "40", "40"], "--target-ages lists a value twice"),
@@ -206,3 +206,29 @@ def test_help_documents_every_flag_and_lists_the_presets(name, capsys):
         with_preset.pop(preset.replace("-", "_"))
         from_listed.pop(preset.replace("-", "_"))
         assert from_listed == with_preset, preset
+
+
+def test_a_list_typed_in_the_shell_is_checked_too(monkeypatch, capsys):
+    # main() parses sys.argv: --sample-epochs beyond --epochs is refused there as well, not silently replaced
+    monkeypatch.setattr(sys, "argv", ["01_ddpm_mnist.py", "--sample-epochs", "30"])
+    with pytest.raises(SystemExit):
+        load_script("01_ddpm_mnist.py").parse_args(None)
+    assert "--sample-epochs 30 is beyond --epochs 20" in capsys.readouterr().err
+
+
+def test_a_dry_run_replaces_a_dry_run_but_never_a_real_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint.pt", {"script": "01_ddpm_mnist", "dry_run": False}, epoch=20)
+    with pytest.raises(SystemExit, match="holds an earlier run"):
+        open_run(args_for(out, dry_run=True), "01_ddpm_mnist.py")
+    assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 20
+    save_checkpoint(out / "checkpoint.pt", {"script": "01_ddpm_mnist", "dry_run": True}, epoch=2)
+    assert open_run(args_for(out, dry_run=True), "01_ddpm_mnist.py") == out
+
+
+@pytest.mark.parametrize("capability,dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_autocast_takes_bf16_only_where_the_gpu_computes_in_it(capability, dtype, monkeypatch):
+    # a T4 (7.5) only emulates bf16: it gets fp16 and its loss scaler; an A100 (8.0) gets bf16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert run.amp_dtype(torch.device("cuda")) == dtype and run.amp_dtype(torch.device("cpu")) is None

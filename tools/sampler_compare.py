@@ -40,7 +40,7 @@ def parse_args(argv):
     p.add_argument("--per-class", type=cli.positive_int, default=100, help="samples per digit (class) and sampler")
     p.add_argument("--ddim-steps", type=cli.positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
     p.add_argument("--eta", type=cli.unit_interval, nargs="+", default=[1.0], help="DDIM η values: 1 adds fresh "
-                   "noise each step, like the ancestral sampler (it matched it on MNIST); 0 is deterministic")
+                   "noise each step, like the ancestral sampler; 0 is deterministic")
     p.add_argument("--eval-batch", type=cli.positive_int, help="samples per batch (default: 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--seed", type=cli.seed, default=0, help="seeds x_T and every sampler's noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
