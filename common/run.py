@@ -138,8 +138,7 @@ def open_run(args, script_file, match=()):
       - --resume needs the earlier run's checkpoints there, trained with the same `match` settings;
       - a fresh run refuses a folder that holds a checkpoint, unless --overwrite (or a --dry-run over an earlier
         dry run), and then clears the old run's outputs first;
-      - one run at a time writes there: a lock file names its pid.
-    Then config.json records this run's settings."""
+      - one run at a time writes there: a lock file names its pid. Then config.json records the settings."""
     args.script = Path(script_file).stem
     preset = "_quick" if args.quick else "_dry_run" if args.dry_run else ""
     out = Path(args.out_dir) if args.out_dir else Path("results", args.script + preset)
@@ -348,5 +347,4 @@ def saved_note():
     if not checkpoints:
         return "no checkpoint was saved yet: run the same command again"
     names = ", ".join(path.name for path in checkpoints)
-    return f"every file written is complete; add --resume to the same command to continue from {names} in " \
-           f"{opened[-1]}"
+    return f"every file written is complete; add --resume to the same command to continue from {names}"
