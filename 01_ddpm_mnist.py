@@ -6,6 +6,13 @@
 
 Training is Algorithm 1 (Adam, batch 128, the learning rate decayed to a tenth over the run); sampling is
 Algorithm 2, or DDIM with --sampler ddim.
+
+Handout D §2's names here:
+    ddpm_schedule             common/schedules.py ddpm_schedule (β, α, ᾱ; t in 1..T, index 0 the clean image)
+    ddpm_forward              Algorithm 1's lines 3–8: the loop body under "train" in main(); line 6, x_t from
+                              x_0, is q_sample (common/schedules.py)
+    ddpm_sample               common/samplers.py ddpm_sample (Algorithm 2)
+    eval_batch_size (§2.3)    --n-grid (--sample-batch only splits the computation)
 Runtime per device: the handout map in README.md. Writes to results/01_ddpm_mnist/ (…_quick/, …_dry_run/):
     config.json, losses.csv, loss_curve.png (§2.3 deliverable 1: batch and epoch loss), samples_epoch_001.png …
     (deliverable 2, the same noise each time), checkpoint.pt (--resume continues it), samples.npz (uint8
@@ -24,12 +31,12 @@ from common.plotting import save_grid, save_loss_curves
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, grad_scaler, load_checkpoint,
                         on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
                         seed_everything, to_device)
-from common.samplers import ddim_sample, ddpm_sample, fixed_noise
-from common.schedules import ddpm_forward, ddpm_schedule
+from common.samplers import draw_samples, fixed_noise, sampler_label
+from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet
 
 QUICK = dict(hidden=32, epochs=2, T=100, beta_1=3e-4, beta_T=0.06, n_samples=200)
-DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, n_grid=8, n_samples=16, eval_batch=16, sample_steps=5)
+DRY_RUN = dict(hidden=8, epochs=2, T=10, batch_size=64, n_grid=8, n_samples=16, sample_batch=16, sample_steps=5)
 MATCH = ("hidden", "T", "beta_1", "beta_T", "lr", "lr_decay_to", "batch_size", "seed")   # what --resume keeps
 
 
@@ -37,7 +44,8 @@ def parse_args(argv):
     p = cli.make_parser(__doc__)
     cli.add_training_flags(p, epochs=20, batch_size=128, lr=1e-3, hidden=64)
     cli.add_diffusion_flags(p, T=300)
-    p.add_argument("--n-grid", type=cli.positive_int, default=40, help="samples in each epoch's grid")
+    p.add_argument("--n-grid", type=cli.positive_int, default=40,
+                   help="samples in each epoch's grid (Handout D's eval_batch_size)")
     p.add_argument("--n-samples", type=cli.positive_int, default=1000, help="final samples (samples.npz, FD-judge)")
     cli.add_run_flags(p)
     return cli.parse(p, argv, QUICK, DRY_RUN, check=check_args)
@@ -48,24 +56,11 @@ def check_args(p, args):
         p.error("--n-samples must be at least 2 (FD-judge needs a covariance)")
 
 
-def draw(args, model, sched, x_T, seed):
-    """Algorithm 2 (or DDIM) in batches of --eval-batch; `seed` seeds the per-step noise z."""
-    generator = torch.Generator(x_T.device).manual_seed(seed)
-    if args.sampler == "ddim":
-        return torch.cat([ddim_sample(model, x, sched, args.sample_steps, args.eta, generator=generator)
-                          for x in x_T.split(args.eval_batch)])
-    return torch.cat([ddpm_sample(model, x, sched, generator=generator) for x in x_T.split(args.eval_batch)])
-
-
-def sampler_name(args):
-    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else "Algorithm 2"
-
-
 def main(argv=None):
     args = parse_args(argv)
     # --- setup and data (read before anything is written) ---
-    device = pick_device(args.device)
-    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    device, sampler = pick_device(args.device), sampler_label(args, "Algorithm 2")
+    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
     if args.dry_run:
         x_train, x_test = synthetic_mnist(256, device)[0], synthetic_mnist(128, device, seed=1)[0]
@@ -80,14 +75,14 @@ def main(argv=None):
     scaler = grad_scaler(device)                                     # fp16 on CUDA needs it; else it does nothing
     start, history = 0, {"batch": [], "epoch": [], "seconds": []}
     if args.resume:
-        ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
+        ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, {len(x_train):,} "
           f"images on {device}, epochs {start + 1}..{args.epochs}", flush=True)
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)          # the same x_T for every epoch's grid
     # --- train: Handout D Algorithm 1 ---
     for epoch in range(start + 1, args.epochs + 1):
-        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
+        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume continues it
         for group in optimizer.param_groups:
             group["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.epochs)
         model.train()
@@ -96,7 +91,7 @@ def main(argv=None):
             x0 = x_train[idx]                                            # line 3: x_0 from the training set
             t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # line 4: t ~ U{1, ..., T}
             eps = torch.randn_like(x0)                                   # line 5: ε ~ N(0, I)
-            xt = ddpm_forward(x0, t, alpha_bar, eps)                     # line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            xt = q_sample(x0, t, alpha_bar, eps)                         # line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
             with autocast(device):
                 eps_pred = model(xt, t / args.T)                         # line 7: ε̂ = ε_θ(x_t, t)
             loss = F.mse_loss(eps_pred.float(), eps)                     # line 8: ‖ε − ε̂‖², per pixel
@@ -110,23 +105,23 @@ def main(argv=None):
         history["seconds"].append(time.time() - t0)
         print(f"epoch {epoch}/{args.epochs}: mean loss {history['epoch'][-1]:.4f} ({history['seconds'][-1]:.0f} s)")
         if epoch in args.sample_epochs:                             # §2.3 deliverable 2: the same x_T and z's
-            grid = draw(args, model, sched, x_T_grid, seed=args.seed + 2)
+            grid = draw_samples(model, sched, x_T_grid, args.seed + 2, args)     # Algorithm 2, or --sampler ddim
             save_grid(to_uint8(grid), out / f"samples_epoch_{epoch:03d}.png",
-                      suptitle=f"DDPM samples after epoch {epoch} ({sampler_name(args)}, fixed noise)")
+                      suptitle=f"DDPM samples after epoch {epoch} ({sampler}, fixed noise)")
         save_losses_csv(history, out / "losses.csv")
         save_loss_curves(history, out / "loss_curve.png", ylabel="loss: mean of (ε − ε̂)² over pixels")
         save_checkpoint(out / "checkpoint.pt", args, epoch=epoch, history=history, model=model,
                         optimizer=optimizer, scaler=scaler)
     # --- final samples and their FD-judge against the test set ---
     x_T = fixed_noise(args.n_samples, args.seed + 1, device)
-    samples = draw(args, model, sched, x_T, seed=args.seed + 3)
+    samples = draw_samples(model, sched, x_T, args.seed + 3, args)
     check_finite(samples, "the samples", "train again with a lower --lr")
     samples = as_saved(samples)                                     # measured as samples.npz holds them: 8 bits
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png",
-              suptitle=f"DDPM samples, final model ({sampler_name(args)})")
+              suptitle=f"DDPM samples, final model ({sampler})")
     judge = get_judge("mnist", args.data_dir, device, args.dry_run)
-    metrics = {"judge": judge.card, "sampler": sampler_name(args), "n_samples": len(samples),
+    metrics = {"judge": judge.card, "sampler": sampler, "n_samples": len(samples),
                "fd_judge_vs_mnist_test": judge.fd(samples, x_test),
                "judge_digit_histogram": torch.bincount(judge.predict(samples), minlength=10).tolist(),
                "train_seconds": round(sum(history["seconds"]), 1)}

@@ -10,6 +10,8 @@
 (b) The guide p_φ(y | x_t, t) (Dhariwal & Nichol 2021, https://arxiv.org/abs/2105.05233): the UNet's down half.
 (c) Algorithm 2 with the mean shifted by s·Σ_t·∇ log p_φ(y | x_t, t), Σ_t = β_t, for every digit at every s
     (the same x_T and z at each s), judged by an independent classifier (common/judge.py, never p_φ).
+Handout A 2's names here: p_φ(y | x_t, t) is `p_phi` (a TimeConditionedEncoder, common/unets.py); s is --scales;
+Σ_t ∇_{x_t} log p_φ is common/samplers.py classifier_guided_sample (variance_scaled=True) with grad_log_prob.
 Runtime per device: the handout map in README.md.
 Writes to results/03_classifier_guidance/ (…_quick/, …_dry_run/): config.json, checkpoint_classifier.pt,
 losses.csv, loss_curve.png, classifier_accuracy_vs_t.png, samples_s<s>.png, guidance_sweep.png, accuracy_vs_scale.png,
@@ -34,11 +36,12 @@ from common.run import (Progress, autocast, check_finite, count_parameters, deca
                         save_checkpoint, save_json, save_losses_csv, save_npz, save_part, seed_everything, to_device,
                         write_bytes)
 from common.samplers import classifier_guided_sample, fixed_noise
-from common.schedules import ddpm_forward, ddpm_schedule
+from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet, TimeConditionedEncoder
 
 QUICK = dict(per_class=10)   # p_φ keeps its defaults: a narrower or shorter-trained p_φ guides worse
-DRY_RUN = dict(classifier_hidden=8, classifier_lr=1e-2, classifier_batch_size=32, per_class=3, n_cols=3, eval_batch=64)
+DRY_RUN = dict(classifier_hidden=8, classifier_lr=1e-2, classifier_batch_size=32, per_class=3, n_cols=3,
+               sample_batch=64)
 MATCH = ("classifier_hidden", "classifier_batch_size", "classifier_lr", "seed", "T", "beta_1", "beta_T")
 at_least_2 = cli.Typed("integer >= 2", int, lambda v: v >= 2)   # FD-judge and diversity need two samples per digit
 
@@ -79,7 +82,8 @@ def parse_args(argv):
     p.add_argument("--per-class", type=at_least_2, default=100, help="samples per digit and s")
     p.add_argument("--n-cols", type=cli.positive_int, default=10, help="samples per digit in samples_s<s>.png")
     p.add_argument("--cfg-samples", help="02_cfg_mnist.py's samples.npz: its γ sweep joins the table (2(d))")
-    p.add_argument("--eval-batch", type=cli.positive_int, help="samples per batch (default: 1000 on CUDA, 100 on CPU)")
+    p.add_argument("--sample-batch", type=cli.positive_int,
+                   help="samples computed in one pass (default: 1000 on CUDA, 100 on CPU): speed and memory only")
     cli.add_run_flags(p)
     args = cli.parse(p, argv, QUICK, DRY_RUN)
     if args.cfg_samples and not Path(args.cfg_samples).is_file():
@@ -112,7 +116,7 @@ def load_frozen_unet(args, device):
         status = subprocess.run([sys.executable, str(Path(__file__).with_name(command[0])), *command[1:]]).returncode
         if status != 0 or not path.is_file():
             fail(f"`python {' '.join(command)}` stopped (exit status {status}) without writing {path}")
-    ckpt = read_checkpoint(path, device)
+    ckpt = read_checkpoint(path)
     saved = ckpt["args"]
     if saved.get("script") != "01_ddpm_mnist":
         fail(f"{path} was written by {saved.get('script', 'another program')}, not 01_ddpm_mnist.py: pass 01's")
@@ -143,7 +147,7 @@ def guided_sweep(args, unet, p_phi, sched, facts, device, out):
         if part is None:
             generator = torch.Generator(device).manual_seed(args.seed + 2)           # the same z's at every s
             x = torch.cat([classifier_guided_sample(unet, p_phi, xb, yb, s, sched, generator=generator)
-                           for xb, yb in zip(x_T.split(args.eval_batch), y.split(args.eval_batch))])
+                           for xb, yb in zip(x_T.split(args.sample_batch), y.split(args.sample_batch))])
             check_finite(x, f"the samples at s = {s:g}")
             part = save_part(path, key, to_uint8(x))
             print(f"guided sampling: s = {s:g} drawn ({len(y)} samples, {time.time() - t0:.0f} s)", flush=True)
@@ -218,7 +222,7 @@ def main(argv=None):
     args = parse_args(argv)
     # --- setup, the frozen DDPM and the data (read before anything is written) ---
     device = pick_device(args.device)
-    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     # Handout A 2(a): 01's DDPM, frozen; a copy of every tensor, compared with it at the end
     unet, sched, unet_info = load_frozen_unet(args, device)
     before = {k: v.clone() for k, v in unet.state_dict().items()}
@@ -233,13 +237,13 @@ def main(argv=None):
     scaler = grad_scaler(device)
     start, history = 0, {"batch": [], "epoch": [], "seconds": []}
     if args.resume:
-        ckpt = load_checkpoint(out / "checkpoint_classifier.pt", device, model=p_phi, optimizer=optimizer,
+        ckpt = load_checkpoint(out / "checkpoint_classifier.pt", model=p_phi, optimizer=optimizer,
                                scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
     print(f"p_φ on {device}: {count_parameters(p_phi):,} parameters, epochs {start + 1}..{args.classifier_epochs}")
     # --- train p_φ: Handout A 2(b) ---
     for epoch in range(start + 1, args.classifier_epochs + 1):
-        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
+        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume continues it
         for group in optimizer.param_groups:                        # decays to about lr/10, as 01's does
             group["lr"] = decayed_lr(args.classifier_lr, 0.1, epoch, args.classifier_epochs)
         p_phi.train()
@@ -251,7 +255,7 @@ def main(argv=None):
             t = torch.randint(1, T + 1, (len(x0),), device=device)
             # Handout A 2(b): x_t by the forward process (Handout D Algorithm 1, lines 5–6), the DDPM's schedule
             eps = torch.randn_like(x0)
-            xt = ddpm_forward(x0, t, alpha_bar, eps)                    # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            xt = q_sample(x0, t, alpha_bar, eps)                        # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
             # Handout A 2(b): train p_φ to predict y from (x_t, t): the cross-entropy −log p_φ(y | x_t, t)
             loss = p_phi.loss(xt, t, T, y)
             optimizer.zero_grad(set_to_none=True)
@@ -271,12 +275,12 @@ def main(argv=None):
     p_phi.eval()                                                      # the sampler's gradients need eval mode
     # p_φ's accuracy on 1,000 test images noised to 10 timesteps (a figure; Handout A 2(b) asks for none)
     x, y, eps = x_test[:1000], y_test[:1000], fixed_noise(min(1000, len(x_test)), args.seed + 3, device)
-    acc_t = [{"t": t, "accuracy": p_phi.accuracy(ddpm_forward(x, torch.full_like(y, t), alpha_bar, eps), t / T, y)}
+    acc_t = [{"t": t, "accuracy": p_phi.accuracy(q_sample(x, torch.full_like(y, t), alpha_bar, eps), t / T, y)}
              for t in sorted({max(1, round(k * T / 10)) for k in range(1, 11)})]
     # --- (c) guided sampling, and the judge's numbers ---
     facts = {"unet": [args.unet_checkpoint, unet_info["epochs_trained"], unet_info["final_loss"]],
              "classifier_epoch": len(history["epoch"]), "device": device.type,
-             **{k: getattr(args, k) for k in ("digits", "per_class", "seed", "eval_batch")}}
+             **{k: getattr(args, k) for k in ("digits", "per_class", "seed", "sample_batch")}}
     images = guided_sweep(args, unet, p_phi, sched, facts, device, out)
     judge = get_judge("mnist", args.data_dir, device, args.dry_run)
     rows, reference, cfg = evaluate(args, images, p_phi, T, x_train, y_train, x_test, y_test, judge, device)

@@ -145,7 +145,7 @@ def main(argv=None):
         gan, path = build_gan(cfg, device), out / f"checkpoint_{name}.pt"
         start, history = 0, {"n_critic": cfg["n_critic"], "d": [], "g": [], "seconds": []}
         if args.resume and path.is_file():                       # a model with no checkpoint yet starts afresh
-            ckpt = load_checkpoint(path, device, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
+            ckpt = load_checkpoint(path, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
                                    scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
             start, history = ckpt["epoch"], ckpt["history"]
         print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
@@ -153,7 +153,7 @@ def main(argv=None):
               f"on {device}, epochs {start + 1}..{args.epochs} ---", flush=True)
         # --- train: Handout A 3(a), 3(b) ---
         for epoch in range(start + 1, args.epochs + 1):
-            torch.manual_seed(args.seed + epoch)                 # its own random stream: --resume is exact
+            torch.manual_seed(args.seed + epoch)                 # its own random stream: --resume continues it
             gan.G.train()
             gan.D.train()
             t0, progress = time.time(), Progress(n_batches, f"{name} epoch {epoch}")

@@ -7,6 +7,16 @@
 Data: --faces, --ages (the course files; `python -m tools.utkface` converts UTKFace crops into them). The course
 checkpoint diff_unet_faces.cpt cannot be loaded (its architecture is not public), so the DDPM is trained here.
 Sampling is Prince Algorithm 18.2 (= Handout D Algorithm 2); --sampler ddim swaps in DDIM for Problem 1 only.
+Handout C's names here: faces23k_48x48.npy and ages23k.npy are --faces and --ages; "the diffusion kernel" is
+common/schedules.py q_sample; x ~ P(x | z_t) is common/samplers.py ddpm_sample from t_start = t (Problem 2); f is
+AgeRegressor; ∂log P(y | z_t)/∂z_t is grad_log_prob inside classifier_guided_sample; "a small number (e.g., 0.2)" is
+--guidance-scale.
+
+Problem 3's guidance, read two ways. Handout C 3 says to multiply the gradient −∂(ŷ − y)²/∂z_t "by a small
+number (e.g., 0.2)": by default (--guidance-step gradient) each reverse step's mean moves by that, 0.2 × the
+gradient, as written; the 0.2 was given for this reading. Dhariwal & Nichol (and 03, for Handout A 2(c)) scale
+the shift by Σ_t = σ_t² as well: --guidance-step variance-scaled. σ_t² is β_t ≤ 0.02 here, so that reading needs a
+scale tens to thousands of times larger for the same push. docs/results/06_faces.md shows both.
 Runtime per device: the handout map in README.md.
 Writes to results/06_faces/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png, samples_epoch_001.png
 …, checkpoint.pt, regressor_losses.csv, regressor_loss_curve.png, checkpoint_regressor.pt (--resume continues
@@ -25,16 +35,17 @@ from common.plotting import save_grid, save_labelled_grid, save_loss_curves
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, fail, grad_scaler,
                         load_checkpoint, on_interrupt, open_run, pick_device, save_checkpoint, save_json,
                         save_losses_csv, save_npz, seed_everything, to_device)
-from common.samplers import classifier_guided_sample, ddim_sample, ddpm_sample, fixed_noise
-from common.schedules import ddpm_forward, ddpm_schedule
+from common.samplers import classifier_guided_sample, ddpm_sample, draw_samples, fixed_noise, sampler_label
+from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet, TimeConditionedEncoder
 
 N_PAIRS = 5   # Handout C 2: "5 pairs of faces"
+MERGE_ALPHA_BARS = (0.9, 0.6, 0.3, 0.1)   # Handout C 2's four t: from a faint to a heavy noising, by ᾱ_t
 # --quick: T = 100 with β scaled by 1000/T, so ᾱ_T = 2.0e-5 is as close to pure noise as T = 1000's 4.0e-5
 QUICK = dict(n_train=3000, hidden=16, epochs=6, regressor_epochs=3, T=100, beta_1=1e-3, beta_T=0.2, batch_size=32,
-             lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, merge_ts=[20, 50, 75, 99], n_val=200)
+             lr=2e-3, sample_epochs=[1, 3, 6], n_grid=20, n_val=200)
 DRY_RUN = dict(hidden=4, epochs=1, regressor_epochs=1, T=6, batch_size=16, sample_epochs=[1], n_grid=4,
-               n_samples=10, merge_ts=[1, 3, 4, 5], per_age=2, n_val=6, eval_batch=100, sample_steps=3)
+               n_samples=10, merge_ts=[1, 3, 4, 5], per_age=2, n_val=6, sample_batch=100, sample_steps=3)
 MATCH = ("hidden", "T", "beta_1", "beta_T", "lr", "lr_decay_to", "batch_size", "seed", "n_train", "n_val")
 age = cli.Typed("age in 0..100", float, lambda v: AGE_MIN <= v <= AGE_MAX)   # the ages the regressor learns
 
@@ -49,8 +60,9 @@ def parse_args(argv):
     p.add_argument("--sigma", choices=["beta", "posterior"], default="beta", help="σ_t: √β_t (Handout C 1) or √β̃_t")
     p.add_argument("--n-samples", type=cli.positive_int, default=100, help="Problem 1 samples (100 in the collage)")
     p.add_argument("--n-grid", type=cli.positive_int, default=40, help="samples in each epoch's grid")
-    p.add_argument("--merge-ts", type=cli.positive_int, nargs="+", default=[200, 500, 750, 999],
-                   help="Problem 2: the t < T of the diffusion kernel")
+    p.add_argument("--merge-ts", type=cli.positive_int, nargs="+", default=None,
+                   help="Problem 2: the t < T of the diffusion kernel (default: the t whose ᾱ_t is nearest "
+                        f"{', '.join(map(str, MERGE_ALPHA_BARS))}, so that each row mixes the two faces differently)")
     p.add_argument("--regressor-epochs", type=cli.positive_int, default=10, help="Problem 3: age regressor epochs")
     p.add_argument("--n-val", type=cli.positive_int, default=500, help="faces held out to evaluate the regressor")
     p.add_argument("--target-ages", type=age, nargs="+", default=[18, 40, 60, 80], help="Problem 3 rows")
@@ -58,10 +70,18 @@ def parse_args(argv):
                    help="Problem 3: faces per target age (10 fill the 4×10 collage; '4 faces each' is --per-age 4)")
     p.add_argument("--guidance-scale", type=cli.non_negative_scale, default=0.2,
                    help="Problem 3: multiplies −∂(f − y)²/∂z_t, 'a small number (e.g., 0.2)'; lower it on blow-ups")
+    p.add_argument("--guidance-step", choices=["gradient", "variance-scaled"], default="gradient",
+                   help="Problem 3: each step's mean moves by scale × the gradient (Handout C 3 as written), or by "
+                        "scale × σ_t² × the gradient (Dhariwal & Nichol 2021, as 03 does; needs a larger scale)")
     cli.add_run_flags(p, data_help="folder of faces23k_48x48.npy.gz and ages23k.npy (the course files)")
     args = cli.parse(p, argv, QUICK, DRY_RUN)
+    if args.T < 2:
+        p.error(f"--T must be at least 2: Problem 2 merges at some t < T, got {args.T}")
+    if args.merge_ts is None:   # the t whose ᾱ_t is nearest each of MERGE_ALPHA_BARS (once each), below T
+        alpha_bar = ddpm_schedule(args.T, args.beta_1, args.beta_T).alpha_bar[1:args.T]
+        args.merge_ts = sorted({int((alpha_bar - a).abs().argmin()) + 1 for a in MERGE_ALPHA_BARS})
     if not all(1 <= t < args.T for t in args.merge_ts):   # Handout C 2(b): "some t < T"
-        p.error(f"--merge-ts must lie in 1..T − 1 = 1..{args.T - 1}, got {' '.join(map(str, args.merge_ts))}")
+        p.error(f"--merge-ts must lie in 1..T − 1 (here T = {args.T}), got {' '.join(map(str, args.merge_ts))}")
     args.faces = args.faces or f"{args.data_dir}/faces23k_48x48.npy.gz"
     args.ages = args.ages or f"{args.data_dir}/ages23k.npy"
     return args
@@ -94,19 +114,9 @@ class AgeRegressor(nn.Module):
         return -0.5 * (y - self(zt, t_frac).float()) ** 2 - 0.5 * math.log(2 * math.pi)
 
 
-def draw(args, model, sched, x_T, seed):
-    """Problem 1's sampler in batches: Algorithm 18.2 with σ_t by --sigma, or DDIM. `seed` seeds the z's."""
-    generator = torch.Generator(x_T.device).manual_seed(seed)
-    if args.sampler == "ddim":
-        return torch.cat([ddim_sample(model, x, sched, args.sample_steps, args.eta, generator=generator)
-                          for x in x_T.split(args.eval_batch)])
-    return torch.cat([ddpm_sample(model, x, sched, kind=args.sigma, generator=generator)
-                      for x in x_T.split(args.eval_batch)])
-
-
 def sampler_name(args):
-    return (f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim"
-            else f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
+    """Problem 1's sampler: Algorithm 18.2 with σ_t by --sigma, or DDIM (--sampler ddim)."""
+    return sampler_label(args, f"Algorithm 18.2, σ_t = {'√β_t' if args.sigma == 'beta' else '√β̃_t'}")
 
 
 def merge_halves(zt1, zt2):
@@ -122,12 +132,12 @@ def merge_pairs(args, model, sched, x1, x2):
     for t in args.merge_ts:
         t_batch = torch.full((len(x1),), t, device=x1.device)
         # (b) the diffusion kernel to the same t: z_t = √ᾱ_t x + √(1 − ᾱ_t) ε, an independent ε for each face
-        zt1 = ddpm_forward(x1, t_batch, alpha_bar, torch.randn(x1.shape, device=x1.device, generator=generator))
-        zt2 = ddpm_forward(x2, t_batch, alpha_bar, torch.randn(x2.shape, device=x1.device, generator=generator))
+        zt1 = q_sample(x1, t_batch, alpha_bar, torch.randn(x1.shape, device=x1.device, generator=generator))
+        zt2 = q_sample(x2, t_batch, alpha_bar, torch.randn(x2.shape, device=x1.device, generator=generator))
         # (c) z_t = left half of z_t⁽¹⁾ | right half of z_t⁽²⁾
         zt = merge_halves(zt1, zt2)
         # (d) x ~ P(x | z_t): the reverse process from t down to 1
-        merged.append(ddpm_sample(model, zt, sched, t_start=t, kind=args.sigma, generator=generator))
+        merged.append(ddpm_sample(model, zt, sched, t_start=t, sigma=args.sigma, generator=generator))
     return torch.stack(merged)
 
 
@@ -137,13 +147,14 @@ def age_guided(args, model, regressor, sched, shape, device):
     y = torch.tensor(args.target_ages, device=device).repeat_interleave(args.per_age)        # (R·K,)
     x_T = fixed_noise(args.per_age, args.seed + 3, device, shape).repeat(len(args.target_ages), 1, 1, 1)
     # Handout C 3: ∂log P(y | z_t)/∂z_t "= −∂(ŷ − y)²/∂z_t" = 2 ∇ log N(y; ŷ, 1), times "a small number (e.g.,
-    # 0.2)": each step's mean moves by 2 · scale · ∇_{z_t} log N(y; f(z_t, t), 1), with no Σ_t factor
-    images = classifier_guided_sample(model, regressor, x_T, y, 2 * args.guidance_scale, sched, variance_scaled=False,
-                                      kind=args.sigma, generator=torch.Generator(device).manual_seed(args.seed + 3))
+    # 0.2)": each step's mean moves by 2 · scale · ∇_{z_t} log N(y; f(z_t, t), 1), times σ_t² if variance-scaled
+    scaled = args.guidance_step == "variance-scaled"
+    images = classifier_guided_sample(model, regressor, x_T, y, 2 * args.guidance_scale, sched, variance_scaled=scaled,
+                                      sigma=args.sigma, generator=torch.Generator(device).manual_seed(args.seed + 3))
     # faces live in [-1, 1]: inf, nan or pixels beyond ±10 mean the steps overshot, unless the DDPM does it alone
     if not torch.isfinite(images).all() or images.abs().max() > 10:
         unguided = classifier_guided_sample(
-            model, regressor, x_T, y, 0.0, sched, variance_scaled=False, kind=args.sigma,
+            model, regressor, x_T, y, 0.0, sched, variance_scaled=scaled, sigma=args.sigma,
             generator=torch.Generator(device).manual_seed(args.seed + 3))
         if not torch.isfinite(images).all() or unguided.abs().max() <= 10:   # the same x_T and z's, unguided
             fail(f"age guidance diverged at --guidance-scale {args.guidance_scale:g} (pixels became inf, nan or "
@@ -159,13 +170,13 @@ def predict_age(regressor, x, T):
     return regressor.eval()(x, torch.full((len(x),), 1 / T, device=x.device)).float()
 
 
-def save_merged(args, out, x1, x2, merged):
+def save_merged(args, sched, out, x1, x2, merged):
     """merged.npz and the 4×15 collage: per pair, face 1 | face 2 | merged; one row per t."""
     a, b, m = to_uint8(x1), to_uint8(x2), np.stack([to_uint8(row) for row in merged])   # m: (R, P, H, W[, 3])
     save_npz(out / "merged.npz", faces_1=a, faces_2=b, merged=m, t=np.array(args.merge_ts))
     grid = np.stack([np.broadcast_to(a, m.shape), np.broadcast_to(b, m.shape), m], axis=2)   # (R, P, 3, H, W[, 3])
     save_labelled_grid(grid.reshape(len(m), 3 * N_PAIRS, *a.shape[1:]), out / "merged.png",
-                       row_labels=[f"t={t}" for t in args.merge_ts],
+                       row_labels=[f"t={t}\nᾱ_t={sched.alpha_bar[t]:.2f}" for t in args.merge_ts],
                        col_labels=[h for p in range(N_PAIRS) for h in (f"pair {p + 1}\nface 1", "face 2", "merged")],
                        suptitle="Problem 2: merged = x ~ P(x | z_t), z_t = left half of z_t(face 1) | right half of "
                                 "z_t(face 2); rows: diffusion time t")
@@ -175,7 +186,7 @@ def main(argv=None):
     args = parse_args(argv)
     # --- setup and data (read before anything is written) ---
     device = pick_device(args.device)
-    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
     if args.dry_run:
         faces, ages = synthetic_faces(32, seed=args.seed)
@@ -194,13 +205,13 @@ def main(argv=None):
     optimizer, scaler = torch.optim.Adam(model.parameters(), lr=args.lr), grad_scaler(device)
     start, history = 0, {"batch": [], "epoch": []}
     if args.resume:
-        ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
+        ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, {len(x):,} faces")
     x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])   # the same x_T for every epoch's grid
     # --- Problem 1, training: the DDPM by Handout D Algorithm 1 ---
     for epoch in range(start + 1, args.epochs + 1):
-        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume is exact
+        torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume continues it
         optimizer.param_groups[0]["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.epochs)
         model.train()
         progress = Progress(-(-len(x) // args.batch_size), f"epoch {epoch}")
@@ -208,7 +219,7 @@ def main(argv=None):
             x0 = x[idx]                                                  # line 3: x_0, faces of the training set
             t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # line 4: t ~ U{1, ..., T}
             eps = torch.randn_like(x0)                                   # line 5: ε ~ N(0, I)
-            xt = ddpm_forward(x0, t, alpha_bar, eps)                     # line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+            xt = q_sample(x0, t, alpha_bar, eps)                         # line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
             with autocast(device):
                 eps_pred = model(xt, t / args.T)                         # line 7: ε̂ = ε_θ(x_t, t)
             loss = F.mse_loss(eps_pred.float(), eps)                     # line 8: ‖ε − ε̂‖², per pixel
@@ -220,7 +231,7 @@ def main(argv=None):
         history["batch"].append(progress.losses())
         history["epoch"].append(float(np.mean(history["batch"][-1])))
         if epoch in args.sample_epochs:                             # the same x_T and z's every time
-            save_grid(to_uint8(draw(args, model, sched, x_T_grid, seed=args.seed + 5)),
+            save_grid(to_uint8(draw_samples(model, sched, x_T_grid, args.seed + 5, args, sigma=args.sigma)),
                       out / f"samples_epoch_{epoch:03d}.png", suptitle=f"DDPM faces after epoch {epoch} (fixed noise)")
         save_losses_csv(history, out / "losses.csv")
         save_loss_curves(history, out / "loss_curve.png", ylabel="loss: mean of (ε − ε̂)² over pixels")
@@ -232,11 +243,11 @@ def main(argv=None):
     reg_optimizer, reg_scaler = torch.optim.Adam(regressor.parameters(), lr=args.lr), grad_scaler(device)
     reg_start, reg_history = 0, {"batch": [], "epoch": []}
     if args.resume and (out / "checkpoint_regressor.pt").is_file():   # only if the earlier run had started it
-        ckpt = load_checkpoint(out / "checkpoint_regressor.pt", device, model=regressor, optimizer=reg_optimizer,
+        ckpt = load_checkpoint(out / "checkpoint_regressor.pt", model=regressor, optimizer=reg_optimizer,
                                scaler=reg_scaler)
         reg_start, reg_history = ckpt["epoch"], ckpt["history"]
     for epoch in range(reg_start + 1, args.regressor_epochs + 1):
-        torch.manual_seed(args.seed + 1000 + epoch)                 # its own random stream: --resume is exact
+        torch.manual_seed(args.seed + 1000 + epoch)                 # its own random stream: --resume continues it
         reg_optimizer.param_groups[0]["lr"] = decayed_lr(args.lr, args.lr_decay_to, epoch, args.regressor_epochs)
         regressor.train()
         progress = Progress(-(-len(train_idx) // args.batch_size), f"regressor epoch {epoch}")
@@ -244,7 +255,7 @@ def main(argv=None):
             x0, y = x[idx], ages[idx]                                    # faces and their ages y in [0, 100]
             t = torch.randint(1, args.T + 1, (len(x0),), device=device)  # "for various t": t ~ U{1, ..., T}
             # "use the diffusion kernel to create z_t": z_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
-            zt = ddpm_forward(x0, t, alpha_bar, torch.randn_like(x0))
+            zt = q_sample(x0, t, alpha_bar, torch.randn_like(x0))
             with autocast(device):
                 f = regressor(zt, t / args.T)                            # f(z_t, t) in years
             # maximising log N(y; f, 1) = −(y − f)²/2 + const: the mean squared error, in years²
@@ -262,7 +273,8 @@ def main(argv=None):
         save_checkpoint(out / "checkpoint_regressor.pt", args, bound="regressor_epochs", epoch=epoch,
                         history=reg_history, model=regressor, optimizer=reg_optimizer, scaler=reg_scaler)
     # --- Problem 1: 100 faces, a 10×10 collage ---
-    samples = draw(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:]), args.seed + 6)
+    x_T = fixed_noise(args.n_samples, args.seed + 1, device, x.shape[1:])
+    samples = draw_samples(model, sched, x_T, args.seed + 6, args, sigma=args.sigma)
     check_finite(samples, "the Problem 1 samples", "train again with a lower --lr")
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:100]), out / "samples_final.png", ncols=10,
@@ -271,7 +283,7 @@ def main(argv=None):
     pairs = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed + 2))[:2 * N_PAIRS].to(device)
     x1, x2 = x[pairs[:N_PAIRS]], x[pairs[N_PAIRS:]]                  # (a) the two faces of each pair
     merged = merge_pairs(args, model, sched, x1, x2)                 # (R, P, C, H, W)
-    save_merged(args, out, x1, x2, merged)
+    save_merged(args, sched, out, x1, x2, merged)
     # --- Problem 3: age-guided faces (Algorithm 18.2 with the regressor's gradient), a 4×10 collage ---
     guided, y = age_guided(args, model, regressor, sched, x.shape[1:], device)
     predicted, u8 = predict_age(regressor, guided, args.T), to_uint8(guided)

@@ -2,7 +2,7 @@
 
     python 07_afhq_cosine.py --train-steps 1000 --save-and-sample-every 100          # 7.1
     python 07_afhq_cosine.py --train-steps 1000 --save-and-sample-every 100 --fid    # 7.2
-    python 07_afhq_cosine.py                   # 7.3–7.5: 10,000 steps, a GPU job (Colab T4: about 2 hours)
+    python 07_afhq_cosine.py                   # 7.3–7.5: 10,000 steps, a GPU job
     python 07_afhq_cosine.py --quick           # a laptop CPU: 1,000 steps
     python 07_afhq_cosine.py --dry-run         # seconds: synthetic images, a tiny model (what the tests run)
 
@@ -12,13 +12,17 @@ batch_size 32, time_steps -> --T 50, unet_dim -> --hidden 16, unet_dim_mults -> 
 sit in memory, so there are no dataloader_workers). Schedule: cosine, Eq. 14. Training: Algorithm 1 with the L1
 loss, batches drawn with replacement. Sampling: Algorithm 2 (x̂0 clamped, Eq. 18's posterior mean and variance);
 --sampler ddim swaps in DDIM (x̂0 clamped too) for the grids, FID and samples.npz, not for the backward figure.
+Handout E's Diffusion class here: q_sample is common/schedules.py q_sample (Eq. 13); p_loss is the L1 line of the
+training loop in main(), and forward its loop body (t, ε, q_sample, p_loss); extract is Schedule.at (the batch shares
+one t, so a coefficient is one float); p_sample is one iteration of common/samplers.py ddpm_sample (sigma="posterior",
+clip_x0=True), p_sample_loop is ddpm_sample, and sample is draw_samples.
 Every --save-and-sample-every steps: a grid from fixed noise; with --fid the FID of --n-samples samples against the
 training images, resized as clean-fid does (the Inception weights: common/inception.py); losses; the checkpoint.
 Runtime per device: the handout map in README.md.
 Writes to results/07_afhq_cosine/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png (7.1), fid.csv +
 fid.png (7.2, --fid), fid_train_stats.pt, samples_step_000100.png …, samples_final.png (7.3), samples.npz (uint8
-N×32×32×3), forward_process.png (7.4), backward_process.png (7.5), checkpoint.pt (--resume continues exactly),
-metrics.json.
+N×32×32×3), forward_process.png (7.4), backward_process.png (7.5), checkpoint.pt (--resume continues, bit-exactly
+on a CPU), metrics.json.
 """
 import io
 import math
@@ -33,17 +37,17 @@ from common import cli
 from common.data import AFHQ_CLASSES, load_afhq, synthetic_afhq, to_uint8
 from common.frechet import MIN_UNBIASED, frechet_distance
 from common.inception import InceptionFeatures, find_weights, where_to_put_weights
-from common.plotting import save_grid, save_labelled_grid, save_line_plot, save_loss_curves
+from common.plotting import save_curves, save_grid, save_labelled_grid, save_line_plot
 from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
-                        seed_everything, to_device, write_bytes, write_csv)
-from common.samplers import ddim_sample, ddpm_sample, fixed_noise
-from common.schedules import cosine_schedule, ddpm_forward
+                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
+                        to_device, write_bytes, write_csv)
+from common.samplers import ddpm_sample, draw_samples, fixed_noise, sampler_label
+from common.schedules import cosine_schedule, q_sample
 from common.unets import MultiResUNet
 
 QUICK = dict(train_steps=1000, save_and_sample_every=250, n_samples=128)   # Handout E 7.1: 1,000 steps
 DRY_RUN = dict(hidden=4, T=5, batch_size=8, train_steps=4, save_and_sample_every=2, n_samples=8, n_vis=4,
-               eval_batch=16, sample_steps=3)
+               sample_batch=16, sample_steps=3)
 MATCH = ("hidden", "dim_mults", "T", "image_size", "data_class", "lr", "batch_size", "seed")   # what --resume keeps
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.99)   # Handout E 7.4 and 7.5
 
@@ -84,18 +88,8 @@ def check_args(p, args):
 
 
 def draw(args, model, sched, x_T, seed):
-    """Algorithm 2 with x̂0 clamped to [-1, 1] and Eq. 18's posterior mean and variance, or DDIM with x̂0 clamped, in
-    batches. `seed` seeds the z's in their own generator: the training random stream is untouched."""
-    generator = torch.Generator(x_T.device).manual_seed(seed)
-    if args.sampler == "ddim":
-        return torch.cat([ddim_sample(model, x, sched, args.sample_steps, args.eta, clip_x0=True, generator=generator)
-                          for x in x_T.split(args.eval_batch)])
-    return torch.cat([ddpm_sample(model, x, sched, kind="posterior", clip_x0=True, generator=generator)
-                      for x in x_T.split(args.eval_batch)])
-
-
-def sampler_name(args):
-    return f"DDIM, {args.sample_steps} steps, η = {args.eta:g}" if args.sampler == "ddim" else "Algorithm 2"
+    """Algorithm 2 with x̂0 clamped to [-1, 1] and Eq. 18's posterior mean and variance (or DDIM, x̂0 clamped)."""
+    return draw_samples(model, sched, x_T, seed, args, sigma="posterior", clip_x0=True)
 
 
 def fraction_timesteps(T):
@@ -109,7 +103,7 @@ def backward_process(model, sched, x_T, ts, generator):
     Returns {t: x_{t−1}}; x_{t−1} at t = 1 is the sample x_0."""
     xt, t_start, kept = x_T, sched.T, {}
     for t in sorted(set(ts), reverse=True):
-        xt = ddpm_sample(model, xt, sched, t_start, t_end=t, kind="posterior", clip_x0=True, generator=generator)
+        xt = ddpm_sample(model, xt, sched, t_start, t_end=t, sigma="posterior", clip_x0=True, generator=generator)
         kept[t], t_start = xt, t - 1
     return kept
 
@@ -122,7 +116,7 @@ def diffusion_figures(args, model, sched, x_train, out):
     x0, ts = x_train[first][:args.n_vis], fraction_timesteps(sched.T)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(args.seed + 3)).to(x0.device)
     alpha_bar = sched.alpha_bar.float().to(x0.device)
-    forward = [ddpm_forward(x0, torch.full((len(x0),), t, device=x0.device), alpha_bar, eps) for t in ts]
+    forward = [q_sample(x0, torch.full((len(x0),), t, device=x0.device), alpha_bar, eps) for t in ts]
     rows = [f"#{i + 1}" for i in range(len(x0))]
     save_labelled_grid(np.stack([to_uint8(x) for x in forward], axis=1), out / "forward_process.png", rows,
                        [f"{p:.0%}: x_{t}" for p, t in zip(FRACTIONS, ts)],
@@ -153,14 +147,15 @@ def train_stats(args, x_train, extractor, out):
     return mu, sigma
 
 
-def save_losses(args, losses, n_train, out):
-    """losses.csv and loss_curve.png (7.1): every step's L1 loss, in 'epochs' of ⌈N / B⌉ steps (one pass's worth of
-    images; the batches are drawn with replacement)."""
-    per_epoch = -(-n_train // args.batch_size)
-    batch = [losses[i:i + per_epoch] for i in range(0, len(losses), per_epoch)]
-    history = {"batch": batch, "epoch": [float(np.mean(b)) for b in batch]}
-    save_losses_csv(history, out / "losses.csv")
-    save_loss_curves(history, out / "loss_curve.png", ylabel="L1 loss: mean of |ε − ε̂| over pixels")
+def save_losses(losses, out, window=50):
+    """losses.csv and loss_curve.png (7.1): the L1 loss against the training step, with its running mean."""
+    write_csv([["step", "l1_loss"]] + [[step, f"{loss:.6f}"] for step, loss in enumerate(losses, start=1)],
+              out / "losses.csv")
+    steps, k = np.arange(1, len(losses) + 1), min(window, len(losses))
+    running = np.convolve(losses, np.ones(k) / k, mode="valid")        # the mean of steps i − k + 1 .. i, i >= k
+    save_curves({"each step": (steps, losses), f"running mean of {k} steps": (steps[k - 1:], running)},
+                out / "loss_curve.png", xlabel="training step", ylabel="L1 loss: mean of |ε − ε̂| over pixels",
+                title="Handout E 7.1: training loss")
 
 
 def save_fid(args, fid_history, n_train, out):
@@ -178,8 +173,8 @@ def main(argv=None):
     # --- setup and data (read before anything is written; the FID weights are checked before any training) ---
     if args.fid and find_weights(args.inception_weights) is None:
         fail(f"--fid needs the FID Inception weights, which are not here: {where_to_put_weights()}")
-    device = pick_device(args.device)
-    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    device, sampler = pick_device(args.device), sampler_label(args, "Algorithm 2")
+    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
     if args.dry_run:
         x_train = synthetic_afhq(32, args.image_size, args.seed, device)
@@ -200,7 +195,7 @@ def main(argv=None):
                   f"compare values only at the same --n-samples")
     start, losses, fid_history = 0, [], []
     if args.resume:
-        ckpt = load_checkpoint(out / "checkpoint.pt", device, model=model, optimizer=optimizer, scaler=scaler)
+        ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, losses, fid_history = ckpt["step"], ckpt["losses"], ckpt["fid"]
         if (ckpt["rng"]["cuda"] is None) != (device.type != "cuda"):   # its random streams are one device type's
             fail(f"{out / 'checkpoint.pt'} was trained on {'a CPU' if ckpt['rng']['cuda'] is None else 'CUDA'}: "
@@ -220,7 +215,7 @@ def main(argv=None):
         x0 = x_train[torch.randint(len(x_train), (args.batch_size,), device=device, generator=data_generator)]
         t = torch.randint(1, args.T + 1, (len(x0),), device=device)     # line 3: t ~ U{1, ..., T}
         eps = torch.randn_like(x0)                                       # line 4: ε ~ N(0, I)
-        xt = ddpm_forward(x0, t, alpha_bar, eps)                         # line 5: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+        xt = q_sample(x0, t, alpha_bar, eps)                             # line 5: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
         with autocast(device):
             eps_pred = model(xt, t / args.T)                             # ε_θ(x_t, t)
         loss = (eps - eps_pred.float()).abs().mean()                     # line 6: ‖ε − ε_θ(x_t, t)‖₁, per pixel
@@ -232,7 +227,7 @@ def main(argv=None):
         if step % args.save_and_sample_every == 0 or step == args.train_steps:
             grid = draw(args, model, sched, fixed_noise(args.batch_size, args.seed, device, shape), args.seed + 2)
             save_grid(to_uint8(grid), out / f"samples_step_{step:06d}.png", ncols=8,
-                      suptitle=f"samples after {step:,} steps ({sampler_name(args)}, fixed noise)")
+                      suptitle=f"samples after {step:,} steps ({sampler}, fixed noise)")
             if args.fid:
                 samples = draw(args, model, sched, fixed_noise(args.n_samples, args.seed + 1, device, shape),
                                args.seed + 2)
@@ -240,7 +235,7 @@ def main(argv=None):
                 fid_history.append({"step": step, "fid": fid, "n_samples": len(samples)})
                 print(f"step {step}: FID {fid:.2f} ({len(samples)} samples)", flush=True)
                 save_fid(args, fid_history, len(x_train), out)
-            save_losses(args, losses + progress.losses(), len(x_train), out)
+            save_losses(losses + progress.losses(), out)
             rng = {"torch": torch.get_rng_state(), "data": data_generator.get_state(),
                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
             save_checkpoint(out / "checkpoint.pt", args, bound="train_steps", step=step, rng=rng, fid=fid_history,
@@ -252,10 +247,10 @@ def main(argv=None):
     check_finite(samples, "the samples", "train again with a lower --lr")
     save_npz(out / "samples.npz", images=to_uint8(samples))
     save_grid(to_uint8(samples[:args.batch_size]), out / "samples_final.png", ncols=8,
-              suptitle=f"samples after {args.train_steps:,} steps ({sampler_name(args)})")
+              suptitle=f"samples after {args.train_steps:,} steps ({sampler})")
     diffusion_figures(args, model, sched, x_train, out)
     metrics = {"data": "synthetic (--dry-run)" if args.dry_run else f"{args.data_dir} ({args.data_class})",
-               "n_train_images": len(x_train), "steps": args.train_steps, "sampler": sampler_name(args),
+               "n_train_images": len(x_train), "steps": args.train_steps, "sampler": sampler,
                "final_l1_loss_last_100_steps": float(np.mean(losses[-100:])), "fid": fid_history or None,
                "n_samples": len(samples), "seconds_this_run": round(time.time() - t_begin, 1)}
     save_json(metrics, out / "metrics.json")

@@ -99,8 +99,9 @@ def add_sampler_flags(p):
     p.add_argument("--eta", type=unit_interval, default=1.0,
                    help="DDIM η: 1 adds fresh noise each step like the ancestral sampler, and stayed close to it on "
                         "MNIST; 0 is deterministic, and fell behind (BENCHMARKS.md)")
-    p.add_argument("--eval-batch", type=positive_int, default=None,
-                   help="samples drawn per batch (default: 1,000 on CUDA, 100 on a CPU, where big batches are slower)")
+    p.add_argument("--sample-batch", type=positive_int, default=None,
+                   help="samples computed in one pass (default: 1,000 on CUDA, 100 on a CPU, where big batches are "
+                        "slower); it changes speed and memory only. Handout D's eval_batch_size is --n-grid")
 
 
 def parse(p, argv, quick, dry_run, check=None):

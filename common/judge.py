@@ -111,8 +111,10 @@ def fit(net, x, y, epochs, batch_size=128, lr=3e-3, shift=2):
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
+            scale = scaler.get_scale()
             scaler.update()
-            schedule.step()
+            if scaler.get_scale() >= scale:   # fp16's scaler skips a step with inf gradients, and lowers its scale
+                schedule.step()
             progress.step(len(idx), loss=loss)
     return net.eval()
 

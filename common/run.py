@@ -1,7 +1,6 @@
-"""The plumbing every script shares: device and precision, the run folder, checkpoints, files written
-atomically, the progress line and one-line errors. Nothing here is an algorithm. Speed on CUDA comes from two
-switches only: channels_last and autocast (bf16 where the GPU has it, else fp16 with a loss scaler); on a CPU
-everything runs in plain fp32."""
+"""The plumbing every script shares: device and precision, the run folder, checkpoints, atomic writes, progress
+and one-line errors; no algorithm. Speed on CUDA comes from two switches only: channels_last and autocast (bf16
+where the GPU has it, else fp16 with a loss scaler); on a CPU everything runs in plain fp32."""
 import atexit
 import contextlib
 import csv
@@ -244,13 +243,13 @@ def save_checkpoint(path, args, **state):
     write_bytes(buffer.getvalue(), path)
 
 
-def read_checkpoint(path, device="cpu"):
-    """A checkpoint written by save_checkpoint, with a one-line error for a missing, damaged or foreign file."""
+def read_checkpoint(path):
+    """A checkpoint of save_checkpoint, read to the CPU; a one-line error for a missing, damaged or foreign file."""
     path = Path(path)
     if not path.is_file():
         fail(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # truncated, not a torch file, a pickled model, ...
         fail(f"{path} is damaged or not a checkpoint of these scripts ({type(e).__name__}); delete it, or use "
              f"another --out-dir")
@@ -259,9 +258,10 @@ def read_checkpoint(path, device="cpu"):
     return ckpt
 
 
-def load_checkpoint(path, device, **modules):
-    """Restore each named module, optimiser or scaler from the checkpoint at `path`; returns the whole dict."""
-    ckpt = read_checkpoint(path, device)
+def load_checkpoint(path, **modules):
+    """Restore each named module, optimiser or scaler from `path`, read to the CPU (models copy it into their own
+    parameters; optimisers move their state to theirs, but keep Adam's `step` on the CPU: no sync per step)."""
+    ckpt = read_checkpoint(path)
     for name, module in modules.items():
         try:
             if ckpt[name] or not isinstance(module, torch.amp.GradScaler):   # an unused scaler saved {}

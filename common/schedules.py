@@ -1,4 +1,4 @@
-"""Noise schedules and the forward process q(x_t | x_0).
+"""Noise schedules and the forward process q(x_t | x_0) (q_sample).
 
 THE TIMESTEP CONVENTION (one for the whole repository)
     Timesteps are integers t in {1, ..., T}. Every schedule tensor has length T + 1 and is indexed by t
@@ -59,8 +59,9 @@ def cosine_schedule(T=50, s=0.008):
     return schedule_from_beta(1.0 - alpha)
 
 
-def ddpm_forward(x0, t, alpha_bar, eps):
-    """Handout D Algorithm 1, line 6: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε. t is (B,) int64; alpha_bar is the
-    schedule's ᾱ on x0's device (float32 for training)."""
+def q_sample(x0, t, alpha_bar, eps):
+    """A sample of q(x_t | x_0) (Handout E's q_sample, Eq. 13; Handout D Algorithm 1, line 6):
+    x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε. t is (B,) int64; alpha_bar is the schedule's ᾱ on x0's device (float32 for
+    training). Handout D's `q_sample` is more: the whole training step around this line, in 01 and 02."""
     ab = alpha_bar[t].reshape(-1, *[1] * (x0.ndim - 1)).to(x0.dtype)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps

@@ -37,10 +37,10 @@ class DenoisingUNet(nn.Module):
         """x: (B, C, H, W) noisy images; t_frac: (B,) timesteps t already divided by T."""
         t1 = self.fc1_t(t_frac)[:, :, None, None]   # (B, 2D, 1, 1)
         t2 = self.fc2_t(t_frac)[:, :, None, None]   # (B, D, 1, 1)
-        return self.decode(x, t1, t2, c1=1.0, c2=1.0)
+        return self.body(x, t1, t2, c1=1.0, c2=1.0)
 
-    def decode(self, x, t1, t2, c1, c2):
-        """The UNet body; (c1, c2) scale and (t1, t2) shift the two modulated feature maps."""
+    def body(self, x, t1, t2, c1, c2):
+        """The whole UNet, encoder to output; (c1, c2) scale and (t1, t2) shift its two modulated feature maps."""
         h = self.conv_in(x)                    # (B, D, H, W)        e.g. 28×28
         d1 = self.down1(h)                     # (B, D, H/2, W/2)    14×14
         d2 = self.down2(d1)                    # (B, 2D, H/4, W/4)   7×7
@@ -76,7 +76,7 @@ class ConditionalDenoisingUNet(DenoisingUNet):
         t2 = self.fc2_t(t_frac)[:, :, None, None]     # (B, D, 1, 1)
         c1 = self.fc1_c(c)[:, :, None, None]          # (B, 2D, 1, 1)
         c2 = self.fc2_c(c)[:, :, None, None]          # (B, D, 1, 1)
-        return self.decode(x, t1, t2, c1, c2)
+        return self.body(x, t1, t2, c1, c2)
 
 
 class TimeConditionedEncoder(nn.Module):

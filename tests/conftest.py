@@ -43,10 +43,11 @@ class ConditionalPointMass(nn.Module):
         super().__init__()
         self.targets, self.u, self.sched = targets, u, sched
 
-    def forward(self, xt, t_frac, c, mask):
+    def forward(self, xt, t_frac, c, mask=None):
         t = (t_frac * self.sched.T).round().long().cpu()
         ab = self.sched.alpha_bar[t].reshape(-1, 1, 1, 1).to(xt.device)   # float64: exact ε
-        x0 = torch.where(mask.reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
+        c = c if mask is None else c * mask.reshape(-1, 1)                # a dropped label is the zero vector
+        x0 = torch.where(c.sum(1).reshape(-1, 1, 1, 1) > 0, self.targets[c.argmax(1)], self.u)
         return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from common.data import load_afhq, synthetic_afhq, to_uint8
 from common.inception import InceptionFeatures
-from common.samplers import ddpm_sample, posterior_mean, sigma
+from common import samplers
+from common.samplers import ddpm_sample, posterior_mean, step_sigma
 from common.schedules import cosine_schedule
 from common.unets import MultiResUNet
 from conftest import load_script
@@ -73,7 +74,7 @@ class StandInFeatures(InceptionFeatures):
 @pytest.fixture
 def no_figures(monkeypatch):
     """Runs whose figures are not under test skip drawing them (matplotlib takes most of a dry run's time)."""
-    for name in ("save_grid", "save_labelled_grid", "save_loss_curves", "save_line_plot"):
+    for name in ("save_grid", "save_labelled_grid", "save_curves", "save_line_plot"):
         monkeypatch.setattr(M, name, lambda *args, **kwargs: None)
 
 
@@ -103,11 +104,11 @@ def test_posterior_step_clamps_x0_and_matches_eq18():
         mean, var = hand_step(xt.double(), eps.double(), t, T)
         torch.testing.assert_close(posterior_mean(xt, eps, t, sched, clip_x0=True).double(), mean,
                                    atol=1e-5, rtol=1e-5)
-        assert sigma(sched, t, "posterior") ** 2 == pytest.approx(var, rel=1e-9, abs=1e-15)
+        assert step_sigma(sched, t, "posterior") ** 2 == pytest.approx(var, rel=1e-9, abs=1e-15)
     ab = float(sched.alpha_bar[25])
     assert ((xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).abs().max() > 1        # the clamp acts here …
     assert not torch.allclose(posterior_mean(xt, eps, 25, sched), posterior_mean(xt, eps, 25, sched, clip_x0=True))
-    assert sigma(sched, 1, "posterior") == 0                                        # … and σ_1 = 0: x_0 = μ̃_1
+    assert step_sigma(sched, 1, "posterior") == 0                                        # … and σ_1 = 0: x_0 = μ̃_1
 
 
 def test_backward_process_is_algorithm_2_stopped_at_each_shown_step():
@@ -121,7 +122,7 @@ def test_backward_process_is_algorithm_2_stopped_at_each_shown_step():
         mean, var = hand_step(x, model(x.float(), torch.full((3,), t / T)).double(), t, T)
         x = by_hand[t] = mean + math.sqrt(var) * z                         # x_{t−1}, the output of step t
     g = torch.Generator().manual_seed(7)
-    sampled = ddpm_sample(model, x_T, sched, kind="posterior", clip_x0=True, generator=g)
+    sampled = ddpm_sample(model, x_T, sched, sigma="posterior", clip_x0=True, generator=g)
     torch.testing.assert_close(sampled.double(), by_hand[1], atol=1e-4, rtol=1e-4)
     kept = M.backward_process(model, sched, x_T, [1, 3, 3, 5], torch.Generator().manual_seed(7))
     assert sorted(kept) == [1, 3, 5]
@@ -206,7 +207,7 @@ def test_dry_run_writes_every_file_and_resume_continues_exactly(tmp_path, monkey
     assert stats["key"] == {"data_dir": "synthetic", "data_class": "cat", "image_size": 32, "n_images": 32}
     assert stats["mu"].shape == (12,) and stats["sigma"].shape == (12, 12)
     # the same run in two parts: 2 steps, then --resume to 4, gives the same model, losses, FIDs and samples
-    for name in ("save_grid", "save_labelled_grid", "save_loss_curves", "save_line_plot"):   # not under test here
+    for name in ("save_grid", "save_labelled_grid", "save_curves", "save_line_plot"):   # not under test here
         monkeypatch.setattr(M, name, lambda *args, **kwargs: None)
     M.main(["--dry-run", "--fid", "--train-steps", "2", "--out-dir", str(resumed)])
     StandInFeatures.reads.clear()
@@ -239,10 +240,11 @@ def test_the_loss_is_l1_a_zero_model_scores_mean_abs_eps(tmp_path, monkeypatch, 
 def test_grids_and_samples_are_algorithm_2_with_the_clamp_or_ddim(tmp_path, monkeypatch, no_figures, sampler, name,
                                                                   first):
     calls = []
-    monkeypatch.setattr(M, "ddim_sample", lambda model, x, sched, steps, eta, **kw: calls.append(
-        ("ddim", steps, eta, kw["clip_x0"])) or x)
-    monkeypatch.setattr(M, "ddpm_sample", lambda model, x, sched, *args, **kw: calls.append(
-        ("ddpm", kw["kind"], kw["clip_x0"])) or x)
+    monkeypatch.setattr(samplers, "ddim_sample", lambda model, x, sched, steps, eta, c, gamma, clip_x0, generator:
+                        calls.append(("ddim", steps, eta, clip_x0)) or x)
+    for module in (M, samplers):   # the 7.5 figure calls ddpm_sample itself, the grids through draw_samples
+        monkeypatch.setattr(module, "ddpm_sample", lambda model, x, sched, *args, **kw: calls.append(
+            ("ddpm", kw["sigma"], kw["clip_x0"])) or x)
     metrics = M.main(["--dry-run", "--sampler", sampler, "--sample-steps", "3", "--eta", "0",
                       "--out-dir", str(tmp_path)])
     assert metrics["sampler"] == name

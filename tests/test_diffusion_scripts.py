@@ -93,7 +93,7 @@ def test_02_sweep_puts_each_gamma_and_digit_where_it_belongs(tmp_path):
     # Algorithm 4 at γ must land on u + γ(targets[d] − u): every (γ, digit) of the sweep is checked
     m = load_script("02_cfg_mnist.py")
     args = m.parse_args(["--dry-run", "--sweep", "0", "1", "2.5", "--digits", "0", "3", "9", "--per-class", "2"])
-    args.eval_batch = 64
+    args.sample_batch = 64
     sched = m.ddpm_schedule(args.T, args.beta_1, args.beta_T)
     targets = torch.linspace(-0.3, 0.3, 10).reshape(10, 1, 1, 1).expand(10, 1, 28, 28).contiguous()
     u = torch.full((1, 1, 28, 28), 0.05)
@@ -106,41 +106,41 @@ def test_02_sweep_puts_each_gamma_and_digit_where_it_belongs(tmp_path):
 
 
 class SweepSpy:
-    """Wraps 02's draw: records each sweep γ it is asked for, and raises Ctrl-C at the n-th one."""
+    """Wraps 02's draw_samples: records each sweep γ it is asked for, and raises Ctrl-C at the n-th one."""
 
     def __init__(self, draw, stop_at=None):
         self.draw, self.stop_at, self.sweep = draw, stop_at, []
 
-    def __call__(self, args, model, sched, x_T, y, w, seed):
-        if len(y) == len(args.digits) * args.per_class:      # a sweep γ, not an epoch grid
-            self.sweep.append(w)
+    def __call__(self, model, sched, x_T, seed, args, c, gamma):
+        if len(c) == len(args.digits) * args.per_class:      # a sweep γ, not an epoch grid
+            self.sweep.append(gamma)
             if len(self.sweep) == self.stop_at:
                 raise KeyboardInterrupt
-        return self.draw(args, model, sched, x_T, y, w, seed)
+        return self.draw(model, sched, x_T, seed, args, c, gamma)
 
 
 def test_02_an_interrupted_sweep_continues_at_the_gamma_it_was_drawing(dry_run_02, tmp_path, monkeypatch):
     m = load_script("02_cfg_mnist.py")
     argv = ["--dry-run", "--out-dir", str(tmp_path)]
-    monkeypatch.setattr(m, "draw", SweepSpy(m.draw, stop_at=3))
+    monkeypatch.setattr(m, "draw_samples", SweepSpy(m.draw_samples, stop_at=3))
     with pytest.raises(KeyboardInterrupt):
         m.main(argv)
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["gamma_0.npz", "gamma_1.npz"]
-    spy = SweepSpy(m.draw.draw)
-    monkeypatch.setattr(m, "draw", spy)
+    spy = SweepSpy(m.draw_samples.draw)
+    monkeypatch.setattr(m, "draw_samples", spy)
     m.main(argv + ["--resume"])
     assert spy.sweep == [5, 7, 10, 15]                       # γ = 0 and 1 reused, the rest drawn
     out = dry_run_02[0]                                     # and the result is a straight run's, bit for bit
     assert np.array_equal(np.load(tmp_path / "samples.npz")["images"], np.load(out / "samples.npz")["images"])
 
 
-def nan_at_gamma_3(args, model, sched, x_T, y, w, seed):
-    return torch.full_like(x_T, float("nan") if w == 3 else 0.0)
+def nan_at_gamma_3(model, sched, x_T, seed, args, c, gamma):
+    return torch.full_like(x_T, float("nan") if gamma == 3 else 0.0)
 
 
 def test_02_samples_that_are_not_finite_stop_the_run_naming_gamma(tmp_path, monkeypatch):
     m = load_script("02_cfg_mnist.py")
-    monkeypatch.setattr(m, "draw", nan_at_gamma_3)
+    monkeypatch.setattr(m, "draw_samples", nan_at_gamma_3)
     with pytest.raises(SystemExit) as e:
         m.main(["--dry-run", "--out-dir", str(tmp_path), "--epochs", "1", "--sample-epochs", "1", "--sweep", "3"])
     assert "γ = 3" in str(e.value) and "NaN" in str(e.value) and "\n" not in str(e.value)

@@ -82,12 +82,13 @@ class Recorder:
         self.calls = []
 
     def __call__(self, model, guide, x_T, y, s, sched, **options):
-        self.calls.append((s, options["variance_scaled"], options["kind"]))
+        self.calls.append((s, options["variance_scaled"], options["sigma"]))
         return x_T
 
 
 def guidance_args(scale, per_age=6):
-    return argparse.Namespace(target_ages=TARGETS, per_age=per_age, seed=0, guidance_scale=scale, sigma="beta")
+    return argparse.Namespace(target_ages=TARGETS, per_age=per_age, seed=0, guidance_scale=scale, sigma="beta",
+                              guidance_step="gradient")
 
 
 def write_npy(array, path):
@@ -181,22 +182,12 @@ def test_regressor_split_keeps_exactly_the_ages_from_0_to_100():
 
 # --- Problem 1: sampling ---
 
-@pytest.mark.parametrize("sampler, sigma, expected", [("ddpm", "beta", ("ddpm", "beta")),
-                                                      ("ddpm", "posterior", ("ddpm", "posterior")),
-                                                      ("ddim", "beta", ("ddim", 4, 0.5))])
-def test_problem_1_draws_in_batches_by_algorithm_18_2_with_the_chosen_sigma_or_ddim(monkeypatch, sampler, sigma,
-                                                                                   expected):
-    calls = []
-    monkeypatch.setattr(M, "ddpm_sample", lambda model, x, sched, **kw: calls.append(
-        ("ddpm", kw["kind"], len(x))) or x)
-    monkeypatch.setattr(M, "ddim_sample", lambda model, x, sched, steps, eta, **kw: calls.append(
-        ("ddim", steps, eta, len(x))) or x)
-    args = argparse.Namespace(sampler=sampler, sigma=sigma, sample_steps=4, eta=0.5, eval_batch=3)
-    x_T = torch.randn(7, 1, 4, 4)
-    assert torch.equal(M.draw(args, None, None, x_T, seed=0), x_T)
-    assert calls == [expected + (3,), expected + (3,), expected + (1,)]
-    assert M.sampler_name(args) == {"beta": "Algorithm 18.2, σ_t = √β_t", "posterior": "Algorithm 18.2, σ_t = √β̃_t",
-                                    "ddim": "DDIM, 4 steps, η = 0.5"}[sampler if sampler == "ddim" else sigma]
+@pytest.mark.parametrize("sampler, sigma, expected", [("ddpm", "beta", "Algorithm 18.2, σ_t = √β_t"),
+                                                      ("ddpm", "posterior", "Algorithm 18.2, σ_t = √β̃_t"),
+                                                      ("ddim", "beta", "DDIM, 4 steps, η = 0.5")])
+def test_problem_1_names_algorithm_18_2_with_the_chosen_sigma_or_ddim(sampler, sigma, expected):
+    args = argparse.Namespace(sampler=sampler, sigma=sigma, sample_steps=4, eta=0.5, sample_batch=3)
+    assert M.sampler_name(args) == expected
 
 
 # --- Problem 2: merging ---
@@ -255,12 +246,17 @@ def test_exact_guide_moves_brightness_age_monotonically_to_the_target():
                          torch.device("cpu"))
 
 
-def test_the_guidance_step_is_twice_the_scale_on_grad_log_n_without_variance(monkeypatch):
+@pytest.mark.parametrize("step, variance_scaled", [("gradient", False), ("variance-scaled", True)])
+def test_the_guidance_step_is_twice_the_scale_on_grad_log_n_times_sigma2_if_asked(monkeypatch, step,
+                                                                                   variance_scaled):
     recorder = Recorder()
     monkeypatch.setattr(M, "classifier_guided_sample", recorder)
     guide = ExactAgeGuide(GaussianData(ddpm_schedule(10)))
-    images, _ = M.age_guided(guidance_args(0.2, per_age=2), None, guide, None, (1, 8, 8), torch.device("cpu"))
-    assert recorder.calls == [(0.4, False, "beta")] and images.shape == (8, 1, 8, 8)
+    args = guidance_args(0.2, per_age=2)
+    args.guidance_step = step
+    images, _ = M.age_guided(args, None, guide, None, (1, 8, 8), torch.device("cpu"))
+    assert recorder.calls == [(0.4, variance_scaled, "beta")] and images.shape == (8, 1, 8, 8)
+    assert M.parse_args(["--guidance-step", step]).guidance_step == step
 
 
 def test_pixels_the_unguided_ddpm_pushes_beyond_10_are_a_note_not_an_error(capsys):
@@ -310,7 +306,7 @@ def test_dry_run_writes_every_promised_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--T", "100", "--merge-ts", "50", "100"], "--merge-ts must lie in 1..T − 1 = 1..99, got 50 100"),
+    (["--T", "100", "--merge-ts", "50", "100"], "--merge-ts must lie in 1..T − 1 (here T = 100), got 50 100"),
     (["--target-ages", "18", "120"], "argument --target-ages: invalid age in 0..100 value: '120'"),
     (["--guidance-scale", "-1"], "argument --guidance-scale: invalid guidance scale"),
     (["--sigma", "sqrt"], "argument --sigma: invalid choice: 'sqrt'"),
@@ -339,3 +335,12 @@ def test_resume_continues_both_models_exactly(script, tmp_path):
         assert a["epoch"] == b["epoch"] == 2, name
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), (name, k)
+
+
+def test_the_default_merge_times_are_the_t_whose_alpha_bar_is_nearest_each_target():
+    # Handout C 2: four t that mix the two faces differently, from a faint noising (ᾱ_t ≈ 0.9) to a heavy one
+    for argv, sched in (([], ddpm_schedule(1000)), (["--quick"], ddpm_schedule(100, 1e-3, 0.2))):
+        ts = M.parse_args(argv).merge_ts
+        assert len(ts) == len(M.MERGE_ALPHA_BARS) and ts == sorted(ts) and ts[-1] < sched.T
+        for t, a in zip(ts, M.MERGE_ALPHA_BARS):
+            assert all(abs(sched.alpha_bar[t] - a) <= abs(sched.alpha_bar[u] - a) for u in range(1, sched.T))

@@ -1,11 +1,14 @@
 """Tests for common/judge.py, on a dry-run judge (synthetic data, seconds), and on a saved judge that
 get_judge loads instead of training."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from common.data import synthetic_mnist
 from common.frechet import fd_from_features, mean_pairwise_distance
+from common import judge as judge_module
 from common.judge import JudgeNet, augment, get_judge
 from common.run import save_checkpoint
 
@@ -84,3 +87,37 @@ def test_a_saved_judge_is_loaded_not_trained_and_a_foreign_file_is_one_line(tmp_
 
 
 
+
+
+class SkipsTheFirstStep:
+    """Stands in for fp16's loss scaler on a GPU: at the first step the scaled gradients overflow, so it skips the
+    optimizer's step and lowers its scale; later steps go through."""
+
+    def __init__(self):
+        self.scale_, self.steps = 2.0 ** 16, 0
+
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer):
+        self.steps += 1
+        if self.steps > 1:
+            optimizer.step()
+
+    def update(self):
+        if self.steps == 1:
+            self.scale_ /= 2
+
+    def get_scale(self):
+        return self.scale_
+
+
+def test_a_step_the_loss_scaler_skips_does_not_advance_the_learning_rate_schedule(monkeypatch):
+    # PyTorch warns "lr_scheduler.step() before optimizer.step()" when the one-cycle schedule steps past a step that
+    # the scaler skipped; the schedule must step only with the optimizer
+    monkeypatch.setattr(judge_module, "grad_scaler", lambda device: SkipsTheFirstStep())
+    x, y = synthetic_mnist(64, torch.device("cpu"))
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        judge_module.fit(JudgeNet(8, 16), x, y, epochs=2, batch_size=16, lr=1e-2, shift=0)

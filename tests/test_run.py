@@ -19,7 +19,7 @@ from conftest import load_script
 from test_data import write_idx
 
 TINY = ["--data-dir", "data", "--hidden", "8", "--T", "10", "--batch-size", "32", "--n-grid", "4",
-        "--n-samples", "8", "--eval-batch", "8", "--out-dir", "run"]
+        "--n-samples", "8", "--sample-batch", "8", "--out-dir", "run"]
 
 
 @pytest.fixture
@@ -143,6 +143,22 @@ def test_a_loss_that_is_not_finite_stops_training_with_one_line():
     with pytest.raises(SystemExit, match="epoch 3: the loss became nan at step 4; try a lower --lr"):
         progress.step(8, loss=torch.tensor(float("nan")))
     assert progress.losses() == [1.0, 2.0, 3.0, pytest.approx(float("nan"), nan_ok=True)]
+
+
+def test_a_checkpoint_loads_to_the_cpu_so_adams_step_counters_stay_there(tmp_path):
+    # on a GPU, Adam reads a `step` counter that sits on the device back with .item(): a sync per parameter at every
+    # step of a resumed run. Parameters on the "meta" device stand in for the GPU's here.
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path / "checkpoint.pt", Namespace(seed=0), epoch=1, model=model, optimizer=optimizer)
+    on_device = torch.nn.Linear(3, 2).to("meta")
+    optimizer = torch.optim.Adam(on_device.parameters())
+    run.load_checkpoint(tmp_path / "checkpoint.pt", optimizer=optimizer)
+    states = list(optimizer.state.values())
+    assert len(states) == 2 and all(state["step"].device.type == "cpu" for state in states)
+    assert all(state["exp_avg"].device.type == "meta" for state in states)   # the rest follows the parameters
 
 
 def test_an_interrupted_write_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):

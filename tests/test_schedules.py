@@ -2,7 +2,7 @@
 Handout E: tests/test_afhq_cosine.py)."""
 import torch
 
-from common.schedules import ddpm_forward, ddpm_schedule
+from common.schedules import ddpm_schedule, q_sample
 
 
 def test_linear_schedule_matches_handout_d():
@@ -37,12 +37,12 @@ def test_forward_process_is_exact_per_sample_and_has_the_right_moments():
     alpha_bar = s.alpha_bar.float()
     x0, eps = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
     t = torch.tensor([1, 2, 150, 300])
-    xt = ddpm_forward(x0, t, alpha_bar, eps)
+    xt = q_sample(x0, t, alpha_bar, eps)
     for i, ti in enumerate(t.tolist()):
         ab = alpha_bar[ti]
         torch.testing.assert_close(xt[i], ab.sqrt() * x0[i] + (1 - ab).sqrt() * eps[i])
     torch.manual_seed(0)
     x0 = torch.full((200_000, 1, 1, 1), 0.5)
-    xt = ddpm_forward(x0, torch.full((200_000,), 120), alpha_bar, torch.randn_like(x0))
+    xt = q_sample(x0, torch.full((200_000,), 120), alpha_bar, torch.randn_like(x0))
     ab = s.alpha_bar[120].item()
     assert abs(xt.mean().item() - ab ** 0.5 * 0.5) < 0.01 and abs(xt.var().item() - (1 - ab)) < 0.01

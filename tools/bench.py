@@ -2,10 +2,11 @@
 
     python -m tools.bench --device cpu --steps 3 --sample-timed-steps 5    # --dry-run: seconds, tiny models
 
-Per family: images/s of a training step written here (Handout D Algorithm 1; 04: gan_step), seconds per epoch of its
-dataset, samples/s of full-T DDPM (timed as DDIM with every step and η = 1, the ancestral sampler: the same model
-calls) and DDIM-50; on CUDA 'plain' (fp32, NCHW) and 'optimised' (channels_last + autocast, as the scripts run). Then
-the compute roof (matmul GFLOP/s) and the FID Inception's images/s. Warm-ups are never timed.
+Per family: images/s of a training step written here (Handout D Algorithm 1; 04: gan_step), seconds per epoch
+of its dataset, samples/s of full-T DDPM (timed as DDIM with every step and η = 1, the ancestral sampler: the same
+model calls) and DDIM-50; on CUDA 'plain' (fp32 with PyTorch's default TF32 convolutions, NCHW) and 'optimised'
+(channels_last + autocast, as the scripts run). Then the compute roof (matmul GFLOP/s) and the FID Inception's
+images/s. Warm-ups are never timed.
 """
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from common.gans import build_gan, gan_config, gan_step
 from common.inception import FIDInceptionV3
 from common.run import amp_dtype, autocast, grad_scaler, memory_format, pick_device, to_device, write_bytes
 from common.samplers import ddim_sample
-from common.schedules import cosine_schedule, ddpm_forward, ddpm_schedule
+from common.schedules import cosine_schedule, ddpm_schedule, q_sample
 from common.unets import ConditionalDenoisingUNet, DenoisingUNet, MultiResUNet
 
 FAMILIES = {   # the handouts' configurations; shape (C, H, W); n: training images per epoch
@@ -90,7 +91,7 @@ def train_step(fam, net, alpha_bar, x0, y):
         return gan_step(net, x0, y, g_step=True)
     t = torch.randint(1, fam["T"] + 1, (len(x0),), device=x0.device)          # line 4: t ~ U{1, ..., T}
     eps = torch.randn_like(x0)                                                # line 5: ε ~ N(0, I)
-    xt = ddpm_forward(x0, t, alpha_bar, eps)                                  # line 6
+    xt = q_sample(x0, t, alpha_bar, eps)                                      # line 6
     c = (F.one_hot(y, 10).float(), torch.ones(len(y), device=y.device)) if fam["model"] == "cond_unet" else ()
     with autocast(x0.device):
         eps_pred = net.model(xt, t / fam["T"], *c)                            # line 7: ε̂ = ε_θ(x_t, t[, c])
@@ -116,12 +117,13 @@ def bench_family(name, fam, args, device, optimised, plain=None):
         B, K = args.sample_batch, args.sample_timed_steps or sched.T
         x_T = torch.randn(B, *fam["shape"], device=device)
         c = F.one_hot(torch.arange(B, device=device) % 10, 10).float() if fam["model"] == "cond_unet" else None
-        ddim_sample(net.model, x_T, sched, steps=1, c=c, w=GUIDANCE)
+        ddim_sample(net.model, x_T, sched, steps=1, c=c, gamma=GUIDANCE)
         for key, count in (("ddpm", sched.T), ("ddim", min(DDIM_STEPS, sched.T))):
             t0 = clock(device)
-            ddim_sample(net.model, x_T, sched, steps=min(count, K), c=c, w=GUIDANCE)   # η = 1
+            ddim_sample(net.model, x_T, sched, steps=min(count, K), c=c, gamma=GUIDANCE)   # η = 1
             r[key] = B / ((clock(device) - t0) * count / min(count, K))
-    cells = [f"{name} ({fam['script']})", ("optimised" if optimised else "plain") if device.type == "cuda" else "fp32",
+    mode = ("optimised" if optimised else "plain: fp32 (TF32 convolutions)") if device.type == "cuda" else "fp32"
+    cells = [f"{name} ({fam['script']})", mode,
              fam["batch"], fmt(r["train"]), f"{fmt(fam['n'] / r['train'])} (N={fam['n']:,})", fmt(r["ddpm"]),
              fmt(r["ddim"]), " / ".join(f"{r[k] / plain[k]:.2f}×" if r[k] else "—" for k in r) if plain else "—"]
     return "| " + " | ".join(map(str, cells)) + " |", r

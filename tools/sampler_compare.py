@@ -24,7 +24,7 @@ from common.data import load_mnist, synthetic_mnist, to_uint8
 from common.judge import get_judge
 from common.plotting import save_labelled_grid
 from common.run import Progress, fail, pick_device, read_checkpoint, save_json, to_device
-from common.samplers import cfg_sample, ddim_sample, ddpm_sample, fixed_noise
+from common.samplers import ddim_sample, ddpm_cfg_sample, ddpm_sample, fixed_noise
 from common.schedules import ddpm_schedule
 from common.unets import ConditionalDenoisingUNet, DenoisingUNet
 
@@ -41,7 +41,8 @@ def parse_args(argv):
     p.add_argument("--ddim-steps", type=cli.positive_int, nargs="+", default=[50], help="DDIM model calls per sample")
     p.add_argument("--eta", type=cli.unit_interval, nargs="+", default=[1.0], help="DDIM η values: 1 adds fresh "
                    "noise each step, like the ancestral sampler; 0 is deterministic")
-    p.add_argument("--eval-batch", type=cli.positive_int, help="samples per batch (default: 1,000 on CUDA, 100 on CPU)")
+    p.add_argument("--sample-batch", type=cli.positive_int,
+                   help="samples computed in one pass (default: 1,000 on CUDA, 100 on CPU)")
     p.add_argument("--seed", type=cli.seed, default=0, help="seeds x_T and every sampler's noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--data-dir", default="data", help="torchvision dataset root (the MNIST test set)")
@@ -97,7 +98,7 @@ def verdict(interval, discordant, n, limit=1.0, min_discordant=10, alpha=0.025):
 
 def load_model(path, device):
     """(model, schedule) from a checkpoint of 01_ddpm_mnist.py (unconditional) or 02_cfg_mnist.py."""
-    ckpt = read_checkpoint(path, device)
+    ckpt = read_checkpoint(path)
     a = ckpt["args"]
     if a.get("script") not in MODELS or "model" not in ckpt or not {"hidden", "T", "beta_1", "beta_T"} <= set(a):
         fail(f"{path} is a checkpoint of {a.get('script', 'another program')}, not of 01_ddpm_mnist or 02_cfg_mnist")
@@ -120,9 +121,9 @@ def draw(model, sched, x_T, c, w, name, steps, eta, batch, seed):
     generator = torch.Generator(x_T.device).manual_seed(seed)
     out, t0, progress = [], clock(x_T.device), Progress(-(-len(x_T) // batch), f"{name}, {steps} steps:")
     for x, cb in zip(x_T.split(batch), c.split(batch) if c is not None else [None] * len(x_T)):
-        out.append(ddim_sample(model, x, sched, steps, eta, c=cb, w=w, generator=generator) if eta is not None
+        out.append(ddim_sample(model, x, sched, steps, eta, c=cb, gamma=w, generator=generator) if eta is not None
                    else ddpm_sample(model, x, sched, generator=generator) if cb is None
-                   else cfg_sample(model, x, cb, w, sched, generator))
+                   else ddpm_cfg_sample(model, x, cb, w, sched, generator))
         progress.step(len(x))
     return torch.cat(out), clock(x_T.device) - t0
 
@@ -135,7 +136,7 @@ def compare(args, model, sched, judge, x_test, device):
     runs = [("ddpm", sched.T, None)] + [(f"ddim η={eta:g}", k, eta) for eta in args.eta for k in args.ddim_steps]
     real, rows, firsts, right = judge.stats(x_test), [], [], []
     for name, steps, eta in runs:
-        x, seconds = draw(model, sched, x_T, c, args.guidance, name, steps, eta, args.eval_batch, args.seed + 2)
+        x, seconds = draw(model, sched, x_T, c, args.guidance, name, steps, eta, args.sample_batch, args.seed + 2)
         firsts.append(to_uint8(x[::args.per_class]))
         digits = judge.predict(x)
         right.append(digits == y.cpu())                                     # per sample: the asked-for digit?
@@ -173,7 +174,7 @@ def table(rows, n, guidance, device, conditional):
 def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
-    args.eval_batch = args.eval_batch or (1000 if device.type == "cuda" else 100)
+    args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     torch.manual_seed(args.seed)
     # --- the model, the test images and the judge ---
     model, sched = load_model(args.checkpoint, device) if args.checkpoint else \
