@@ -17,6 +17,8 @@
     (lowest_g_loss_epoch), but a low G loss says G fools the current D, easiest while D is weak (Handout B's
     "best" DCGAN epoch is 3 of 100). FID needs the FID Inception weights (--inception-weights), else "n/a".
 
+Handout A 3's names here: max_amp is --clip (c); the noise dimension is --z-dim; n_critic (Handout B 1(b)) is
+--n-critic; the D and G updates are dcgan_step and wgan_step below.
 Runtime per device: the handout map in README.md.
 Writes to results/04_dcgan_wgan/ (…_quick/, …_dry_run/):
     config.json, losses.csv (model, epoch, step, d_loss, g_loss), loss_curve_<model>.png,
@@ -26,18 +28,22 @@ Writes to results/04_dcgan_wgan/ (…_quick/, …_dry_run/):
     --clip-sweep), metrics.json (FD-judge, FID or "n/a", judge diversity, lowest_g_loss_epoch).
 """
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from common import cli
 from common.data import as_saved, load_mnist, synthetic_mnist, to_uint8
-from common.gans import build_gan, full_batches, gan_config, gan_step, generate, save_loss_curve, write_losses_csv
+from common.gans import (Discriminator, Generator, clip_weights_, d_loss_bce, full_batches, g_loss_minimax,
+                         g_loss_nonsaturating, generate, save_loss_curve, wgan_critic_loss, wgan_generator_loss,
+                         write_losses_csv)
 from common.inception import fid, find_weights
 from common.judge import get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
-from common.run import (Progress, check_finite, count_parameters, load_checkpoint, on_interrupt, open_run,
-                        pick_device, save_checkpoint, save_json, save_npz, seed_everything)
+from common.run import (Progress, autocast, check_finite, count_parameters, grad_scaler, load_checkpoint,
+                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
+                        to_device)
 from common.samplers import fixed_noise
 
 # --quick: one lr, DCGAN's 2e-4, for both models: 3 epochs give the WGAN few G steps to learn from
@@ -82,19 +88,93 @@ def check_args(p, args):
         p.error("--n-samples must be at least 2 (FD-judge needs a covariance)")
 
 
-def model_configs(args):
-    """{name: cfg}: the chosen models, then one WGAN per other clipping value of the sweep."""
-    configs = {name: gan_config(name, args) for name in args.models}
+def model_clips(args):
+    """{name: c}: the chosen models (the DCGAN's c: None), then one WGAN per other clipping value of the sweep."""
+    clips = {name: None if name == "dcgan" else args.clip for name in args.models}
     for c in args.clip_sweep or []:
-        if not ("wgan" in configs and c == args.clip):   # the main WGAN already is this one
-            configs[f"wgan_clip{c:g}"] = dict(gan_config("wgan", args), clip=c)
-    return configs
+        if not ("wgan" in clips and c == args.clip):     # the main WGAN already is this one
+            clips[f"wgan_clip{c:g}"] = c
+    return clips
 
 
 def sweep_names(args):
     """(c, model name) of every WGAN of the sweep, smallest c first."""
     return [(c, "wgan" if "wgan" in args.models and c == args.clip else f"wgan_clip{c:g}")
             for c in sorted(args.clip_sweep or [])]
+
+
+def build(name, args, device):
+    """The DCGAN's or a WGAN's G and D (channels_last on CUDA), their optimisers, and grad scalers (AMP on CUDA; on
+    a CPU they do nothing)."""
+    G = to_device(Generator(args.z_dim, args.hidden, args.small), device)
+    # Handout A 3(a): batch norm and dropout in D; 3(b): the WGAN's critic is the same network
+    D = to_device(Discriminator(args.hidden, args.small, norm="batch", dropout=args.dropout), device)
+    if name == "dcgan":
+        # Handout B 1(a): Adam, lr 2e-4, betas (0.5, 0.999)
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=args.lr or 2e-4, betas=(0.5, 0.999)) for m in (G, D))
+    else:
+        # Handout A 3(b): RMSProp; lr 5e-5 is Arjovsky et al.'s (the handouts give none)
+        opt_G, opt_D = (torch.optim.RMSprop(m.parameters(), lr=args.lr or 5e-5) for m in (G, D))
+    return SimpleNamespace(G=G, D=D, opt_G=opt_G, opt_D=opt_D, scaler_G=grad_scaler(device),
+                           scaler_D=grad_scaler(device))
+
+
+def dcgan_step(gan, x, args):
+    """One DCGAN step on a batch x of real images: D, then G on the same z. Returns (D loss, G loss)."""
+    G, D = gan.G, gan.D
+    # (1) Update D: maximise log D(x) + log(1 − D(G(z)))                  Handout A 3(a)
+    z = torch.randn(len(x), args.z_dim, device=x.device)                 # z ~ N(0, I)
+    with autocast(x.device):
+        x_fake = G(z)                                                    # (B, 1, 28, 28); its graph is kept for (2)
+        d_real, d_fake = D(x).float(), D(x_fake.detach()).float()        # (B,) logits
+    d_loss = d_loss_bce(d_real, d_fake)                                  # = BCE(D(x), 1) + BCE(D(G(z)), 0)
+    gan.opt_D.zero_grad(set_to_none=True)
+    gan.scaler_D.scale(d_loss).backward()
+    gan.scaler_D.step(gan.opt_D)
+    gan.scaler_D.update()
+    # (2) Update G: maximise log D(G(z)), through the updated D           Handout A 3(a)
+    with autocast(x.device):
+        d_fake = D(x_fake).float()                                       # gradients flow into G
+    if args.g_loss == "minimax":
+        g_loss = g_loss_minimax(d_fake)          # the literal game: minimise log(1 − D(G(z)))
+    else:
+        g_loss = g_loss_nonsaturating(d_fake)    # in practice: minimise −log D(G(z)), which does not saturate
+    gan.opt_G.zero_grad(set_to_none=True)
+    gan.scaler_G.scale(g_loss).backward()
+    gan.scaler_G.step(gan.opt_G)
+    gan.scaler_G.update()
+    return d_loss.detach(), g_loss.detach()
+
+
+def wgan_step(gan, x, step, args, c):
+    """One critic step on a batch x of real images (the epoch's `step`-th), then clipping to [−c, c]; on every
+    n_critic-th batch, a G step on the same z too. Returns (D loss, G loss or None)."""
+    G, D = gan.G, gan.D
+    g_step = step % args.n_critic == 0                                   # Handout B 1(b): n_critic critic steps
+    # (1) Update the critic D: maximise D(x) − D(G(z))                     Handout A 3(b)
+    z = torch.randn(len(x), args.z_dim, device=x.device)                 # z ~ N(0, I)
+    with torch.set_grad_enabled(g_step), autocast(x.device):
+        x_fake = G(z)                                                    # (B, 1, 28, 28); G's graph only for (2)
+    with autocast(x.device):
+        d_real, d_fake = D(x).float(), D(x_fake.detach()).float()        # (B,) scores
+    d_loss = wgan_critic_loss(d_real, d_fake)                            # −E[D(x)] + E[D(G(z))]
+    gan.opt_D.zero_grad(set_to_none=True)
+    gan.scaler_D.scale(d_loss).backward()
+    gan.scaler_D.step(gan.opt_D)
+    gan.scaler_D.update()
+    # Handout A 3(b): clip every critic parameter to [−c, c] after every critic step
+    clip_weights_(D, c)
+    if not g_step:
+        return d_loss.detach(), None
+    # (2) Every n_critic-th batch, update G: maximise D(G(z))             Handout A 3(b), B 1(b)
+    with autocast(x.device):
+        d_fake = D(x_fake).float()                                       # the clipped critic; gradients flow into G
+    g_loss = wgan_generator_loss(d_fake)                                 # −E[D(G(z))]
+    gan.opt_G.zero_grad(set_to_none=True)
+    gan.scaler_G.scale(g_loss).backward()
+    gan.scaler_G.step(gan.opt_G)
+    gan.scaler_G.update()
+    return d_loss.detach(), g_loss.detach()
 
 
 def lowest_g_loss_epoch(history):
@@ -130,25 +210,27 @@ def main(argv=None):
     seed_everything(args.seed)
     weights = find_weights(args.inception_weights)   # None if absent; a named file that is missing stops here
     if args.dry_run:
-        (x_train, y_train), x_test = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)[0]
+        (x_train, _), x_test = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)[0]
     else:
-        (x_train, y_train), (x_test, _) = (load_mnist("fashion", args.data_dir, tr, device) for tr in (True, False))
-    configs = model_configs(args)
-    n_batches = full_batches(len(x_train), args.batch_size, max(cfg["n_critic"] for cfg in configs.values()))
+        (x_train, _), (x_test, _) = (load_mnist("fashion", args.data_dir, tr, device) for tr in (True, False))
+    clips = model_clips(args)
+    n_batches = full_batches(len(x_train), args.batch_size, 1 if list(clips) == ["dcgan"] else args.n_critic)
     out = open_run(args, __file__, MATCH)
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))     # the same z for every grid
     z_eval = fixed_noise(args.n_samples, args.seed + 1, device, shape=(args.z_dim,))  # ... for every model
     histories, samples = {}, {}
-    for name, cfg in configs.items():
+    for name, c in clips.items():
         # --- model and optimisers: (a) DCGAN, (b) WGAN, the sweep's other WGANs ---
         torch.manual_seed(args.seed)                             # the initial weights depend on the seed only
-        gan, path = build_gan(cfg, device), out / f"checkpoint_{name}.pt"
-        start, history = 0, {"n_critic": cfg["n_critic"], "d": [], "g": [], "seconds": []}
+        gan, path = build(name, args, device), out / f"checkpoint_{name}.pt"
+        n_critic = 1 if name == "dcgan" else args.n_critic      # Handout B 1(b): the WGAN's critic steps per G step
+        lr = gan.opt_D.defaults["lr"]                            # --lr, or the model's own (build)
+        start, history = 0, {"n_critic": n_critic, "d": [], "g": [], "seconds": []}
         if args.resume and path.is_file():                       # a model with no checkpoint yet starts afresh
             ckpt = load_checkpoint(path, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
                                    scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
             start, history = ckpt["epoch"], ckpt["history"]
-        print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, "
+        print(f"--- {name}: {type(gan.opt_D).__name__} lr {lr:g}, n_critic {n_critic}, "
               f"G {count_parameters(gan.G):,} / D {count_parameters(gan.D):,} parameters, {len(x_train):,} images "
               f"on {device}, epochs {start + 1}..{args.epochs} ---", flush=True)
         # --- train: Handout A 3(a), 3(b) ---
@@ -159,10 +241,10 @@ def main(argv=None):
             t0, progress = time.time(), Progress(n_batches, f"{name} epoch {epoch}")
             order = torch.randperm(len(x_train), device=device)[:n_batches * args.batch_size]
             for step, idx in enumerate(order.split(args.batch_size), start=1):
-                # (1) a D step on a real batch x and fakes G(z): DCGAN maximises log D(x) + log(1 − D(G(z))) (3(a)),
-                # WGAN's critic D(x) − D(G(z)), then clips its weights (3(b)); (2) every n_critic-th step a G step
-                # (Handout B 1(b); DCGAN: n_critic = 1). The objectives, side by side: common/gans.py, gan_step
-                d_loss, g_loss = gan_step(gan, x_train[idx], y_train[idx], g_step=step % cfg["n_critic"] == 0)
+                if name == "dcgan":                              # (a): D, then G, on every batch
+                    d_loss, g_loss = dcgan_step(gan, x_train[idx], args)
+                else:                                            # (b): the critic, then G on every n_critic-th
+                    d_loss, g_loss = wgan_step(gan, x_train[idx], step, args, c)
                 progress.step(len(idx), D=d_loss, G=g_loss)
             history["d"].append(progress.losses("D"))
             history["g"].append(progress.losses("G"))
@@ -174,9 +256,10 @@ def main(argv=None):
             save_checkpoint(path, args, epoch=epoch, history=history, G=gan.G, D=gan.D, opt_G=gan.opt_G,
                             opt_D=gan.opt_D, scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
         histories[name] = history
-        save_loss_curve(history, out / f"loss_curve_{name}.png", title=f"{name}: D and G loss ({cfg['loss']} loss)")
+        save_loss_curve(history, out / f"loss_curve_{name}.png",
+                        title=f"{name}: D and G loss ({'bce' if name == 'dcgan' else 'wgan'} loss)")
         samples[name] = as_saved(generate(gan.G, z_eval))       # measured as the .npz holds them: 8 bits
-        check_finite(samples[name], f"{name}'s samples at --lr {cfg['lr']:g}")
+        check_finite(samples[name], f"{name}'s samples at --lr {lr:g}")
     write_losses_csv(histories, out / "losses.csv")
     # --- (c) samples, FD-judge and FID against the test set ---
     for name in args.models:
@@ -186,11 +269,10 @@ def main(argv=None):
     metrics = {"judge": judge.card, "reference": f"{len(x_test):,} {'synthetic' if args.dry_run else 'test'} images",
                "real_test_judge_diversity": judge.diversity(x_test), "models": {}}
     for name, history in histories.items():
-        cfg = configs[name]
         metrics["models"][name] = {
             "n": len(samples[name]), "fd_judge": judge.fd(samples[name], real),
             "fid": fid_or_na(args, samples[name], device, weights), "judge_diversity": judge.diversity(samples[name]),
-            "clip": cfg["clip"] if cfg["loss"] == "wgan" else None, "epochs_trained": len(history["d"]),
+            "clip": clips[name], "epochs_trained": len(history["d"]),
             "lowest_g_loss_epoch": lowest_g_loss_epoch(history), "train_seconds": round(sum(history["seconds"]), 1)}
     metrics["clip_sweep"] = [{"clip": c, "fd_judge": metrics["models"][name]["fd_judge"],
                               "fid": metrics["models"][name]["fid"]} for c, name in sweep_names(args)]

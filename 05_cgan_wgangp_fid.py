@@ -16,6 +16,8 @@
     against the real class's and the DCGAN's (4(c): "diversity within each class"). The DCGAN and WGAN rows are
     04's samples_dcgan.npz and samples_wgan.npz in --gan-dir. FID needs the Inception weights, else "n/a".
 
+Handout A 4's names here: λ is --gp-lambda, x̂ and ε are inside common/gans.py gradient_penalty, x̃ is x_fake; the
+D and G updates are cgan_step and wgangp_step below.
 Runtime per device: the handout map in README.md.
 Writes to results/05_cgan_wgangp_fid/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve_<model>.png,
     samples_<model>_epoch_001.png … (fixed noise; cGAN: a row per class), checkpoint_<model>.pt (--resume continues
@@ -24,19 +26,22 @@ Writes to results/05_cgan_wgangp_fid/ (…_quick/, …_dry_run/): config.json, l
 """
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from common import cli
 from common.data import FASHION_CLASSES, as_saved, from_uint8, load_mnist, synthetic_mnist, to_uint8
-from common.gans import (LABEL_INJECTIONS, build_gan, full_batches, gan_config, gan_step, generate,
-                         save_loss_curve, write_losses_csv)
+from common.gans import (LABEL_INJECTIONS, Discriminator, Generator, d_loss_bce, full_batches, g_loss_minimax,
+                         g_loss_nonsaturating, generate, gradient_penalty, save_loss_curve, wgan_critic_loss,
+                         wgan_generator_loss, write_losses_csv)
 from common.inception import fid, find_weights
 from common.judge import get_judge
 from common.plotting import save_labelled_grid, save_line_plot, save_mosaic
-from common.run import (Progress, check_finite, count_parameters, fail, load_checkpoint, on_interrupt, open_run,
-                        pick_device, save_checkpoint, save_json, save_npz, seed_everything, write_bytes)
+from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
+                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
+                        to_device, write_bytes)
 from common.samplers import fixed_noise
 
 # --quick: one lr, 2e-4, for both models (as 04 --quick): 3 epochs give WGAN-GP few G steps to learn from
@@ -79,6 +84,83 @@ def check_args(p, args):
         p.error(f"--hidden must be a multiple of 4 (G and D use hidden/4 and hidden/2), got {args.hidden}")
     if args.n_samples < 20:
         p.error("--n-samples must be at least 20 (the per-class FD-judge needs 2 samples of each class)")
+
+
+def build(name, args, device):
+    """The cGAN's or WGAN-GP's G and D (channels_last on CUDA), their optimisers, and grad scalers (AMP on CUDA; on
+    a CPU they do nothing)."""
+    G = to_device(Generator(args.z_dim, args.hidden, args.small, conditional=name == "cgan"), device)
+    if name == "cgan":
+        # Handout A 4(a): DCGAN's D (batch norm, dropout) with the label as input channels or at the dense layer
+        D = to_device(Discriminator(args.hidden, args.small, norm="batch", dropout=args.dropout, conditional=True,
+                                    label_inject=args.label_inject), device)
+        # Handout B 1(a): Adam, lr 2e-4, betas (0.5, 0.999)
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=args.lr or 2e-4, betas=(0.5, 0.999)) for m in (G, D))
+    else:
+        # Handout A 4(b): no batch norm (the penalty is per sample) and no dropout in the critic
+        D = to_device(Discriminator(args.hidden, args.small, norm=args.critic_norm, dropout=0.0), device)
+        # Gulrajani et al. (the handouts give no lr): Adam, lr 1e-4, betas (0.5, 0.9)
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=args.lr or 1e-4, betas=(0.5, 0.9)) for m in (G, D))
+    return SimpleNamespace(G=G, D=D, opt_G=opt_G, opt_D=opt_D, scaler_G=grad_scaler(device),
+                           scaler_D=grad_scaler(device))
+
+
+def cgan_step(gan, x, y, args):
+    """One cGAN step on a batch of real images x with labels y: D, then G on the same z and y. Returns
+    (D loss, G loss)."""
+    G, D = gan.G, gan.D
+    # (1) Update D: maximise log D(x, y) + log(1 − D(G(z, y), y))          Handout A 4(a)
+    z = torch.randn(len(x), args.z_dim, device=x.device)                 # z ~ N(0, I)
+    with autocast(x.device):
+        x_fake = G(z, y)                                                 # (B, 1, 28, 28): fakes of the batch's labels
+        d_real, d_fake = D(x, y).float(), D(x_fake.detach(), y).float()  # (B,) logits
+    d_loss = d_loss_bce(d_real, d_fake)                                  # = BCE(D(x, y), 1) + BCE(D(G(z, y), y), 0)
+    gan.opt_D.zero_grad(set_to_none=True)
+    gan.scaler_D.scale(d_loss).backward()
+    gan.scaler_D.step(gan.opt_D)
+    gan.scaler_D.update()
+    # (2) Update G: maximise log D(G(z, y), y), through the updated D        Handout A 3(a), 4(a)
+    with autocast(x.device):
+        d_fake = D(x_fake, y).float()                                    # gradients flow into G
+    if args.g_loss == "minimax":
+        g_loss = g_loss_minimax(d_fake)          # the literal game: minimise log(1 − D(G(z, y), y))
+    else:
+        g_loss = g_loss_nonsaturating(d_fake)    # in practice: minimise −log D(G(z, y), y), which does not saturate
+    gan.opt_G.zero_grad(set_to_none=True)
+    gan.scaler_G.scale(g_loss).backward()
+    gan.scaler_G.step(gan.opt_G)
+    gan.scaler_G.update()
+    return d_loss.detach(), g_loss.detach()
+
+
+def wgangp_step(gan, x, step, args):
+    """One critic step on a batch x of real images (the epoch's `step`-th), with the gradient penalty; on every
+    n_critic-th batch, a G step on the same z too. Returns (D loss, G loss or None)."""
+    G, D = gan.G, gan.D
+    g_step = step % args.n_critic == 0                                   # Handout B 1(b): n_critic critic steps
+    # (1) Update the critic D: maximise D(x) − D(x̃) − λ E[(‖∇D(x̂)‖₂ − 1)²]   Handout A 4(b)
+    z = torch.randn(len(x), args.z_dim, device=x.device)                 # z ~ N(0, I)
+    with torch.set_grad_enabled(g_step), autocast(x.device):
+        x_fake = G(z)                                                    # x̃ = G(z), (B, 1, 28, 28); graph only for (2)
+    with autocast(x.device):
+        d_real, d_fake = D(x).float(), D(x_fake.detach()).float()        # (B,) scores
+    # −E[D(x)] + E[D(x̃)] + λ E[(‖∇D(x̂)‖₂ − 1)²], x̂ = εx + (1 − ε)x̃ with ε ~ U[0, 1] drawn inside
+    d_loss = wgan_critic_loss(d_real, d_fake) + gradient_penalty(D, x, x_fake, args.gp_lambda)
+    gan.opt_D.zero_grad(set_to_none=True)
+    gan.scaler_D.scale(d_loss).backward()
+    gan.scaler_D.step(gan.opt_D)
+    gan.scaler_D.update()
+    if not g_step:
+        return d_loss.detach(), None
+    # (2) Every n_critic-th batch, update G: maximise D(G(z))             Handout A 4(b), B 1(b)
+    with autocast(x.device):
+        d_fake = D(x_fake).float()                                       # the updated critic; gradients flow into G
+    g_loss = wgan_generator_loss(d_fake)                                 # −E[D(G(z))]
+    gan.opt_G.zero_grad(set_to_none=True)
+    gan.scaler_G.scale(g_loss).backward()
+    gan.scaler_G.step(gan.opt_G)
+    gan.scaler_G.update()
+    return d_loss.detach(), g_loss.detach()
 
 
 def save_sample_grid(G, z, path, title, conditional=False):
@@ -169,23 +251,24 @@ def main(argv=None):
     else:
         (x_train, y_train), (x_test, y_test) = (load_mnist("fashion", args.data_dir, t, device) for t in (True, False))
     samples = read_04_samples(args.gan_dir, device)             # the DCGAN and WGAN rows: 04's samples
-    configs = {name: gan_config(name, args) for name in ("wgangp", "cgan")}
     n_batches = full_batches(len(x_train), args.batch_size, args.n_critic)
     out = open_run(args, __file__, MATCH)
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))     # the same z for every grid
     z_eval = fixed_noise(args.n_samples, args.seed + 1, device, shape=(args.z_dim,))  # ... for every model
     y_eval = torch.arange(args.n_samples, device=device) % 10     # the cGAN: every class equally often
     histories, generators = {}, {}
-    for name, cfg in configs.items():
+    for name in ("wgangp", "cgan"):
         # --- model and optimisers: (b) WGAN-GP, (a) cGAN ---
         torch.manual_seed(args.seed)                             # the initial weights depend on the seed only
-        gan, path = build_gan(cfg, device), out / f"checkpoint_{name}.pt"
-        start, history = 0, {"n_critic": cfg["n_critic"], "d": [], "g": [], "seconds": []}
+        gan, path = build(name, args, device), out / f"checkpoint_{name}.pt"
+        n_critic = args.n_critic if name == "wgangp" else 1     # Handout B 1(b): the critic's steps per G step
+        lr = gan.opt_D.defaults["lr"]                            # --lr, or the model's own (build)
+        start, history = 0, {"n_critic": n_critic, "d": [], "g": [], "seconds": []}
         if args.resume and path.is_file():                       # a model with no checkpoint yet starts afresh
             ckpt = load_checkpoint(path, G=gan.G, D=gan.D, opt_G=gan.opt_G, opt_D=gan.opt_D,
                                    scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
             start, history = ckpt["epoch"], ckpt["history"]
-        print(f"--- {name}: {cfg['loss']} loss, {cfg['optimizer']} lr {cfg['lr']:g}, n_critic {cfg['n_critic']}, G "
+        print(f"--- {name}: {type(gan.opt_D).__name__} lr {lr:g}, n_critic {n_critic}, G "
               f"{count_parameters(gan.G):,} / D {count_parameters(gan.D):,} parameters, epochs {start + 1}.."
               f"{args.epochs}", flush=True)
         # --- train: Handout A 4(a), 4(b) ---
@@ -196,10 +279,10 @@ def main(argv=None):
             t0, progress = time.time(), Progress(n_batches, f"{name} epoch {epoch}")
             order = torch.randperm(len(x_train), device=device)[:n_batches * args.batch_size]
             for step, idx in enumerate(order.split(args.batch_size), start=1):
-                # (1) a D step: the cGAN's D(x, y) maximises log D(x, y) + log(1 − D(G(z, y), y)) (4(a)); WGAN-GP's
-                # critic D(x) − D(x̃) − λ E[(‖∇D(x̂)‖₂ − 1)²] (4(b)); (2) every n_critic-th step a G step (cGAN:
-                # n_critic = 1). The objectives, side by side: common/gans.py, gan_step
-                d_loss, g_loss = gan_step(gan, x_train[idx], y_train[idx], g_step=step % cfg["n_critic"] == 0)
+                if name == "cgan":                               # (a): D, then G, on every batch
+                    d_loss, g_loss = cgan_step(gan, x_train[idx], y_train[idx], args)
+                else:                                            # (b): the critic, then G on every n_critic-th
+                    d_loss, g_loss = wgangp_step(gan, x_train[idx], step, args)
                 progress.step(len(idx), D=d_loss, G=g_loss)
             history["d"].append(progress.losses("D"))
             history["g"].append(progress.losses("G"))
@@ -207,15 +290,15 @@ def main(argv=None):
             print(f"{name} epoch {epoch}/{args.epochs}: D {np.mean(history['d'][-1]):.4f}  "
                   f"G {np.mean(history['g'][-1] or [np.nan]):.4f}  ({history['seconds'][-1]:.0f} s)", flush=True)
             save_sample_grid(gan.G, z_fixed, out / f"samples_{name}_epoch_{epoch:03d}.png",
-                      f"{name}, epoch {epoch} (fixed noise)", cfg["conditional"])
+                      f"{name}, epoch {epoch} (fixed noise)", conditional=name == "cgan")
             save_checkpoint(path, args, epoch=epoch, history=history, G=gan.G, D=gan.D, opt_G=gan.opt_G,
                             opt_D=gan.opt_D, scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
         histories[name], generators[name] = history, gan.G
         save_loss_curve(history, out / f"loss_curve_{name}.png", title=f"{NAMES[name]}: D and G loss")
-        samples[name] = x = as_saved(generate(gan.G, z_eval, y_eval if cfg["conditional"] else None))  # as saved
-        check_finite(x, f"{name}'s samples at --lr {cfg['lr']:g}")
-        save_npz(out / f"samples_{name}.npz", images=to_uint8(x), **({"labels": y_eval.cpu().numpy()}
-                                                                       if cfg["conditional"] else {}))
+        samples[name] = x = as_saved(generate(gan.G, z_eval, y_eval if name == "cgan" else None))  # as saved
+        check_finite(x, f"{name}'s samples at --lr {lr:g}")
+        save_npz(out / f"samples_{name}.npz", images=to_uint8(x),
+                 **({"labels": y_eval.cpu().numpy()} if name == "cgan" else {}))
     write_losses_csv(histories, out / "losses.csv")
     # --- (c) the table: FID and FD-judge of the four models, the cGAN's diversity per class ---
     judge = get_judge("fashion", args.data_dir, device, args.dry_run)
@@ -223,7 +306,7 @@ def main(argv=None):
     metrics = {"judge": judge.card, "reference": f"{len(x_test):,} {'synthetic' if args.dry_run else 'test'} images",
                "gan_dir": args.gan_dir, "real_test_judge_diversity": judge.diversity(x_test), "models": {}}
     for name in NAMES:                                           # the table's rows: 04's two, then this run's
-        source = "trained here" if name in configs else str(Path(args.gan_dir) / f"samples_{name}.npz")
+        source = "trained here" if name in histories else str(Path(args.gan_dir) / f"samples_{name}.npz")
         metrics["models"][name] = dict(name=NAMES[name], source=source,
                                        **judged(args, judge, real, samples[name], device, weights))
     metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)

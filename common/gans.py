@@ -2,26 +2,31 @@
 
     Generator, Discriminator   3(a): one dense + three transposed convs; three convs + one dense (small=True: the
                                footnote's one conv layer); 4(a): their conditional versions
-    losses                     3(a) BCE, minimax or non-saturating G loss; 3(b) Wasserstein, weight clipping;
-                               4(b) the gradient penalty. Each is to be minimised; E[·] is a batch mean
-    RECIPES, gan_config        each model's loss, optimiser and critic settings
-    build_gan, gan_step        one model's networks and optimisers; one D step and, if asked, one G step
+    the losses                 3(a) d_loss_bce, g_loss_minimax, g_loss_nonsaturating; 3(b) wgan_critic_loss,
+                               wgan_generator_loss. Each is to be minimised; E[·] is a batch mean
+    clip_weights_              3(b): every critic parameter clipped to [−c, c]
+    gradient_penalty           4(b): λ E[(‖∇D(x̂)‖₂ − 1)²]
+    full_batches               an epoch's number of batches, at least n_critic
     generate                   G in eval mode (BatchNorm's running statistics), in batches
+    write_losses_csv,          the loss record: losses.csv, and the loss curve
+    save_loss_curve
+
+The training steps, each model's D (critic) step and G step under its objective, are in the scripts: dcgan_step
+and wgan_step in 04_dcgan_wgan.py, cgan_step and wgangp_step in 05_cgan_wgangp_fid.py. So are each model's
+optimiser and its settings (lr, betas, n_critic, dropout, c, λ), as flags or on the line that builds it.
 
 DCGAN's D returns a logit l, D(x) = σ(l), its logs in the stable forms log σ(l) = −softplus(−l), log(1 − σ(l)) =
 −softplus(l); a WGAN critic returns an unbounded score. GAN: https://arxiv.org/abs/1406.2661, DCGAN:
 https://arxiv.org/abs/1511.06434, WGAN: https://arxiv.org/abs/1701.07875, WGAN-GP: https://arxiv.org/abs/1704.00028,
 cGAN: https://arxiv.org/abs/1411.1784.
 """
-from types import SimpleNamespace
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .plotting import save_curves
-from .run import autocast, fail, grad_scaler, to_device, write_csv
+from .run import autocast, fail, write_csv
 
 NUM_CLASSES = 10
 NORMS = ("batch", "layer", "instance", "none")
@@ -72,9 +77,10 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(x[, y]): (B, 1, 28, 28) images [+ (B,) labels] -> (B,) logits (DCGAN) or critic scores (WGAN)."""
+    """D(x[, y]): (B, 1, 28, 28) images [+ (B,) labels] -> (B,) logits (DCGAN) or critic scores (WGAN). Dropout
+    after each conv: Handout A 3(a)'s rate is the scripts' --dropout."""
 
-    def __init__(self, hidden=128, small=False, norm="batch", dropout=0.3, conditional=False,
+    def __init__(self, hidden=128, small=False, norm="batch", dropout=0.0, conditional=False,
                  label_inject="channels"):
         super().__init__()
         if label_inject not in LABEL_INJECTIONS:
@@ -143,7 +149,7 @@ def clip_weights_(D, c):
         p.clamp_(-c, c)
 
 
-def gradient_penalty(D, x_real, x_fake, y=None, lam=10.0, eps=None):
+def gradient_penalty(D, x_real, x_fake, lam, y=None, eps=None):
     """Handout A 4(b): λ E_x̂[(‖∇_x̂ D(x̂)‖₂ − 1)²], one ε and one gradient norm per sample. In fp32 with
     autocast off: it differentiates D twice, and a half-precision gradient's norm is too coarse."""
     if eps is None:
@@ -160,48 +166,7 @@ def gradient_penalty(D, x_real, x_fake, y=None, lam=10.0, eps=None):
     return lam * ((grad_norm - 1) ** 2).mean()
 
 
-# --- recipes, the model, one training step ---
-
-# Handout A 3(a), 3(b), 4(a), 4(b): loss, critic normalisation, dropout, optimiser. Handout B 1(a): lr 2e-4,
-# betas (0.5, 0.999); B 1(b): 5 critic steps per G step. The handouts give no lr for WGAN or WGAN-GP: those
-# are the papers' (Arjovsky et al.: 5e-5; Gulrajani et al.: 1e-4, 5 critic steps).
-RECIPES = {
-    "dcgan": dict(loss="bce", conditional=False, norm="batch", use_dropout=True, optimizer="adam",
-                  lr=2e-4, betas=(0.5, 0.999), n_critic=1),
-    "cgan": dict(loss="bce", conditional=True, norm="batch", use_dropout=True, optimizer="adam",
-                 lr=2e-4, betas=(0.5, 0.999), n_critic=1),
-    "wgan": dict(loss="wgan", conditional=False, norm="batch", use_dropout=True, optimizer="rmsprop",
-                 lr=5e-5, betas=None, n_critic=5),
-    "wgangp": dict(loss="wgangp", conditional=False, norm="layer", use_dropout=False, optimizer="adam",
-                   lr=1e-4, betas=(0.5, 0.9), n_critic=5),
-}
-
-
-def gan_config(kind, args):
-    """The recipe of `kind` with the flags in args (a flag args lacks keeps its default) -> one model's cfg."""
-    recipe = RECIPES[kind]
-    return dict(recipe, kind=kind, lr=getattr(args, "lr", None) or recipe["lr"],
-                n_critic=getattr(args, "n_critic", 5) if recipe["n_critic"] > 1 else 1,
-                norm=getattr(args, "critic_norm", recipe["norm"]) if kind == "wgangp" else recipe["norm"],
-                dropout=getattr(args, "dropout", 0.3) if recipe["use_dropout"] else 0.0,
-                z_dim=getattr(args, "z_dim", 100), hidden=getattr(args, "hidden", 128),
-                small=getattr(args, "small", False), g_loss=getattr(args, "g_loss", "nonsaturating"),
-                clip=getattr(args, "clip", 0.01), gp_lambda=getattr(args, "gp_lambda", 10.0),
-                label_inject=getattr(args, "label_inject", "channels"))
-
-
-def build_gan(cfg, device):
-    """G and D on the device (channels_last on CUDA), their optimisers and grad scalers, and cfg."""
-    G = to_device(Generator(cfg["z_dim"], cfg["hidden"], cfg["small"], cfg["conditional"]), device)
-    D = to_device(Discriminator(cfg["hidden"], cfg["small"], cfg["norm"], cfg["dropout"], cfg["conditional"],
-                                cfg["label_inject"]), device)
-    if cfg["optimizer"] == "rmsprop":   # Handout A 3(b): RMSProp for WGAN
-        opt_G, opt_D = (torch.optim.RMSprop(m.parameters(), lr=cfg["lr"]) for m in (G, D))
-    else:                               # Handout A 3(a), 4(b): Adam with the recipe's betas
-        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=cfg["lr"], betas=cfg["betas"]) for m in (G, D))
-    return SimpleNamespace(G=G, D=D, opt_G=opt_G, opt_D=opt_D, scaler_G=grad_scaler(device),
-                           scaler_D=grad_scaler(device), cfg=cfg)
-
+# --- training: an epoch's batches; samples ---
 
 def full_batches(n_images, batch_size, n_critic):
     """An epoch's number of full batches (BatchNorm needs more than one sample, so the rest is dropped), at least
@@ -211,53 +176,6 @@ def full_batches(n_images, batch_size, n_critic):
         fail(f"--batch-size {batch_size} leaves {n} full batches of the {n_images:,} images, fewer than --n-critic "
              f"{n_critic}: G would never be updated; lower --batch-size or --n-critic")
     return n
-
-
-def optimizer_step(loss, optimizer, scaler):
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def gan_step(gan, x_real, y, g_step):
-    """One D (critic) step on the batch and, if g_step, one G step on the same z through the updated D.
-    Returns (d_loss, g_loss or None) as device tensors. The recipes differ only in the lines under the banners."""
-    cfg, device = gan.cfg, x_real.device
-    y = y if cfg["conditional"] else None                          # cGAN: fakes of the batch's own labels
-    z = torch.randn(len(x_real), cfg["z_dim"], device=device)      # z ~ N(0, I)
-    with torch.set_grad_enabled(g_step), autocast(device):
-        x_fake = gan.G(z, y)                                       # (B, 1, 28, 28); G's graph kept for step (2)
-    with autocast(device):
-        d_real, d_fake = gan.D(x_real, y).float(), gan.D(x_fake.detach(), y).float()   # (B,), (B,)
-    if cfg["loss"] == "bce":
-        # (1) D: maximise log D(x) + log(1 − D(G(z)))                    Handout A 3(a), 4(a)
-        d_loss = d_loss_bce(d_real, d_fake)
-    elif cfg["loss"] == "wgan":
-        # (1) critic: maximise D(x) − D(G(z))                            Handout A 3(b)
-        d_loss = wgan_critic_loss(d_real, d_fake)
-    else:
-        # (1) critic: maximise D(x) − D(x̃) − λ E[(‖∇D(x̂)‖₂ − 1)²]         Handout A 4(b)
-        d_loss = wgan_critic_loss(d_real, d_fake) + gradient_penalty(gan.D, x_real, x_fake, y, cfg["gp_lambda"])
-    optimizer_step(d_loss, gan.opt_D, gan.scaler_D)
-    if cfg["loss"] == "wgan":
-        # Handout A 3(b): clip every critic parameter to [−c, c] after every critic step
-        clip_weights_(gan.D, cfg["clip"])
-    if not g_step:
-        return d_loss.detach(), None
-    with autocast(device):
-        d_fake = gan.D(x_fake, y).float()                          # the updated D; gradients flow into G
-    if cfg["loss"] != "bce":
-        # (2) G: maximise D(G(z))                                        Handout A 3(b), 4(b)
-        g_loss = wgan_generator_loss(d_fake)
-    elif cfg["g_loss"] == "minimax":
-        # (2) G: minimise log(1 − D(G(z)))                               Handout A 3(a), literally
-        g_loss = g_loss_minimax(d_fake)
-    else:
-        # (2) G: maximise log D(G(z)) (non-saturating)                   Handout A 3(a), in practice
-        g_loss = g_loss_nonsaturating(d_fake)
-    optimizer_step(g_loss, gan.opt_G, gan.scaler_G)
-    return d_loss.detach(), g_loss.detach()
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from common.gans import gan_step
 from conftest import load_script
 
 M04, M05 = load_script("04_dcgan_wgan.py"), load_script("05_cgan_wgangp_fid.py")
@@ -91,27 +90,29 @@ class StopRun(Exception):
 
 
 class RecordingStep:
-    """Wraps gan_step: records whether each call steps G, and stops the run at call `stop`."""
+    """Wraps a script's critic step: records whether each call stepped G (a G loss came back), and stops the run
+    at call `stop`."""
 
-    def __init__(self, stop):
-        self.g_steps, self.stop = [], stop
+    def __init__(self, step, stop):
+        self.step, self.g_steps, self.stop = step, [], stop
 
-    def __call__(self, gan, x_real, y, g_step):
-        self.g_steps.append(g_step)
+    def __call__(self, *args):
+        d_loss, g_loss = self.step(*args)
+        self.g_steps.append(g_loss is not None)
         if len(self.g_steps) == self.stop:
             raise StopRun
-        return gan_step(gan, x_real, y, g_step)
+        return d_loss, g_loss
 
 
-@pytest.mark.parametrize("script, argv", [(M04, ["--models", "wgan"]), (M05, [])])
-def test_g_steps_after_every_n_critic_th_critic_step(script, argv, tmp_path, monkeypatch):
+@pytest.mark.parametrize("script, step, argv", [(M04, "wgan_step", ["--models", "wgan"]), (M05, "wgangp_step", [])])
+def test_g_steps_after_every_n_critic_th_critic_step(script, step, argv, tmp_path, monkeypatch):
     """Handout B 1(b): n_critic critic steps, then one G step. With n_critic 3 and 4 batches an epoch: the 3rd D step
     of each epoch (the count starts again each epoch)."""
-    step = RecordingStep(stop=8)
-    monkeypatch.setattr(script, "gan_step", step)
+    recording = RecordingStep(getattr(script, step), stop=8)
+    monkeypatch.setattr(script, step, recording)
     with pytest.raises(StopRun):
         script.main(["--dry-run", "--n-critic", "3", "--out-dir", str(tmp_path)] + argv)
-    assert step.g_steps == [False, False, True, False] * 2
+    assert recording.g_steps == [False, False, True, False] * 2
 
 
 def test_04_resume_continues_exactly_and_starts_a_model_without_checkpoint_afresh(run04, tmp_path):

@@ -1,6 +1,6 @@
 """common/gans.py against Handout A Problems 3–4: the networks, every loss against its formula, the gradient
-penalty against closed forms and a per-sample loop, weight clipping, and gan_step for each recipe."""
-import argparse
+penalty against closed forms and a per-sample loop, weight clipping; and the scripts' training steps (04's
+dcgan_step and wgan_step, 05's cgan_step and wgangp_step) and optimisers against the handouts."""
 import copy
 import csv
 
@@ -10,22 +10,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.data import synthetic_mnist
-from common.gans import (Discriminator, Generator, build_gan, clip_weights_, d_loss_bce, full_batches, g_loss_minimax,
-                         g_loss_nonsaturating, gan_config, gan_step, generate, gradient_penalty, wgan_critic_loss,
-                         wgan_generator_loss, write_losses_csv)
+from common.gans import (Discriminator, Generator, clip_weights_, d_loss_bce, full_batches, g_loss_minimax,
+                         g_loss_nonsaturating, generate, gradient_penalty, wgan_critic_loss, wgan_generator_loss,
+                         write_losses_csv)
+from conftest import load_script
 
 CPU = torch.device("cpu")
+M04, M05 = load_script("04_dcgan_wgan.py"), load_script("05_cgan_wgangp_fid.py")
+SCRIPT = {"dcgan": M04, "wgan": M04, "cgan": M05, "wgangp": M05}
 
 
 def count(model, *types):
     return sum(isinstance(m, types) for m in model.modules())
 
 
-def flags(**kw):
-    """The flags gan_config reads, with tiny widths."""
-    base = dict(lr=None, n_critic=5, dropout=0.3, z_dim=16, hidden=8, small=False, g_loss="nonsaturating",
-                clip=0.01, gp_lambda=10.0, critic_norm="layer", label_inject="channels")
-    return argparse.Namespace(**dict(base, **kw))
+def flags(name, *argv):
+    """The script's own flags and defaults (those of the handouts), with tiny widths."""
+    return SCRIPT[name].parse_args(["--z-dim", "16", "--hidden", "8", *argv])
+
+
+def built(name, *argv):
+    """(G, D, their optimisers and grad scalers, args) as the script builds them, seeded."""
+    args = flags(name, *argv)
+    torch.manual_seed(0)
+    return SCRIPT[name].build(name, args, CPU), args
 
 
 # --- the networks: Handout A 3(a), its footnote, 4(a), 4(b) ---
@@ -41,7 +49,7 @@ def test_generator_is_one_dense_then_conv_layers(small, n_convs):
 
 @pytest.mark.parametrize("small, n_convs", [(False, 3), (True, 1)])
 def test_discriminator_is_conv_layers_then_one_dense(small, n_convs):
-    D = Discriminator(hidden=16, small=small)
+    D = Discriminator(hidden=16, small=small, dropout=0.3)
     assert D(torch.randn(5, 1, 28, 28)).shape == (5,)
     assert count(D, nn.Conv2d) == n_convs and count(D, nn.Linear) == 1
     assert [m for m in D.modules() if isinstance(m, nn.Conv2d)][-1].out_channels == 16   # hidden: D's last conv
@@ -50,10 +58,10 @@ def test_discriminator_is_conv_layers_then_one_dense(small, n_convs):
 
 @pytest.mark.parametrize("norm, layer", [("layer", nn.GroupNorm), ("instance", nn.InstanceNorm2d)])
 def test_wgangp_critic_has_no_batchnorm_and_no_dropout(norm, layer):
-    D = build_gan(gan_config("wgangp", flags(critic_norm=norm)), CPU).D
+    D = built("wgangp", "--critic-norm", norm)[0].D
     assert count(D, nn.BatchNorm1d, nn.BatchNorm2d) == 0 and count(D, layer) == 2
     assert all(m.p == 0 for m in D.modules() if isinstance(m, nn.Dropout))
-    none = build_gan(gan_config("wgangp", flags(critic_norm="none")), CPU).D
+    none = built("wgangp", "--critic-norm", "none")[0].D
     assert count(none, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d) == 0
 
 
@@ -75,16 +83,20 @@ def test_conditional_discriminator_uses_label(inject):
     assert (D(x, torch.zeros(3, dtype=torch.long)) - D(x, torch.full((3,), 9))).abs().max() > 1e-6
 
 
-def test_recipes_follow_the_handouts():
-    dcgan, wgan, gp = (build_gan(gan_config(k, flags()), CPU) for k in ("dcgan", "wgan", "wgangp"))
-    assert isinstance(dcgan.opt_D, torch.optim.Adam) and dcgan.opt_D.defaults["betas"] == (0.5, 0.999)
-    assert dcgan.cfg["lr"] == 2e-4 and dcgan.cfg["n_critic"] == 1 and dcgan.cfg["dropout"] == 0.3
-    assert isinstance(wgan.opt_D, torch.optim.RMSprop) and isinstance(wgan.opt_G, torch.optim.RMSprop)
-    assert wgan.cfg["lr"] == 5e-5 and wgan.cfg["n_critic"] == 5
-    assert isinstance(gp.opt_D, torch.optim.Adam) and gp.opt_D.defaults["betas"] == (0.5, 0.9)
-    assert gp.cfg["lr"] == 1e-4 and gp.cfg["gp_lambda"] == 10.0 and gp.cfg["dropout"] == 0.0
-    assert gan_config("wgan", flags(lr=1e-3))["lr"] == 1e-3                        # --lr overrides the recipe
-    assert gan_config("cgan", argparse.Namespace())["hidden"] == 128              # missing flags: the defaults
+@pytest.mark.parametrize("name, optimizer, lr, betas, dropout", [
+    ("dcgan", torch.optim.Adam, 2e-4, (0.5, 0.999), 0.3), ("cgan", torch.optim.Adam, 2e-4, (0.5, 0.999), 0.3),
+    ("wgan", torch.optim.RMSprop, 5e-5, None, 0.3), ("wgangp", torch.optim.Adam, 1e-4, (0.5, 0.9), 0.0)])
+def test_each_script_builds_the_handouts_optimisers(name, optimizer, lr, betas, dropout):
+    """Handout B 1(a): Adam 2e-4, (0.5, 0.999); 3(b): RMSProp (5e-5, Arjovsky et al.); WGAN-GP: Adam 1e-4,
+    (0.5, 0.9) (Gulrajani et al.); dropout 0.3 in D (3(a)) but none in WGAN-GP's critic (4(b)); --lr overrides."""
+    gan, args = built(name)
+    for opt in (gan.opt_G, gan.opt_D):
+        assert type(opt) is optimizer and opt.defaults["lr"] == lr and opt.defaults.get("betas") == betas
+    assert {m.p for m in gan.D.modules() if isinstance(m, nn.Dropout)} == {dropout}
+    assert args.n_critic == 5                                                        # Handout B 1(b)
+    assert args.clip == 0.01 if SCRIPT[name] is M04 else args.gp_lambda == 10.0      # Handout A 3(b): c; 4(b): λ
+    assert all(opt.defaults["lr"] == 1e-3 for opt in (built(name, "--lr", "1e-3")[0].opt_G,
+                                                         built(name, "--lr", "1e-3")[0].opt_D))
 
 
 def test_generate_runs_G_in_eval_mode_in_batches_and_restores_its_mode():
@@ -153,7 +165,7 @@ class LinearCritic(nn.Module):
 def test_gradient_penalty_closed_form_for_a_linear_critic():
     torch.manual_seed(0)
     D = LinearCritic()
-    penalty = gradient_penalty(D, torch.randn(6, 1, 28, 28), torch.randn(6, 1, 28, 28), lam=10.0)
+    penalty = gradient_penalty(D, torch.randn(6, 1, 28, 28), torch.randn(6, 1, 28, 28), 10.0)
     w_norm = D.w.detach().norm()
     assert penalty.item() == pytest.approx(10 * (w_norm.item() - 1) ** 2, rel=1e-5)
     penalty.backward()   # differentiable in the critic: d/dw λ(‖w‖ − 1)² = 2λ(‖w‖ − 1) w / ‖w‖
@@ -170,8 +182,8 @@ def test_gradient_penalty_uses_one_norm_per_sample():
     x_real, x_fake, eps = torch.randn(5, 1, 28, 28), torch.randn(5, 1, 28, 28) * 0.1, torch.rand(5, 1, 1, 1)
     x_hat = eps * x_real + (1 - eps) * x_fake
     expected = 10 * ((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    assert gradient_penalty(half_squared_norm, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(),
-                                                                                                 rel=1e-5)
+    assert gradient_penalty(half_squared_norm, x_real, x_fake, 10.0, eps=eps).item() == pytest.approx(
+        expected.item(), rel=1e-5)
     assert abs(expected - 10 * (x_hat.norm() - 1) ** 2) > 1        # not the norm of the whole batch's gradient
 
 
@@ -185,7 +197,7 @@ def test_gradient_penalty_matches_a_per_sample_loop_on_the_real_critic():
         grad, = torch.autograd.grad(D(x_hat).sum(), x_hat)
         terms.append((grad.norm() - 1) ** 2)
     expected = 10 * torch.stack(terms).mean()
-    assert gradient_penalty(D, x_real, x_fake, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
+    assert gradient_penalty(D, x_real, x_fake, 10.0, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 class RecordingCritic:
@@ -200,64 +212,99 @@ def test_gradient_penalty_draws_one_epsilon_per_sample_between_real_and_fake():
     """Handout A 4(b): x̂ = ε x + (1 − ε) x̃, ε ~ U[0, 1] per sample. With x = 1 and x̃ = 0, x̂_i is the image ε_i."""
     critic = RecordingCritic()
     torch.manual_seed(0)
-    gradient_penalty(critic, torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28))
+    gradient_penalty(critic, torch.ones(8, 1, 28, 28), torch.zeros(8, 1, 28, 28), 10.0)
     per_sample = critic.x_hat.flatten(1)
     assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))   # one ε for all pixels of a sample
     eps = per_sample[:, 0]
     assert eps.min() >= 0 and eps.max() <= 1 and len(eps.unique()) == 8        # another ε for each sample
 
 
-# --- gan_step: each recipe's D and G objective, clipping, the G step only when asked ---
+# --- the scripts' training steps: each model's objectives, clipping, the G step every n_critic-th batch ---
 
-@pytest.mark.parametrize("kind, g_loss", [("dcgan", "nonsaturating"), ("dcgan", "minimax"), ("cgan", "nonsaturating"),
-                                          ("wgan", "nonsaturating"), ("wgangp", "nonsaturating")])
-def test_gan_step_optimises_the_handouts_objectives(kind, g_loss):
-    """Replays gan_step's random draws (z, then the GP's ε) on copies of G and D taken before the step: the D
-    loss is the recipe's formula with the old D, the G loss the formula with the updated D on the same fakes."""
-    torch.manual_seed(0)
-    gan = build_gan(gan_config(kind, flags(dropout=0.0, g_loss=g_loss, lr=1e-2)), CPU)
-    x_real, y = synthetic_mnist(16)
+def take_step(name, gan, x, y, args, step=1, c=None):
+    """One training step of `name` as its script takes it on the epoch's `step`-th batch (the WGAN: clipping at c)."""
+    if name == "dcgan":
+        return M04.dcgan_step(gan, x, args)
+    if name == "cgan":
+        return M05.cgan_step(gan, x, y, args)
+    if name == "wgan":
+        return M04.wgan_step(gan, x, step, args, args.clip if c is None else c)
+    return M05.wgangp_step(gan, x, step, args)
+
+
+def d_objective(name, D, x, x_fake, y, eps):
+    """Handout A: D's loss, written out. BCE: −log D(x) − log(1 − D(x̃)); WGAN: D(x̃) − D(x) [+ λ(‖∇D(x̂)‖ − 1)²]."""
+    d_real, d_fake = D(x, y), D(x_fake, y)
+    if name in ("dcgan", "cgan"):
+        return -torch.log(torch.sigmoid(d_real)).mean() - torch.log(1 - torch.sigmoid(d_fake)).mean()
+    loss = d_fake.mean() - d_real.mean()
+    if name == "wgangp":
+        x_hat = (eps * x + (1 - eps) * x_fake).requires_grad_(True)
+        grad, = torch.autograd.grad(D(x_hat).sum(), x_hat)
+        loss = loss + 10 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    return loss
+
+
+def g_objective(name, g_loss, D, x_fake, y):
+    """Handout A: G's loss, written out: −log D(x̃) (non-saturating), log(1 − D(x̃)) (minimax), or −D(x̃)."""
+    d_fake = D(x_fake, y)
+    if name in ("wgan", "wgangp"):
+        return -d_fake.mean()
+    if g_loss == "minimax":
+        return torch.log(1 - torch.sigmoid(d_fake)).mean()
+    return -torch.log(torch.sigmoid(d_fake)).mean()
+
+
+@pytest.mark.parametrize("name, g_loss", [("dcgan", "nonsaturating"), ("dcgan", "minimax"), ("cgan", "nonsaturating"),
+                                          ("cgan", "minimax"), ("wgan", "nonsaturating"), ("wgangp", "nonsaturating")])
+def test_each_step_descends_the_handouts_objectives(name, g_loss):
+    """Replays the step's random draws (z, then the GP's ε) on copies of G and D taken before it. (1) D's loss is the
+    formula with the old D, and lower with the new D on the same x, x̃ = G(z) (and x̂); (2) G's loss is the formula
+    with the new D, and lower with the new G on the same z. n_critic 1: a G step on this batch; c = ∞: no clipping."""
+    gan, args = built(name, "--dropout", "0", "--g-loss", g_loss, "--n-critic", "1")
+    x, y = synthetic_mnist(16)
+    y = y if name == "cgan" else None
     G0, D0 = copy.deepcopy(gan.G), copy.deepcopy(gan.D)
     torch.manual_seed(1)
-    d_loss, g_loss_value = gan_step(gan, x_real, y, g_step=True)
+    d_loss, g_loss_value = take_step(name, gan, x, y, args, step=1, c=float("inf"))
     torch.manual_seed(1)
-    y = y if kind == "cgan" else None
-    x_fake = G0(torch.randn(16, 16), y).detach()
-    d_real, d_fake, sig = D0(x_real, y), D0(x_fake, y), torch.sigmoid
-    if kind in ("dcgan", "cgan"):                 # maximise log D(x) + log(1 − D(G(z)))
-        expected_d = -torch.log(sig(d_real)).mean() - torch.log(1 - sig(d_fake)).mean()
-    else:                                         # maximise D(x) − D(G(z)) [− λ E(‖∇D(x̂)‖ − 1)²]
-        expected_d = d_fake.mean() - d_real.mean()
-    if kind == "wgangp":
-        eps = torch.rand(16, 1, 1, 1)
-        x_hat = (eps * x_real + (1 - eps) * x_fake).requires_grad_(True)
-        grad, = torch.autograd.grad(D0(x_hat).sum(), x_hat)
-        expected_d = expected_d + 10 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    assert d_loss.item() == pytest.approx(expected_d.item(), rel=1e-4, abs=1e-6)
-    d_fake = gan.D(x_fake, y)                      # the updated D (clipped, for WGAN)
-    expected_g = {"nonsaturating": -torch.log(sig(d_fake)).mean(), "minimax": torch.log(1 - sig(d_fake)).mean(),
-                  "wgan": -d_fake.mean()}["wgan" if kind.startswith("wgan") else g_loss]
-    assert g_loss_value.item() == pytest.approx(expected_g.item(), rel=1e-4, abs=1e-6)
-    assert any(not torch.equal(p, q) for p, q in zip(gan.D.parameters(), D0.parameters()))
-    assert any(not torch.equal(p, q) for p, q in zip(gan.G.parameters(), G0.parameters()))
+    z = torch.randn(16, 16)
+    x_fake = G0(z, y).detach()
+    D0(x, y), D0(x_fake, y)                        # the step's forwards of D, then ε: the same random draws
+    eps = torch.rand(16, 1, 1, 1)
+    d_before, d_after = (d_objective(name, D, x, x_fake, y, eps) for D in (D0, gan.D))
+    assert d_loss.item() == pytest.approx(d_before.item(), rel=1e-4, abs=1e-6) and d_after < d_before
+    g_before, g_after = (g_objective(name, g_loss, gan.D, G(z, y), y) for G in (G0, gan.G))
+    assert g_loss_value.item() == pytest.approx(g_before.item(), rel=1e-4, abs=1e-6) and g_after < g_before
 
 
-def test_without_a_g_step_only_D_moves():
-    torch.manual_seed(0)
-    gan = build_gan(gan_config("wgangp", flags()), CPU)
-    G0 = copy.deepcopy(gan.G)
-    d_loss, g_loss = gan_step(gan, *synthetic_mnist(16), g_step=False)
-    assert g_loss is None and torch.isfinite(d_loss) and not gan.opt_G.state
-    assert all(torch.equal(p, q) for p, q in zip(gan.G.parameters(), G0.parameters()))
+@pytest.mark.parametrize("name", ["wgan", "dcgan", "wgangp"])
+def test_only_the_wgan_step_keeps_every_critic_parameter_within_c(name):
+    """Handout A 3(b): after every critic step each critic parameter lies in [−c, c] (c = 0.005: the initial
+    weights are larger, so some end at ±c). Neither DCGAN's D nor WGAN-GP's critic is clipped."""
+    gan, args = built(name, "--n-critic", "2")
+    x, y = synthetic_mnist(16)
+    for step in (1, 2, 3):
+        take_step(name, gan, x, y, args, step, c=0.005)
+        params = torch.cat([p.detach().flatten() for p in gan.D.parameters()])
+        assert (params.abs().max() <= 0.005) == (name == "wgan")
+    if name == "wgan":
+        assert (params == 0.005).any() and (params == -0.005).any()
 
 
-@pytest.mark.parametrize("kind, clipped", [("wgan", True), ("dcgan", False), ("wgangp", False)])
-def test_only_wgan_clips_the_critic_after_every_step(kind, clipped):
-    torch.manual_seed(0)
-    gan = build_gan(gan_config(kind, flags(clip=0.005)), CPU)
-    gan_step(gan, *synthetic_mnist(16), g_step=False)
-    inside = all(p.abs().max() <= 0.005 for p in gan.D.parameters())
-    assert inside == clipped
+@pytest.mark.parametrize("name, g_steps", [("wgan", [3, 6]), ("wgangp", [3, 6]), ("dcgan", [1, 2, 3, 4, 5, 6]),
+                                           ("cgan", [1, 2, 3, 4, 5, 6])])
+def test_G_moves_only_on_every_n_critic_th_batch(name, g_steps):
+    """Handout B 1(b): with --n-critic 3 the critic steps on every batch and G on batches 3 and 6 only; the DCGAN
+    and cGAN step G on every batch (--n-critic is the WGANs')."""
+    gan, args = built(name, "--n-critic", "3")
+    x, y = synthetic_mnist(16)
+    for step in range(1, 7):
+        G0, D0 = ([p.detach().clone() for p in net.parameters()] for net in (gan.G, gan.D))
+        d_loss, g_loss = take_step(name, gan, x, y, args, step)
+        g_moved = any(not torch.equal(p, q) for p, q in zip(gan.G.parameters(), G0))
+        assert any(not torch.equal(p, q) for p, q in zip(gan.D.parameters(), D0)) and torch.isfinite(d_loss)
+        assert g_moved == (step in g_steps) and (g_loss is not None) == (step in g_steps), step
 
 
 def test_losses_csv_puts_each_g_loss_on_every_n_critic_th_d_step(tmp_path):

@@ -2,12 +2,13 @@
 
     python -m tools.bench --device cpu --steps 3 --sample-timed-steps 5    # --dry-run: seconds, tiny models
 
-Per family: images/s of a training step written here (Handout D Algorithm 1; 04: gan_step), seconds per epoch
+Per family: images/s of a training step written here (Handout D Algorithm 1; 04: its dcgan_step), seconds per epoch
 of its dataset, samples/s of full-T DDPM (timed as DDIM with every step and η = 1, the ancestral sampler: the same
 model calls) and DDIM-50; on CUDA 'plain' (fp32 with PyTorch's default TF32 convolutions, NCHW) and 'optimised'
 (channels_last + autocast, as the scripts run). Then the compute roof (matmul GFLOP/s) and the FID Inception's
 images/s. Warm-ups are never timed.
 """
+import importlib.util
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import make_parser, positive_int
-from common.gans import build_gan, gan_config, gan_step
 from common.inception import FIDInceptionV3
 from common.run import amp_dtype, autocast, grad_scaler, memory_format, pick_device, to_device, write_bytes
 from common.samplers import ddim_sample
@@ -50,7 +50,7 @@ def parse_args(argv):
 
 
 class Plain(torch.nn.Module):
-    """'plain' mode: `net` in NCHW and fp32 even inside the samplers' and gan_step's autocast: the same code runs."""
+    """'plain' mode: `net` in NCHW and fp32 even inside the samplers' and dcgan_step's autocast: the same code runs."""
 
     def __init__(self, net):
         super().__init__()
@@ -59,6 +59,18 @@ class Plain(torch.nn.Module):
     def forward(self, x, *rest):
         with torch.autocast(x.device.type, enabled=False):
             return self.net(x.contiguous(), *rest)
+
+
+def load_04():
+    """04_dcgan_wgan.py as a module (its name starts with a digit): its build and dcgan_step."""
+    path = Path(__file__).resolve().parents[1] / "04_dcgan_wgan.py"
+    spec = importlib.util.spec_from_file_location("dcgan_wgan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+M04 = load_04()
 
 
 def clock(device):
@@ -71,7 +83,8 @@ def build(fam, device, optimised):
     """The family's networks, optimisers and grad scalers as its script builds them, and its schedule."""
     no_scaler = torch.amp.GradScaler(device.type, enabled=False)   # fp32 needs no loss scaling
     if fam["model"] == "gan":             # 04's DCGAN, Handout A 3(a)
-        gan = build_gan(gan_config("dcgan", SimpleNamespace(z_dim=fam["z_dim"], hidden=fam["hidden"])), device)
+        gan = M04.build("dcgan", M04.parse_args(["--z-dim", str(fam["z_dim"]), "--hidden", str(fam["hidden"])]),
+                        device)
         if not optimised:
             gan.G, gan.D, gan.scaler_G, gan.scaler_D = Plain(gan.G), Plain(gan.D), no_scaler, no_scaler
         return gan, None
@@ -86,9 +99,9 @@ def build(fam, device, optimised):
 
 
 def train_step(fam, net, alpha_bar, x0, y):
-    """One training step: gan_step (D, then G), or Handout D Algorithm 1 (07: with the L1 loss)."""
+    """One training step: 04's dcgan_step (D, then G), or Handout D Algorithm 1 (07: with the L1 loss)."""
     if fam["model"] == "gan":
-        return gan_step(net, x0, y, g_step=True)
+        return M04.dcgan_step(net, x0, SimpleNamespace(z_dim=fam["z_dim"], g_loss="nonsaturating"))
     t = torch.randint(1, fam["T"] + 1, (len(x0),), device=x0.device)          # line 4: t ~ U{1, ..., T}
     eps = torch.randn_like(x0)                                                # line 5: ε ~ N(0, I)
     xt = q_sample(x0, t, alpha_bar, eps)                                      # line 6
