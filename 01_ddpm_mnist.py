@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from common import cli
 from common.data import as_saved, load_mnist, synthetic_mnist, to_uint8
-from common.judge import get_judge
+from common.folders import clean_exit, open_run, run_folder
+from common.judge import check_judge, get_judge
 from common.plotting import save_grid, save_loss_curves
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz,
-                        seed_everything, to_device)
+                        pick_device, save_checkpoint, save_json, save_losses_csv, save_npz, seed_everything, to_device,
+                        to_go)
 from common.samplers import draw_samples, fixed_noise, sampler_label
 from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet
@@ -58,7 +59,7 @@ def check_args(p, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup and data (read before anything is written) ---
+    # --- setup, data and the run folder, checked before anything is written ---
     device, sampler = pick_device(args.device), sampler_label(args, "Algorithm 2")
     args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
@@ -66,7 +67,8 @@ def main(argv=None):
         x_train, x_test = synthetic_mnist(256, device)[0], synthetic_mnist(128, device, seed=1)[0]
     else:
         x_train, x_test = (load_mnist("mnist", args.data_dir, train, device)[0] for train in (True, False))
-    out = open_run(args, __file__, MATCH)
+    check_judge("mnist", args.dry_run)
+    out = run_folder(args, __file__, MATCH)
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
@@ -77,8 +79,9 @@ def main(argv=None):
     if args.resume:
         ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
+    open_run(args, out)                                              # every check passed: the folder is this run's
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, {len(x_train):,} "
-          f"images on {device}, epochs {start + 1}..{args.epochs}", flush=True)
+          f"images on {device}, {to_go(start, args.epochs)}", flush=True)
     x_T_grid = fixed_noise(args.n_grid, args.seed, device)          # the same x_T for every epoch's grid
     # --- train: Handout D Algorithm 1 ---
     for epoch in range(start + 1, args.epochs + 1):
@@ -131,5 +134,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

@@ -22,7 +22,7 @@ Runtime per device: the handout map in README.md. Writes to results/02_cfg_mnist
     test set, the same noise each time), guidance_sweep.png (rows γ, columns digits, the same noise in each
     column), guidance_metrics.png, samples.npz (uint8 `images`, `labels`, `guidance`), metrics.json (per γ:
     accuracy as an independent classifier judges it, FD-judge, diversity), sweep/gamma_<γ>.npz (each γ as
-    it finishes: an interrupted sweep continues with --resume at the γ it was drawing).
+    it finishes: an interrupted sweep continues with --resume at the γ it was drawing; a damaged one is drawn again).
 """
 import time
 
@@ -32,11 +32,12 @@ import torch.nn.functional as F
 
 from common import cli
 from common.data import from_uint8, load_mnist, synthetic_mnist, to_uint8
-from common.judge import get_judge
+from common.folders import clean_exit, open_run, run_folder
+from common.judge import check_judge, get_judge
 from common.plotting import save_grid, save_labelled_grid, save_line_plot, save_loss_curves
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, grad_scaler, load_checkpoint,
-                        load_part, on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_losses_csv,
-                        save_npz, save_part, seed_everything, to_device)
+                        load_part, pick_device, save_checkpoint, save_json, save_losses_csv, save_npz, save_part,
+                        seed_everything, to_device, to_go)
 from common.samplers import draw_samples, fixed_noise, sampler_label
 from common.schedules import ddpm_schedule, q_sample
 from common.unets import ConditionalDenoisingUNet
@@ -125,7 +126,7 @@ def save_sweep(args, images, metrics, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup and data (read before anything is written) ---
+    # --- setup, data and the run folder, checked before anything is written ---
     device = pick_device(args.device)
     args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
@@ -133,7 +134,8 @@ def main(argv=None):
         (x_train, y_train), (x_test, y_test) = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)
     else:
         (x_train, y_train), (x_test, y_test) = (load_mnist("mnist", args.data_dir, tr, device) for tr in (True, False))
-    out = open_run(args, __file__, MATCH)
+    check_judge("mnist", args.dry_run)
+    out = run_folder(args, __file__, MATCH)
     # --- model, schedule, optimiser ---
     model = to_device(ConditionalDenoisingUNet(hidden=args.hidden), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
@@ -144,8 +146,9 @@ def main(argv=None):
     if args.resume:
         ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
+    open_run(args, out)                                              # every check passed: the folder is this run's
     print(f"ConditionalDenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, epochs {start + 1}..{args.epochs}")
+          f"p_uncond={args.p_uncond}, {len(x_train):,} images on {device}, {to_go(start, args.epochs)}")
     y_grid = y_test[:args.n_grid]                                    # §3.3: labels drawn from the test set
     x_T_grid = fixed_noise(len(y_grid), args.seed, device)           # the same x_T for every epoch's grid
     # --- train: Handout D Algorithm 3 ---
@@ -193,5 +196,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

@@ -1,7 +1,7 @@
 """Handout A Problem 2: classifier guidance steers 01's frozen, unconditional MNIST DDPM towards a chosen digit.
 
     python 03_classifier_guidance.py                # guides results/01_ddpm_mnist/checkpoint.pt
-    python 03_classifier_guidance.py --train-unet   # ... running `python 01_ddpm_mnist.py` first if it is missing
+    python 03_classifier_guidance.py --train-unet   # ... running 01_ddpm_mnist.py first if it is missing or unfinished
     python 03_classifier_guidance.py --quick        # a laptop CPU: 10 samples per digit (runs 01 --quick if needed)
     python 03_classifier_guidance.py --dry-run      # seconds: synthetic data, tiny models (what the tests run)
     python 03_classifier_guidance.py --quick --cfg-samples results/02_cfg_mnist_quick/samples.npz   # + 02's sweep
@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from common import cli
 from common.data import from_uint8, load_mnist, synthetic_mnist, to_uint8
 from common.frechet import fd_from_features, mean_pairwise_distance
-from common.judge import get_judge
+from common.folders import clean_exit, open_run, run_folder
+from common.judge import check_judge, get_judge
 from common.plotting import save_labelled_grid, save_line_plot, save_loss_curves, save_mosaic
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, fail, grad_scaler,
-                        load_checkpoint, load_part, on_interrupt, open_run, pick_device, read_checkpoint,
-                        save_checkpoint, save_json, save_losses_csv, save_npz, save_part, seed_everything, to_device,
-                        write_bytes)
+                        load_checkpoint, load_part, pick_device, read_checkpoint, save_checkpoint, save_json,
+                        save_losses_csv, save_npz, save_part, seed_everything, to_device, to_go, write_bytes)
 from common.samplers import classifier_guided_sample, fixed_noise
 from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet, TimeConditionedEncoder
@@ -103,20 +103,19 @@ def parse_args(argv):
 
 def load_frozen_unet(args, device):
     """Handout A 2(a): 01's ε_θ(x_t, t) in eval mode with requires_grad_(False), its schedule and what it is.
-    A missing one is trained first (--train-unet, --quick, --dry-run) by 01_ddpm_mnist.py as its own process."""
+    A missing one is trained first (--train-unet, --quick, --dry-run) by 01_ddpm_mnist.py as its own process, and
+    so is the rest of one that such a run left unfinished (01 --resume): a half-trained DDPM is never guided
+    unasked."""
     preset = ["--quick"] if args.quick else ["--dry-run"] if args.dry_run else []
     folder = "results/01_ddpm_mnist" + ("_quick" if args.quick else "_dry_run" if args.dry_run else "")
     path = Path(args.unet_checkpoint or f"{folder}/checkpoint.pt")
     command = ["01_ddpm_mnist.py", *preset, "--out-dir", str(path.parent)]
     if not path.is_file() and not (args.train_unet or preset):
         fail(f"{path} does not exist: run `python {' '.join(command)}` first, or add --train-unet")
-    if not path.is_file():
-        command += ["--device", args.device, "--data-dir", args.data_dir]
-        print(f"no DDPM at {path}: running `python {' '.join(command)}` first", flush=True)
-        status = subprocess.run([sys.executable, str(Path(__file__).with_name(command[0])), *command[1:]]).returncode
-        if status != 0 or not path.is_file():
-            fail(f"`python {' '.join(command)}` stopped (exit status {status}) without writing {path}")
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if path.is_file() else None
+    if ckpt is None or (ckpt.get("epoch", 0) < ckpt["args"].get("epochs", 0) and (args.train_unet or preset)):
+        train_unet(args, command + ["--resume"] * (ckpt is not None), path)
+        ckpt = read_checkpoint(path)
     saved = ckpt["args"]
     if saved.get("script") != "01_ddpm_mnist":
         fail(f"{path} was written by {saved.get('script', 'another program')}, not 01_ddpm_mnist.py: pass 01's")
@@ -134,6 +133,25 @@ def load_frozen_unet(args, device):
     # config.json records (and --resume checks) the DDPM's path and schedule, which p_φ is trained for
     args.unet_checkpoint, args.T, args.beta_1, args.beta_T = str(path), saved["T"], saved["beta_1"], saved["beta_T"]
     return unet, ddpm_schedule(saved["T"], saved["beta_1"], saved["beta_T"]), info
+
+
+def train_unet(args, command, path):
+    """Run `python <command>` (01_ddpm_mnist.py) as its own process, in its own session: Ctrl-C stops this run,
+    which then stops 01 (whose files are whole: each is written atomically) and prints the one line to go on."""
+    command = command + ["--device", args.device, "--data-dir", args.data_dir]
+    print(f"{'an unfinished' if path.is_file() else 'no'} DDPM at {path}: running `python {' '.join(command)}` "
+          f"first", flush=True)
+    try:
+        status = subprocess.run([sys.executable, str(Path(__file__).with_name(command[0])), *command[1:]],
+                                start_new_session=True).returncode
+    except KeyboardInterrupt:   # subprocess.run has stopped 01
+        print(f"\ninterrupted while 01_ddpm_mnist.py trained the DDPM of this run (nothing of this run was written): "
+              f"run the same command again; it {'continues that training' if path.is_file() else 'trains it'} "
+              f"first", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    if status != 0 or not path.is_file():
+        fail(f"`python {' '.join(command)}` stopped (exit status {status}) before its DDPM was done: see its error "
+             f"above")
 
 
 def guided_sweep(args, unet, p_phi, sched, facts, device, out):
@@ -220,7 +238,7 @@ def save_figures(args, out, images, rows, reference, acc_t):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup, the frozen DDPM and the data (read before anything is written) ---
+    # --- setup, the frozen DDPM, the data and the run folder, checked before anything is written ---
     device = pick_device(args.device)
     args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     # Handout A 2(a): 01's DDPM, frozen; a copy of every tensor, compared with it at the end
@@ -230,7 +248,8 @@ def main(argv=None):
     seed_everything(args.seed)
     (x_train, y_train), (x_test, y_test) = (synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)) \
         if args.dry_run else (load_mnist("mnist", args.data_dir, train, device) for train in (True, False))
-    out = open_run(args, __file__, MATCH)
+    check_judge("mnist", args.dry_run)
+    out = run_folder(args, __file__, MATCH)
     # --- (b) p_φ(y | x_t, t) and its optimiser ---
     p_phi = to_device(NoisyClassifier(hidden=args.classifier_hidden), device)
     optimizer = torch.optim.Adam(p_phi.parameters(), lr=args.classifier_lr)
@@ -240,14 +259,16 @@ def main(argv=None):
         ckpt = load_checkpoint(out / "checkpoint_classifier.pt", model=p_phi, optimizer=optimizer,
                                scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
-    print(f"p_φ on {device}: {count_parameters(p_phi):,} parameters, epochs {start + 1}..{args.classifier_epochs}")
+    open_run(args, out)                                              # every check passed: the folder is this run's
+    print(f"p_φ on {device}: {count_parameters(p_phi):,} parameters, {to_go(start, args.classifier_epochs)}")
     # --- train p_φ: Handout A 2(b) ---
     for epoch in range(start + 1, args.classifier_epochs + 1):
         torch.manual_seed(args.seed + epoch)                        # its own random stream: --resume continues it
         for group in optimizer.param_groups:                        # decays to about lr/10, as 01's does
             group["lr"] = decayed_lr(args.classifier_lr, 0.1, epoch, args.classifier_epochs)
         p_phi.train()
-        t0, progress = time.time(), Progress(-(-len(x_train) // args.classifier_batch_size), f"p_φ epoch {epoch}")
+        steps = -(-len(x_train) // args.classifier_batch_size)
+        t0, progress = time.time(), Progress(steps, f"p_φ epoch {epoch}", lr_flag="--classifier-lr")
         for idx in torch.randperm(len(x_train), device=device).split(args.classifier_batch_size):
             # Handout A 2(b): a training image x_0 and its label y
             x0, y = x_train[idx], y_train[idx]
@@ -304,5 +325,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

@@ -38,12 +38,12 @@ from common.data import as_saved, load_mnist, synthetic_mnist, to_uint8
 from common.gans import (Discriminator, Generator, clip_weights_, d_loss_bce, full_batches, g_loss_minimax,
                          g_loss_nonsaturating, generate, save_loss_curve, wgan_critic_loss, wgan_generator_loss,
                          write_losses_csv)
-from common.inception import fid, find_weights
-from common.judge import get_judge
+from common.folders import clean_exit, open_run, run_folder
+from common.inception import InceptionFeatures, fid, find_weights
+from common.judge import check_judge, get_judge
 from common.plotting import save_line_plot, save_mosaic, save_panels
-from common.run import (Progress, autocast, check_finite, count_parameters, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
-                        to_device)
+from common.run import (Progress, autocast, check_finite, count_parameters, grad_scaler, load_checkpoint, pick_device,
+                        save_checkpoint, save_json, save_npz, seed_everything, to_device, to_go)
 from common.samplers import fixed_noise
 
 # --quick: one lr, DCGAN's 2e-4, for both models: 3 epochs give the WGAN few G steps to learn from
@@ -183,9 +183,9 @@ def lowest_g_loss_epoch(history):
     return min(means, key=means.get) if means else None
 
 
-def fid_or_na(args, x, device, weights):
+def fid_or_na(args, x, inception):
     """FID against as many test images (Handout A 4(c)), or "n/a": no weights, or a dry run's synthetic data."""
-    return "n/a" if args.dry_run or weights is None else fid(x, "fashion", device, weights, args.data_dir)
+    return "n/a" if inception is None else fid(x, "fashion", inception, args.data_dir)
 
 
 def save_figures(args, samples, metrics, out):
@@ -205,17 +205,19 @@ def save_figures(args, samples, metrics, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup and data (read before anything is written) ---
+    # --- setup, data and the run folder, checked before anything is written ---
     device = pick_device(args.device)
     seed_everything(args.seed)
     weights = find_weights(args.inception_weights)   # None if absent; a named file that is missing stops here
+    inception = None if args.dry_run or weights is None else InceptionFeatures(device, weights)   # loads them now
+    check_judge("fashion", args.dry_run)
     if args.dry_run:
         (x_train, _), x_test = synthetic_mnist(256, device), synthetic_mnist(128, device, seed=1)[0]
     else:
         (x_train, _), (x_test, _) = (load_mnist("fashion", args.data_dir, tr, device) for tr in (True, False))
     clips = model_clips(args)
     n_batches = full_batches(len(x_train), args.batch_size, 1 if list(clips) == ["dcgan"] else args.n_critic)
-    out = open_run(args, __file__, MATCH)
+    out = open_run(args, run_folder(args, __file__, MATCH))
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))     # the same z for every grid
     z_eval = fixed_noise(args.n_samples, args.seed + 1, device, shape=(args.z_dim,))  # ... for every model
     histories, samples = {}, {}
@@ -232,7 +234,7 @@ def main(argv=None):
             start, history = ckpt["epoch"], ckpt["history"]
         print(f"--- {name}: {type(gan.opt_D).__name__} lr {lr:g}, n_critic {n_critic}, "
               f"G {count_parameters(gan.G):,} / D {count_parameters(gan.D):,} parameters, {len(x_train):,} images "
-              f"on {device}, epochs {start + 1}..{args.epochs} ---", flush=True)
+              f"on {device}, {to_go(start, args.epochs)} ---", flush=True)
         # --- train: Handout A 3(a), 3(b) ---
         for epoch in range(start + 1, args.epochs + 1):
             torch.manual_seed(args.seed + epoch)                 # its own random stream: --resume continues it
@@ -271,7 +273,7 @@ def main(argv=None):
     for name, history in histories.items():
         metrics["models"][name] = {
             "n": len(samples[name]), "fd_judge": judge.fd(samples[name], real),
-            "fid": fid_or_na(args, samples[name], device, weights), "judge_diversity": judge.diversity(samples[name]),
+            "fid": fid_or_na(args, samples[name], inception), "judge_diversity": judge.diversity(samples[name]),
             "clip": clips[name], "epochs_trained": len(history["d"]),
             "lowest_g_loss_epoch": lowest_g_loss_epoch(history), "train_seconds": round(sum(history["seconds"]), 1)}
     metrics["clip_sweep"] = [{"clip": c, "fd_judge": metrics["models"][name]["fd_judge"],
@@ -290,5 +292,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

@@ -36,12 +36,13 @@ from common.data import FASHION_CLASSES, as_saved, from_uint8, load_mnist, synth
 from common.gans import (LABEL_INJECTIONS, Discriminator, Generator, d_loss_bce, full_batches, g_loss_minimax,
                          g_loss_nonsaturating, generate, gradient_penalty, save_loss_curve, wgan_critic_loss,
                          wgan_generator_loss, write_losses_csv)
-from common.inception import fid, find_weights
-from common.judge import get_judge
+from common.folders import clean_exit, open_run, run_folder
+from common.inception import InceptionFeatures, fid, find_weights
+from common.judge import check_judge, get_judge
 from common.plotting import save_labelled_grid, save_line_plot, save_mosaic
 from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
-                        to_device, write_bytes)
+                        pick_device, save_checkpoint, save_json, save_npz, seed_everything, to_device, to_go,
+                        write_bytes)
 from common.samplers import fixed_noise
 
 # --quick: one lr, 2e-4, for both models (as 04 --quick): 3 epochs give WGAN-GP few G steps to learn from
@@ -183,20 +184,21 @@ def read_04_samples(gan_dir, device):
         try:
             with np.load(path) as saved:
                 images = saved["images"]
-        except (OSError, KeyError, ValueError) as e:                 # not an .npz, or no images in it
-            fail(f"{path} is not 04_dcgan_wgan.py's samples file ({type(e).__name__}); run 04 again or move it away")
+        except Exception as e:   # truncated, not an .npz, no images in it: numpy and zipfile raise many types
+            fail(f"{path} is damaged or not 04_dcgan_wgan.py's samples file ({type(e).__name__}): run 04 with "
+                 f"--resume and its other flags to write it again, or move it away")
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) < 2:
             fail(f"{path} holds {images.dtype} {images.shape}, not 04's uint8 N×28×28 samples; run 04 again")
         found[name] = from_uint8(images, device)
     return found
 
 
-def judged(args, judge, real, x, device, weights):
-    """FID (or n/a) and FD-judge against the test images, and the spread, of samples x (None: 04 not run)."""
+def judged(args, judge, real, x, inception):
+    """FID (or n/a: no weights, or a dry run's synthetic images) and FD-judge against the test images, and the
+    spread, of samples x (None: 04 not run)."""
     if x is None:
         return {"n": None, "fid": "run 04_dcgan_wgan.py first", "fd_judge": None, "judge_diversity": None}
-    no_fid = args.dry_run or weights is None                     # a dry run's "real" images are synthetic
-    return {"n": len(x), "fid": "n/a" if no_fid else fid(x, "fashion", device, weights, args.data_dir),
+    return {"n": len(x), "fid": "n/a" if inception is None else fid(x, "fashion", inception, args.data_dir),
             "fd_judge": judge.fd(x, real), "judge_diversity": judge.diversity(x)}
 
 
@@ -240,10 +242,12 @@ def fid_table(metrics):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup and data (read before anything is written) ---
+    # --- setup, data and the run folder, checked before anything is written ---
     device = pick_device(args.device)
     seed_everything(args.seed)
     weights = find_weights(args.inception_weights)   # None if absent; a named file that is missing stops here
+    inception = None if args.dry_run or weights is None else InceptionFeatures(device, weights)   # loads them now
+    check_judge("fashion", args.dry_run)
     preset = "_quick" if args.quick else "_dry_run" if args.dry_run else ""
     args.gan_dir = args.gan_dir or f"results/04_dcgan_wgan{preset}"  # 04's folder, under the same preset
     if args.dry_run:
@@ -252,7 +256,7 @@ def main(argv=None):
         (x_train, y_train), (x_test, y_test) = (load_mnist("fashion", args.data_dir, t, device) for t in (True, False))
     samples = read_04_samples(args.gan_dir, device)             # the DCGAN and WGAN rows: 04's samples
     n_batches = full_batches(len(x_train), args.batch_size, args.n_critic)
-    out = open_run(args, __file__, MATCH)
+    out = open_run(args, run_folder(args, __file__, MATCH))
     z_fixed = fixed_noise(args.n_grid, args.seed, device, shape=(args.z_dim,))     # the same z for every grid
     z_eval = fixed_noise(args.n_samples, args.seed + 1, device, shape=(args.z_dim,))  # ... for every model
     y_eval = torch.arange(args.n_samples, device=device) % 10     # the cGAN: every class equally often
@@ -269,8 +273,8 @@ def main(argv=None):
                                    scaler_G=gan.scaler_G, scaler_D=gan.scaler_D)
             start, history = ckpt["epoch"], ckpt["history"]
         print(f"--- {name}: {type(gan.opt_D).__name__} lr {lr:g}, n_critic {n_critic}, G "
-              f"{count_parameters(gan.G):,} / D {count_parameters(gan.D):,} parameters, epochs {start + 1}.."
-              f"{args.epochs}", flush=True)
+              f"{count_parameters(gan.G):,} / D {count_parameters(gan.D):,} parameters, "
+              f"{to_go(start, args.epochs)}", flush=True)
         # --- train: Handout A 4(a), 4(b) ---
         for epoch in range(start + 1, args.epochs + 1):
             torch.manual_seed(args.seed + epoch)                 # its own random stream: --resume continues it
@@ -308,7 +312,7 @@ def main(argv=None):
     for name in NAMES:                                           # the table's rows: 04's two, then this run's
         source = "trained here" if name in histories else str(Path(args.gan_dir) / f"samples_{name}.npz")
         metrics["models"][name] = dict(name=NAMES[name], source=source,
-                                       **judged(args, judge, real, samples[name], device, weights))
+                                       **judged(args, judge, real, samples[name], inception))
     metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)
     metrics["cgan_per_class"] = class_diversity(judge, samples["cgan"], y_eval, x_test, y_test, samples["dcgan"])
     # --- figures, the table, metrics.json ---
@@ -331,5 +335,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

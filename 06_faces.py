@@ -31,10 +31,11 @@ import torch.nn.functional as F
 
 from common import cli
 from common.data import AGE_MAX, AGE_MIN, FACE_SIZE, from_uint8, load_faces, synthetic_faces, to_uint8
+from common.folders import clean_exit, open_run, run_folder
 from common.plotting import save_grid, save_labelled_grid, save_loss_curves
 from common.run import (Progress, autocast, check_finite, count_parameters, decayed_lr, fail, grad_scaler,
-                        load_checkpoint, on_interrupt, open_run, pick_device, save_checkpoint, save_json,
-                        save_losses_csv, save_npz, seed_everything, to_device)
+                        load_checkpoint, pick_device, read_checkpoint, save_checkpoint, save_json, save_losses_csv,
+                        save_npz, seed_everything, to_device)
 from common.samplers import classifier_guided_sample, ddpm_sample, draw_samples, fixed_noise, sampler_label
 from common.schedules import ddpm_schedule, q_sample
 from common.unets import DenoisingUNet, TimeConditionedEncoder
@@ -184,7 +185,7 @@ def save_merged(args, sched, out, x1, x2, merged):
 
 def main(argv=None):
     args = parse_args(argv)
-    # --- setup and data (read before anything is written) ---
+    # --- setup, data and the run folder, checked before anything is written ---
     device = pick_device(args.device)
     args.sample_batch = args.sample_batch or (1000 if device.type == "cuda" else 100)
     seed_everything(args.seed)
@@ -197,7 +198,13 @@ def main(argv=None):
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:args.n_train].to(device)
         x, ages = x[keep], ages[keep]
     train_idx, val_idx = split_for_regressor(args, ages)   # Problem 3's faces, checked before any training
-    out = open_run(args, __file__, MATCH)
+    args.channels = x.shape[1]                            # 1: greyscale faces, 3: RGB (config.json records it)
+    out = run_folder(args, __file__, MATCH)
+    if args.resume:   # greyscale and RGB faces need different DDPMs: say which the checkpoint has
+        trained = read_checkpoint(out / "checkpoint.pt")["args"].get("channels", args.channels)
+        if trained != args.channels:
+            fail(f"{out / 'checkpoint.pt'} was trained on faces with {trained} channel(s), and {args.faces} has "
+                 f"{args.channels}: pass the faces file it was trained on to continue it, or use another --out-dir")
     # --- model, schedule, optimiser ---
     model = to_device(DenoisingUNet(x.shape[1], args.hidden, FACE_SIZE), device)
     sched = ddpm_schedule(args.T, args.beta_1, args.beta_T)
@@ -207,6 +214,7 @@ def main(argv=None):
     if args.resume:
         ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
         start, history = ckpt["epoch"], ckpt["history"]
+    open_run(args, out)                                              # every check passed: the folder is this run's
     print(f"DenoisingUNet D={args.hidden}: {count_parameters(model):,} parameters, T={args.T}, {len(x):,} faces")
     x_T_grid = fixed_noise(args.n_grid, args.seed, device, x.shape[1:])   # the same x_T for every epoch's grid
     # --- Problem 1, training: the DDPM by Handout D Algorithm 1 ---
@@ -290,8 +298,8 @@ def main(argv=None):
     save_npz(out / "age_guided.npz", images=u8, target_ages=y.cpu().numpy(), predicted_ages=predicted.cpu().numpy())
     save_labelled_grid(u8.reshape(len(args.target_ages), args.per_age, *u8.shape[1:]), out / "age_guided.png",
                        row_labels=[f"target {a:g}\nf = {predicted[y == a].mean():.0f}" for a in args.target_ages],
-                       suptitle=f"Problem 3: age guidance, scale {args.guidance_scale:g}; rows: target age, f = the "
-                                f"regressor's mean reading at t = 1")
+                       suptitle=f"Problem 3: age guidance, scale {args.guidance_scale:g} ({args.guidance_step}); rows: "
+                                f"target age, f = the regressor's mean reading at t = 1")
     # --- metrics: the regressor on held-out faces; what it reads in the samples; each merged half's source ---
     val_error = predict_age(regressor, x[val_idx], args.T) - ages[val_idx]
     metrics = {"n_faces": len(x), "n_age_excluded": len(x) - len(train_idx) - len(val_idx),
@@ -310,5 +318,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

@@ -35,12 +35,13 @@ import torch
 
 from common import cli
 from common.data import AFHQ_CLASSES, load_afhq, synthetic_afhq, to_uint8
+from common.folders import clean_exit, open_run, run_folder
 from common.frechet import MIN_UNBIASED, frechet_distance
 from common.inception import InceptionFeatures, find_weights, where_to_put_weights
 from common.plotting import save_curves, save_grid, save_labelled_grid, save_line_plot
 from common.run import (Progress, autocast, check_finite, count_parameters, fail, grad_scaler, load_checkpoint,
-                        on_interrupt, open_run, pick_device, save_checkpoint, save_json, save_npz, seed_everything,
-                        to_device, write_bytes, write_csv)
+                        pick_device, save_checkpoint, save_json, save_npz, seed_everything, to_device, to_go,
+                        write_bytes, write_csv)
 from common.samplers import ddpm_sample, draw_samples, fixed_noise, sampler_label
 from common.schedules import cosine_schedule, q_sample
 from common.unets import MultiResUNet
@@ -170,7 +171,7 @@ def save_fid(args, fid_history, n_train, out):
 def main(argv=None):
     args = parse_args(argv)
     t_begin = time.time()
-    # --- setup and data (read before anything is written; the FID weights are checked before any training) ---
+    # --- setup, data, the FID weights and the run folder, checked before anything is written ---
     if args.fid and find_weights(args.inception_weights) is None:
         fail(f"--fid needs the FID Inception weights, which are not here: {where_to_put_weights()}")
     device, sampler = pick_device(args.device), sampler_label(args, "Algorithm 2")
@@ -180,19 +181,15 @@ def main(argv=None):
         x_train = synthetic_afhq(32, args.image_size, args.seed, device)
     else:
         x_train = load_afhq(args.data_dir, args.data_class, args.image_size, device)
-    out = open_run(args, __file__, MATCH)
-    # --- model, cosine schedule (Eq. 14), optimiser, FID reference; --resume restores every random stream last ---
+    if args.fid:   # Handout E §7: "We use clean-fid package": its resize, and the training images as reference
+        extractor = InceptionFeatures(device, args.inception_weights, resize="clean-fid")   # loads the weights now
+    out = run_folder(args, __file__, MATCH)
+    # --- model, cosine schedule (Eq. 14), optimiser; --resume restores every random stream last ---
     model = to_device(MultiResUNet(x_train.shape[1], args.hidden, args.dim_mults), device)
     sched = cosine_schedule(args.T)
     alpha_bar = sched.alpha_bar.float().to(device)                   # ᾱ_t on the device
     optimizer, scaler = torch.optim.Adam(model.parameters(), lr=args.lr), grad_scaler(device)
     data_generator = torch.Generator(device).manual_seed(args.seed)   # picks the training batches
-    if args.fid:   # Handout E §7: "We use clean-fid package": its resize, and the training images as reference
-        extractor = InceptionFeatures(device, args.inception_weights, resize="clean-fid")
-        mu_train, sigma_train = train_stats(args, x_train, extractor, out)
-        if args.n_samples < MIN_UNBIASED:
-            print(f"note: an FID of {args.n_samples:,} samples is biased upwards (fewer than {MIN_UNBIASED:,}): "
-                  f"compare values only at the same --n-samples")
     start, losses, fid_history = 0, [], []
     if args.resume:
         ckpt = load_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scaler=scaler)
@@ -204,8 +201,14 @@ def main(argv=None):
         data_generator.set_state(ckpt["rng"]["data"].cpu())
         if device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+    open_run(args, out)                                              # every check passed: the folder is this run's
+    if args.fid:   # the training images' statistics, the FID's reference (computed once, kept in the folder)
+        mu_train, sigma_train = train_stats(args, x_train, extractor, out)
+        if args.n_samples < MIN_UNBIASED:
+            print(f"note: an FID of {args.n_samples:,} samples is biased upwards (fewer than {MIN_UNBIASED:,}): "
+                  f"compare values only at the same --n-samples")
     print(f"MultiResUNet D={args.hidden} mults={args.dim_mults}: {count_parameters(model):,} parameters, T={args.T}, "
-          f"{len(x_train):,} images on {device}, steps {start + 1}..{args.train_steps}", flush=True)
+          f"{len(x_train):,} images on {device}, {to_go(start, args.train_steps, 'steps')}", flush=True)
     shape = x_train.shape[1:]
     # --- train: Handout E Algorithm 1 with the L1 loss; a grid, FID and the checkpoint at every save step ---
     model.train()
@@ -259,5 +262,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with on_interrupt():
+    with clean_exit():
         main()

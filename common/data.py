@@ -42,6 +42,7 @@ def load_mnist(name, data_dir, train=True, device="cpu"):
     """'mnist' or 'fashion' from <data_dir>/MNIST/raw/ or <data_dir>/FashionMNIST/raw/ (the IDX files, plain or
     .gz); torchvision downloads them there once if they are missing. Returns (x (N, 1, 28, 28), y (N,))."""
     from torchvision import datasets
+    check_data_dir(data_dir)
     cls = {"mnist": datasets.MNIST, "fashion": datasets.FashionMNIST}[name]
     raw = Path(data_dir) / cls.__name__ / "raw"
     paths = [raw / name for name in IDX_FILES[train]]
@@ -60,6 +61,11 @@ def load_mnist(name, data_dir, train=True, device="cpu"):
         fail(f"{paths[0]} holds {len(images)} images but {paths[1]} {len(labels)} labels: download both again")
     x = torch.from_numpy(images).to(device=device, dtype=torch.float32).unsqueeze(1) / 127.5 - 1.0
     return x, torch.from_numpy(labels).to(device=device, dtype=torch.long)
+
+
+def check_data_dir(data_dir):
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        fail(f"--data-dir {data_dir} is a file, not a folder: name the folder that holds the datasets")
 
 
 def read_idx(path):
@@ -95,6 +101,9 @@ def synthetic_mnist(n, device="cpu", seed=0, size=28):
 def read_array(path, what):
     """np.load of a .npy or gzipped .npy file, with a one-line error if it is missing or unreadable."""
     path = Path(path)
+    if path.parent.is_file():
+        fail(f"{what} file {path}: {path.parent} is a file, not a folder (--data-dir names the folder of the "
+             f"course files; or pass --{what} PATH)")
     if not path.is_file():
         fail(f"{what} file {path} not found: put the course file there (or pass --{what} PATH), convert UTKFace "
              f"crops with `python -m tools.utkface`, or try --dry-run")
@@ -155,6 +164,7 @@ def load_afhq(data_dir, data_class="cat", size=32, device="cpu"):
     """Every image of one class from <data_dir>/train/<class>/ (or <data_dir>/<class>/), .jpg/.jpeg/.png, each
     centre-cropped to a square and resized to size × size (PIL bicubic): (N, 3, size, size)."""
     from PIL import Image
+    check_data_dir(data_dir)
     folder = next((f for f in (Path(data_dir) / "train" / data_class, Path(data_dir) / data_class) if f.is_dir()),
                   None)
     if folder is None:

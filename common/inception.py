@@ -167,7 +167,8 @@ def read_weights(path=None):
 
 def load_fid_inception(path=None, device="cpu"):
     """FIDInceptionV3 with the FID weights, in eval mode on `device` (fp32)."""
-    net = FIDInceptionV3()
+    with torch.random.fork_rng(devices=[]):   # its throwaway initial weights draw nothing from a run's stream
+        net = FIDInceptionV3()
     # BatchNorm's num_batches_tracked counters are unused in eval mode and absent from old files
     state = {k: v for k, v in read_weights(path).items() if not k.endswith("num_batches_tracked")}
     try:
@@ -207,8 +208,11 @@ def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results
     <cache_dir>/inception-<dataset>-<split>-<n>.npz: computed once, then read."""
     path = Path(cache_dir) / f"inception-{dataset}-{split}-{n}.npz"
     if path.is_file():
-        with np.load(path) as cached:
-            return torch.from_numpy(cached["mu"]), torch.from_numpy(cached["sigma"])
+        try:
+            with np.load(path) as cached:
+                return torch.from_numpy(cached["mu"]), torch.from_numpy(cached["sigma"])
+        except Exception as e:   # truncated or not an .npz: numpy and zipfile raise many types
+            print(f"note: {path} is damaged ({type(e).__name__}): computed again", flush=True)
     x, _ = load_mnist(dataset, data_dir, train=(split == "train"))
     if n > len(x):
         fail(f"{dataset}-{split} has {len(x)} images, fewer than the {n} samples to compare with: pass fewer")
@@ -219,8 +223,8 @@ def real_stats(dataset, split, n, extractor, data_dir="data", cache_dir="results
     return mu, sigma
 
 
-def fid(x, dataset, device, weights=None, data_dir="data", split="test"):
-    """FID of images x against as many real images of the split (Handout A 4(c): 10,000 vs the test set)."""
-    extractor = InceptionFeatures(device, weights)
+def fid(x, dataset, extractor, data_dir="data", split="test"):
+    """FID of images x against as many real images of the split (Handout A 4(c): 10,000 vs the test set), with an
+    InceptionFeatures built before the run (a weights file it cannot read stops the run before it trains)."""
     mu, sigma = real_stats(dataset, split, len(x), extractor, data_dir)
     return frechet_distance(mu, sigma, *extractor.stats(x).mean_cov())

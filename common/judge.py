@@ -129,14 +129,9 @@ def get_judge(dataset, data_dir, device, dry_run=False, cache_dir="results/judge
             net = JudgeNet(8, 16).to(device, memory_format=torch.channels_last)
             return Judge(fit(net, x, y, epochs=2, batch_size=32, lr=1e-2, shift=0), dataset)
     path = Path(cache_dir) / f"{dataset}.pt"
-    net = JudgeNet().to(device, memory_format=torch.channels_last)
     if path.is_file():
-        try:
-            saved = torch.load(path, map_location=device, weights_only=True)
-            net.load_state_dict(saved["model"])
-            return Judge(net, dataset, float(saved["test_accuracy"]))
-        except Exception as e:   # damaged, or another network
-            fail(f"{path} does not hold a judge of this version ({type(e).__name__}): delete it to train a new one")
+        return load_judge(path, dataset, device)
+    net = JudgeNet().to(device, memory_format=torch.channels_last)
     print(f"no {dataset} judge at {path}: training one now (minutes on a CPU, once)", flush=True)
     torch.manual_seed(0)
     x, y = load_mnist(dataset, data_dir, train=True, device=device)
@@ -148,3 +143,23 @@ def get_judge(dataset, data_dir, device, dry_run=False, cache_dir="results/judge
                     train_seconds=round(time.time() - start, 1))
     print(f"{dataset} judge: test accuracy {judge.test_accuracy:.2%} ({time.time() - start:.0f} s); saved to {path}")
     return judge
+
+
+def load_judge(path, dataset, device):
+    """The judge saved at `path`; a one-line error if the file is damaged or holds another network."""
+    net = JudgeNet().to(device, memory_format=torch.channels_last)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        net.load_state_dict(saved["model"])
+        return Judge(net, dataset, float(saved["test_accuracy"]))
+    except Exception as e:   # truncated, not a torch file, other layers
+        fail(f"{path} is damaged or not a {dataset} judge of these scripts ({type(e).__name__}): delete it, and the "
+             f"next run trains a new one (minutes on a CPU)")
+
+
+def check_judge(dataset, dry_run=False, cache_dir="results/judge"):
+    """Before a run trains anything: a saved judge that cannot be read stops it now, not after training."""
+    path = Path(cache_dir) / f"{dataset}.pt"
+    if not dry_run and path.is_file():
+        with torch.random.fork_rng(devices=[]):   # the network's initial weights draw nothing from the run's stream
+            load_judge(path, dataset, "cpu")

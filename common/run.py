@@ -1,25 +1,21 @@
-"""The plumbing every script shares: device and precision, the run folder, checkpoints, atomic writes, progress
-and one-line errors; no algorithm. Speed on CUDA comes from two switches only: channels_last and autocast (bf16
-where the GPU has it, else fp16 with a loss scaler); on a CPU everything runs in plain fp32."""
-import atexit
-import contextlib
+"""The plumbing every script shares: device and precision, atomic writes and the record of what a run wrote,
+checkpoints, progress and one-line errors; no algorithm (the run folder itself: common/folders.py). Speed on CUDA
+comes from two switches only: channels_last and autocast (bf16 where the GPU has it, else fp16 with a loss
+scaler); on a CPU everything runs in plain fp32."""
 import csv
 import io
 import json
 import math
 import os
 import random
-import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-OUTPUT_SUFFIXES = {".png", ".csv", ".json", ".npz", ".pt", ".md"}   # what a run writes (--overwrite clears them)
-opened = []   # the run folders this process opened, newest last (the Ctrl-C line names what they hold)
+RECORD = ".written"   # in a run folder, beside config.json: every file this script's runs wrote there, a line each
+folder = {"out": None, "args": None}   # the run folder this process writes to, and its settings: folders.open_run
 
 
 def fail(message):
@@ -93,13 +89,44 @@ def check_finite(x, what, remedy="lower it"):
 # --- files, written atomically: a crash or Ctrl-C leaves the old file or the whole new one ---
 
 def write_bytes(data, path):
+    """Write `path` whole or not at all: a temporary <name>.<pid>.tmp, then a rename. A file of the run folder is
+    listed in its record first (folders.py deletes only what the record lists)."""
     path = Path(path)
+    record(path)
+    replace_whole(data, path)
+
+
+def replace_whole(data, path):
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)   # still there only if the write was interrupted
+
+
+def record(path):
+    """Add `path` to the run folder's record, if it lies in that folder. A fresh run never replaces a file there
+    that the record does not list: the user's, not the run's (--resume continues the run that wrote the folder,
+    and so may rewrite its files)."""
+    out = folder["out"]
+    if out is None or out not in path.resolve().parents:
+        return
+    name, names = path.resolve().relative_to(out).as_posix(), written(out)
+    if name in names:
+        return
+    if path.exists() and not folder["args"].resume:
+        fail(f"{path} is not a file that this script's runs wrote: move it out of {out}, then "
+             f"{next_step('run the same command again')}")
+    replace_whole("".join(f"{n}\n" for n in names + [name]).encode(), out / RECORD)
+
+
+def written(out):
+    """The files that out's record lists, relative to out, in the order they were first written."""
+    try:
+        return (Path(out) / RECORD).read_text().splitlines()
+    except OSError:   # no record yet
+        return []
 
 
 def save_json(obj, path):
@@ -127,109 +154,6 @@ def save_losses_csv(history, path):
             step += 1
             rows.append([epoch, step, f"{loss:.6f}"])
     write_csv(rows, path)
-
-
-# --- the run folder ---
-
-def open_run(args, script_file, match=()):
-    """The run's output folder, made ready once the inputs have been read: results/<script>/ (…_quick/ for
-    --quick, …_dry_run/ for --dry-run) unless --out-dir names one. Nothing is written before these checks:
-      - --resume needs the earlier run's checkpoints there, trained with the same `match` settings;
-      - a fresh run refuses a folder that holds a checkpoint, unless --overwrite (or a --dry-run over an earlier
-        dry run), and then clears the old run's outputs first;
-      - one run at a time writes there: a lock file names its pid. Then config.json records the settings."""
-    args.script = Path(script_file).stem
-    preset = "_quick" if args.quick else "_dry_run" if args.dry_run else ""
-    out = Path(args.out_dir) if args.out_dir else Path("results", args.script + preset)
-    if out.exists() and not out.is_dir():
-        fail(f"--out-dir {out} is a file, not a folder: name a folder")
-    checkpoints = sorted(out.glob("checkpoint*.pt"))
-    if args.resume:
-        if not checkpoints:
-            fail(f"--resume: there is no checkpoint in {out} to continue; start without --resume")
-        for path in checkpoints:
-            check_resumable(path, args, match)
-    elif checkpoints and not args.overwrite and not (args.dry_run and all(
-            read_checkpoint(path)["args"].get("dry_run") for path in checkpoints)):   # a dry run replaces a dry run
-        fail(f"{out} holds an earlier run ({checkpoints[0].name}): add --resume to continue it, --out-dir to "
-             f"start in another folder, or --overwrite to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        take_lock(out)
-    except OSError as e:   # no permission, a read-only disk, a parent that is a file, ...
-        fail(f"--out-dir {out}: cannot write there ({e.strerror}); name a folder you can write to")
-    if not args.resume:
-        clear_outputs(out, args.script)
-    save_json(vars(args), out / "config.json")
-    opened.append(out)
-    return out
-
-
-def check_resumable(path, args, match):
-    """A checkpoint --resume may continue: this script's, trained with the same `match` settings, and not
-    past --epochs (or --train-steps)."""
-    ckpt = read_checkpoint(path)
-    saved = ckpt["args"]
-    if saved.get("script") != args.script:
-        fail(f"{path} was written by {saved.get('script', 'another program')}, not {args.script}; "
-             f"use another --out-dir")
-    for name in match:
-        if saved.get(name) != getattr(args, name):
-            flag = "--" + name.replace("_", "-")
-            fail(f"{path} was trained with {flag} {saved.get(name)}, not {getattr(args, name)}: pass the same "
-                 f"value to continue it, or use another --out-dir")
-    bound = ckpt.get("bound", "epochs")             # the flag that counts what it trained
-    done = ckpt.get("epoch", ckpt.get("step", 0))
-    if done > getattr(args, bound):
-        flag = "--" + bound.replace("_", "-")
-        fail(f"{path} has trained {done} {bound.split('_')[-1]}, more than {flag} {getattr(args, bound)}: pass "
-             f"{flag} {done} or more, or use another --out-dir")
-
-
-def clear_outputs(out, script):
-    """Remove what an earlier run of this script wrote in `out` (its outputs, by suffix, and sweep/), only if
-    its config.json says it was this script's folder: --overwrite never empties a folder of other files."""
-    try:
-        ours = json.loads((out / "config.json").read_text()).get("script") == script
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    for path in list(out.iterdir()) if ours else []:
-        if path.is_file() and path.suffix in OUTPUT_SUFFIXES:
-            path.unlink()
-        elif path.is_dir() and path.name == "sweep":
-            for part in path.iterdir():
-                part.unlink()
-            path.rmdir()
-
-
-def take_lock(out):
-    """One run at a time per folder: out/.lock holds 'pid host'. A lock of a process that is gone (or of
-    another machine, e.g. an earlier Colab runtime) is taken over; a live one stops this run."""
-    lock = out / ".lock"
-    pid, _, host = lock.read_text().partition(" ") if lock.is_file() else ("", "", "")
-    if host.strip() == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and alive(int(pid)):
-        fail(f"another run (pid {pid}) is writing to {out}: wait for it to end, or use another --out-dir "
-             f"(if no run is, delete {lock})")
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}")
-    atexit.register(release_lock, lock)
-
-
-def alive(pid):
-    if os.name == "nt":             # Windows has no signal 0 to ask with: the message says how to clear the lock
-        return True
-    try:
-        os.kill(pid, 0)             # signal 0: is that process still there?
-    except ProcessLookupError:
-        return False
-    except OSError:                 # another user's process
-        pass
-    return True
-
-
-def release_lock(lock):
-    with contextlib.suppress(OSError):
-        if lock.read_text().split(" ")[0] == str(os.getpid()):
-            lock.unlink()
 
 
 # --- checkpoints: one dict per trained model, written atomically ---
@@ -272,14 +196,16 @@ def load_checkpoint(path, **modules):
 
 
 def load_part(path, key):
-    """Images saved by save_part under exactly this key (a dict of plain facts), else None."""
+    """Images saved by save_part under exactly this key (a dict of plain facts), else None: not drawn yet, drawn
+    for other settings, or damaged (then said in one line, and drawn again)."""
+    if not Path(path).is_file():
+        return None
     try:
         with np.load(path) as saved:
-            if json.loads(str(saved["key"])) == key:
-                return saved["images"]
-    except (OSError, KeyError, ValueError):   # not there yet, or damaged: drawn again
-        pass
-    return None
+            return saved["images"] if json.loads(str(saved["key"])) == key else None
+    except Exception as e:   # truncated or not an .npz: numpy and zipfile raise many types
+        print(f"note: {path} is damaged ({type(e).__name__}): it is drawn again", flush=True)
+        return None
 
 
 def save_part(path, key, images):
@@ -288,14 +214,15 @@ def save_part(path, key, images):
     return images
 
 
-# --- progress, and Ctrl-C ---
+# --- progress, and what a run that stops leaves ---
 
 class Progress:
     """A progress line with images/s and ETA. Each step's losses stay on the device; every `check` steps
-    they are looked at once (one host sync), and a loss that is not finite stops the run."""
+    they are looked at once (one host sync), and a loss that is not finite stops the run (`lr_flag`: the
+    learning rate to lower)."""
 
-    def __init__(self, total_steps, prefix, every=10.0, check=50):
-        self.total, self.prefix, self.every, self.check = total_steps, prefix, every, check
+    def __init__(self, total_steps, prefix, every=10.0, check=50, lr_flag="--lr"):
+        self.total, self.prefix, self.every, self.check, self.lr_flag = total_steps, prefix, every, check, lr_flag
         self.start = self.printed = time.time()
         self.steps = self.images = 0
         self.values = {}   # name -> list of scalar tensors
@@ -310,8 +237,7 @@ class Progress:
         recent = {name: torch.stack(v[-self.check:]).mean().item() for name, v in self.values.items()}
         for name, value in recent.items():
             if not math.isfinite(value) or abs(value) > 1e6:
-                fail(f"{self.prefix}: the {name} became {value:.4g} at step {self.steps}; try a lower --lr "
-                     f"(the last checkpoint is intact)")
+                fail(f"{self.prefix}: the {name} became {value:.4g} at step {self.steps}; {self.restart()}")
         now = time.time()
         if now - self.printed >= self.every or self.steps == self.total:
             self.printed, elapsed = now, max(now - self.start, 1e-9)
@@ -319,6 +245,14 @@ class Progress:
             shown = "  ".join(f"{name} {value:.4f}" for name, value in recent.items())
             print(f"{self.prefix} step {self.steps}/{self.total}  {self.images / elapsed:,.1f} img/s  "
                   f"elapsed {clock(elapsed)}  ETA {clock(eta)}  {shown}", flush=True)
+
+    def restart(self):
+        """After a blow-up: a lower learning rate, which --resume would not take (it keeps the run's settings)."""
+        saved = saved_checkpoints()
+        if not saved:
+            return f"run the same command again with a lower {self.lr_flag} (no checkpoint was saved yet)"
+        return (f"start afresh with a lower {self.lr_flag} and --overwrite ({', '.join(saved)} is intact, but "
+                f"--resume would keep its {self.lr_flag})")
 
     def losses(self, name="loss"):
         """Every step's loss under `name`, as a list of floats."""
@@ -330,21 +264,23 @@ def clock(seconds):
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-@contextlib.contextmanager
-def on_interrupt():
-    """Ctrl-C (or SIGTERM) ends the run with one line saying what is saved, and exit status 130."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)   # which raises KeyboardInterrupt
-    try:
-        yield
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {saved_note()}", file=sys.stderr, flush=True)
-        raise SystemExit(130)
+def to_go(done, total, unit="epochs"):
+    """'epochs 4..10' for a run that has `done` of them; 'all 3 epochs trained' when --resume finds none left."""
+    return f"{unit} {done + 1}..{total}" if done < total else f"all {total} {unit} trained"
 
 
-def saved_note():
-    """What an interrupted run leaves, read from its folder at that moment."""
-    checkpoints = sorted(opened[-1].glob("checkpoint*.pt")) if opened else []
-    if not checkpoints:
-        return "no checkpoint was saved yet: run the same command again"
-    names = ", ".join(path.name for path in checkpoints)
-    return f"every file written is complete; add --resume to the same command to continue from {names}"
+def saved_checkpoints():
+    """The names of the checkpoints in the run folder at this moment (none before it is opened)."""
+    return sorted(path.name for path in folder["out"].glob("checkpoint*.pt")) if folder["out"] else []
+
+
+def next_step(again):
+    """The step that works after a stop, by what the run folder holds now: --resume, or `again` if no checkpoint
+    was saved (a fresh start replaces only what this script's runs wrote there)."""
+    if folder["out"] is None:
+        return f"{again} (nothing was written)"
+    saved = saved_checkpoints()
+    if not saved:
+        return f"{again} (no checkpoint was saved yet)"
+    return (f"add --resume to the same command to continue from {', '.join(saved)} (every file written is "
+            f"complete)")

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)   # the test models are tiny: one thread avoids threading overhead
 
+from common import run  # noqa: E402  (needs ROOT on sys.path)
+
 
 def load_script(name):
     """Import e.g. '02_cfg_mnist.py' as a module (its name starts with a digit)."""
@@ -54,3 +56,9 @@ class ConditionalPointMass(nn.Module):
 @pytest.fixture
 def script():
     return load_script
+
+
+@pytest.fixture(autouse=True)
+def no_run_folder_open(monkeypatch):
+    """Each test starts as a fresh process does: no run folder open yet (run.folder, set by folders.open_run)."""
+    monkeypatch.setattr(run, "folder", {"out": None, "args": None})

@@ -255,6 +255,11 @@ def test_grids_and_samples_are_algorithm_2_with_the_clamp_or_ddim(tmp_path, monk
 def test_fid_without_weights_fails_before_anything_is_written(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: --inception-weights .*nope.pth: no such file"):
         M.main(["--dry-run", "--fid", "--inception-weights", str(tmp_path / "nope.pth"), "--out-dir", str(tmp_path)])
+    (tmp_path / "bad.pth").write_bytes(b"half a file")                  # there, but it cannot be read
+    with pytest.raises(SystemExit, match=r"^error: \S+bad.pth is not a readable weights file"):
+        M.main(["--dry-run", "--fid", "--inception-weights", str(tmp_path / "bad.pth"), "--out-dir",
+                str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
     monkeypatch.setattr(M, "find_weights", lambda path=None: None)
     with pytest.raises(SystemExit, match=r"^error: --fid needs the FID Inception weights, which are not here: "):
         M.main(["--dry-run", "--fid", "--out-dir", str(tmp_path / "out")])

@@ -193,11 +193,41 @@ def test_a_missing_ddpm_names_01s_command_or_runs_it(cg, tmp_path, monkeypatch):
                                f"first, or add --train-unet")
     assert not (tmp_path / "out").exists()
     ran = []                                                       # --dry-run runs it (here: a failing stand-in)
-    monkeypatch.setattr(subprocess, "run", lambda argv: ran.append(argv) or subprocess.CompletedProcess(argv, 3))
-    with pytest.raises(SystemExit, match=r"stopped \(exit status 3\) without writing"):
+    monkeypatch.setattr(subprocess, "run", lambda argv, **_: ran.append(argv) or subprocess.CompletedProcess(argv, 3))
+    with pytest.raises(SystemExit, match=r"stopped \(exit status 3\) before its DDPM was done: see its error above"):
         cg.main(["--dry-run", "--unet-checkpoint", str(path), "--device", "cpu", "--data-dir", "d"])
     assert ran == [[sys.executable, str(ROOT / "01_ddpm_mnist.py"), "--dry-run", "--out-dir", str(path.parent),
                     "--device", "cpu", "--data-dir", "d"]]
+
+
+def unfinished_ddpm(path):
+    """01's checkpoint after 1 of its 2 epochs, as a run that 03 started and Ctrl-C stopped leaves it."""
+    settings = {"script": "01_ddpm_mnist", "hidden": 4, "T": 5, "beta_1": 1e-3, "beta_T": 0.1, "epochs": 2}
+    save_checkpoint(path, settings, model=DenoisingUNet(hidden=4), epoch=1, history={"epoch": [1.0]})
+
+
+def test_ctrl_c_while_01_trains_for_this_run_says_one_thing_and_the_same_command_finishes_01(cg, tmp_path,
+                                                                                          monkeypatch, capsys):
+    path = tmp_path / "ddpm" / "checkpoint.pt"
+    argv = ["--dry-run", "--unet-checkpoint", str(path), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
+
+    def interrupted(argv, **kwargs):                               # 01 saves epoch 1 of 2, then Ctrl-C stops it
+        path.parent.mkdir()
+        unfinished_ddpm(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "run", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        cg.main(argv)
+    assert stop.value.code == 130 and capsys.readouterr().err.strip().splitlines() == [
+        "interrupted while 01_ddpm_mnist.py trained the DDPM of this run (nothing of this run was written): run the "
+        "same command again; it continues that training first"]
+    assert not (tmp_path / "out").exists()
+    ran = []                                                       # the same command: 01 --resume, not guiding it
+    monkeypatch.setattr(subprocess, "run", lambda argv, **_: ran.append(argv) or subprocess.CompletedProcess(argv, 1))
+    with pytest.raises(SystemExit, match=r"stopped \(exit status 1\)"):
+        cg.main(argv)
+    assert ran[0][-5:] == ["--resume", "--device", "cpu", "--data-dir", "data"]
 
 
 def test_a_checkpoint_that_is_not_01s_is_refused(cg, tmp_path, capsys):

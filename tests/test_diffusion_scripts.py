@@ -44,7 +44,7 @@ def test_01_dry_run_writes_every_file(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["script"] == "01_ddpm_mnist"
 
 
-def test_01_resume_after_one_epoch_equals_two_straight_epochs_and_ddim_says_so(tmp_path):
+def test_01_resume_after_one_epoch_equals_two_straight_epochs_and_ddim_says_so(tmp_path, capsys):
     main = load_script("01_ddpm_mnist.py").main
     straight, split = tmp_path / "straight", tmp_path / "split"
     main(["--dry-run", "--out-dir", str(straight)])
@@ -58,8 +58,10 @@ def test_01_resume_after_one_epoch_equals_two_straight_epochs_and_ddim_says_so(t
     assert (straight / "losses.csv").read_bytes() == (split / "losses.csv").read_bytes()
     assert np.array_equal(*(np.load(d / "samples.npz")["images"] for d in (straight, split)))
     # --resume with every epoch trained redraws the samples, here with DDIM, and says so
+    capsys.readouterr()
     ddim = main(["--dry-run", "--out-dir", str(split), "--resume", "--sampler", "ddim", "--eta", "0"])
     assert ddim["sampler"] == "DDIM, 5 steps, η = 0"
+    assert capsys.readouterr().out.splitlines()[0].endswith("images on cpu, all 2 epochs trained")   # not "3..2"
 
 
 @pytest.fixture(scope="module")

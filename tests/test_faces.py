@@ -1,25 +1,22 @@
-"""06_faces.py (Handout C), the faces loader and tools/utkface.py.
+"""06_faces.py (Handout C); its data, the faces loader and tools/utkface.py, are tested in test_data.py.
 
 The merging and guidance tests use a denoiser and an age guide that are exact in closed form (Gaussian data), so
 they check the mechanism itself, not how well a network happened to train. No face data is available offline:
 everything else runs on synthetic faces, whose "age" is 100 × their mean brightness.
 """
 import argparse
-import gzip
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from PIL import Image
 
-from common.data import brightness_age, from_uint8, load_faces, synthetic_faces
+from common.cli import as_flags
+from common.data import brightness_age, from_uint8, synthetic_faces
 from common.samplers import grad_log_prob
 from common.schedules import ddpm_schedule
 from conftest import load_script
-from tools import utkface
 
 M = load_script("06_faces.py")
 TARGETS = [18.0, 40.0, 60.0, 80.0]
@@ -91,84 +88,7 @@ def guidance_args(scale, per_age=6):
                               guidance_step="gradient")
 
 
-def write_npy(array, path):
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    path.write_bytes(gzip.compress(buffer.getvalue()) if path.suffix == ".gz" else buffer.getvalue())
-
-
-# --- data ---
-
-@pytest.mark.parametrize("dtype, scale", [(np.uint8, 1), (np.float32, 1 / 255), (np.float64, 1.0), (np.int64, 1)])
-@pytest.mark.parametrize("rgb", [False, True])
-def test_load_faces_accepts_the_documented_formats(tmp_path, dtype, scale, rgb):
-    faces, ages = synthetic_faces(5)
-    faces = np.stack([faces, faces // 2, faces // 3], axis=-1) if rgb else faces      # (5, 48, 48[, 3]) uint8
-    write_npy((faces * scale).astype(dtype), tmp_path / "f.npy.gz")
-    write_npy(ages.reshape(5, 1) if rgb else ages, tmp_path / "a.npy")                  # (N,) or (N, 1)
-    x, y = load_faces(tmp_path / "f.npy.gz", tmp_path / "a.npy")
-    assert x.shape == (5, 3 if rgb else 1, 48, 48) and x.dtype == torch.float32
-    expected = torch.as_tensor(faces.reshape(5, 48, 48, -1)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(y, torch.as_tensor(ages, dtype=torch.float32))
-
-
-@pytest.mark.parametrize("faces, ages, message", [
-    (np.zeros((4, 28, 28), np.uint8), np.zeros(4), "faces are uint8 (4, 28, 28), expected numbers of shape"),
-    (np.zeros((4, 3, 48, 48), np.uint8), np.zeros(4), "(4, 3, 48, 48), expected numbers of shape (N, 48, 48)"),
-    (np.zeros((0, 48, 48), np.uint8), np.zeros(0), "expected numbers of shape"),
-    (np.zeros((4, 48, 48), bool), np.zeros(4), "faces are bool"),
-    (np.full((4, 48, 48), 300.0), np.zeros(4), "face values span [300.0, 300.0], expected 0–255"),
-    (np.full((4, 48, 48), -0.5), np.zeros(4), "face values span [-0.5, -0.5]"),
-    (np.zeros((4, 48, 48), np.uint8), np.zeros(5), "ages are float64 (5,), expected 4 finite numbers"),
-    (np.zeros((4, 48, 48), np.uint8), np.zeros((4, 2)), "ages are float64 (4, 2), expected 4"),
-    (np.zeros((4, 48, 48), np.uint8), np.array([1, 2, np.nan, 4]), "expected 4 finite numbers"),
-])
-def test_load_faces_rejects_bad_files_in_one_line(tmp_path, faces, ages, message):
-    np.save(tmp_path / "f.npy", faces)
-    np.save(tmp_path / "a.npy", ages)
-    with pytest.raises(SystemExit) as stop:
-        load_faces(tmp_path / "f.npy", tmp_path / "a.npy")
-    assert str(stop.value).startswith("error: ") and message in str(stop.value) and "\n" not in str(stop.value)
-
-
-def test_missing_or_corrupt_face_files_are_one_line_errors(tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: faces file .*nope.npy.gz not found: .*tools.utkface") as stop:
-        load_faces(tmp_path / "nope.npy.gz", tmp_path / "a.npy")
-    (tmp_path / "bad.npy.gz").write_bytes(b"not gzip")
-    with pytest.raises(SystemExit, match=r"^error: faces file .*bad.npy.gz is not a readable .npy array") as stop:
-        load_faces(tmp_path / "bad.npy.gz", tmp_path / "a.npy")
-    assert "\n" not in str(stop.value)
-
-
-def test_utkface_converts_a_folder_of_jpegs(tmp_path):
-    src = tmp_path / "UTKFace"
-    (src / "part2").mkdir(parents=True)
-    grey = {"23_0_1_20170116174525125.jpg.chip.jpg": (23, 200), "7_1_0_20170109150557335.jpg": (7, 60),
-            "part2/101_0_0_20170112213500903.jpg": (101, 140)}
-    for name, (_, level) in grey.items():
-        image = np.zeros((40, 80, 3), np.uint8)     # 80 wide, 40 high: black sides around a grey centre square
-        image[:, 20:60] = level
-        Image.fromarray(image).save(src / name, quality=95)
-    (src / "README.txt").write_text("not a face")
-    (src / "30_0_0_20170101000000000.jpg").write_bytes(b"truncated")
-    faces, ages = tmp_path / "out" / "faces.npy.gz", tmp_path / "out" / "ages.npy"
-    assert utkface.main([str(src), "--faces", str(faces), "--ages", str(ages)]) == {"converted": 3, "skipped": 2}
-    x, y = load_faces(faces, ages)
-    order = sorted(grey, key=lambda name: (src / name).as_posix())     # read in path order
-    assert y.tolist() == [grey[name][0] for name in order] and x.shape == (3, 1, 48, 48)
-    # the centre crop keeps only the grey square, so every pixel is (close to) its grey level
-    level = torch.tensor([grey[name][1] for name in order], dtype=torch.float32) / 127.5 - 1
-    torch.testing.assert_close(x.mean(dim=(1, 2, 3)), level, atol=0.03, rtol=0)
-    assert sorted(p.name for p in faces.parent.iterdir()) == ["ages.npy", "faces.npy.gz"]   # no temporary files
-    utkface.main([str(src), "--faces", str(faces), "--ages", str(ages), "--rgb"])
-    assert load_faces(faces, ages)[0].shape == (3, 3, 48, 48)
-    with pytest.raises(SystemExit, match=r"^error: .*missing is not a folder"):
-        utkface.main([str(tmp_path / "missing")])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match=r"^error: .*empty: no readable AGE_GENDER_RACE_DATE.jpg images found$"):
-        utkface.main([str(tmp_path / "empty")])
-
+# --- Problem 3's faces ---
 
 def test_regressor_split_keeps_exactly_the_ages_from_0_to_100():
     ages = torch.tensor([-1, 0, 5, 100, 100.5, 30, 250, 42, 18, 60, 61, 62, 63, 64, -3, 99.9])
@@ -307,6 +227,7 @@ def test_dry_run_writes_every_promised_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--T", "100", "--merge-ts", "50", "100"], "--merge-ts must lie in 1..T − 1 (here T = 100), got 50 100"),
+    (["--T", "1"], "--T must be at least 2: Problem 2 merges at some t < T, got 1"),
     (["--target-ages", "18", "120"], "argument --target-ages: invalid age in 0..100 value: '120'"),
     (["--guidance-scale", "-1"], "argument --guidance-scale: invalid guidance scale"),
     (["--sigma", "sqrt"], "argument --sigma: invalid choice: 'sqrt'"),
@@ -335,6 +256,20 @@ def test_resume_continues_both_models_exactly(script, tmp_path):
         assert a["epoch"] == b["epoch"] == 2, name
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), (name, k)
+
+
+def test_resume_with_faces_of_another_channel_count_says_so_and_writes_nothing(tmp_path):
+    faces, ages = synthetic_faces(32)
+    np.save(tmp_path / "grey.npy", faces)
+    np.save(tmp_path / "rgb.npy", np.repeat(faces[..., None], 3, axis=3))
+    np.save(tmp_path / "ages.npy", ages)
+    argv = as_flags(M.DRY_RUN).split() + ["--ages", str(tmp_path / "ages.npy"), "--out-dir", str(tmp_path / "run")]
+    M.main(argv + ["--faces", str(tmp_path / "grey.npy")])      # a real run (the dry run's sizes) on greyscale faces
+    config = (tmp_path / "run" / "config.json").read_bytes()
+    with pytest.raises(SystemExit, match=r"checkpoint.pt was trained on faces with 1 channel\(s\), and \S+rgb.npy "
+                                         r"has 3: pass the faces file it was trained on to continue it"):
+        M.main(argv + ["--faces", str(tmp_path / "rgb.npy"), "--epochs", "2", "--resume"])
+    assert (tmp_path / "run" / "config.json").read_bytes() == config
 
 
 def test_the_default_merge_times_are_the_t_whose_alpha_bar_is_nearest_each_target():

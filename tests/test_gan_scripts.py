@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import load_script
+from test_data import write_idx
 
 M04, M05 = load_script("04_dcgan_wgan.py"), load_script("05_cgan_wgangp_fid.py")
 RUNS04 = ("dcgan", "wgan", "wgan_clip0.1")   # the dry run's --clip-sweep 0.1 0.01: c = 0.01 is the main WGAN
@@ -215,9 +216,32 @@ def nan_images(n, device="cpu", seed=0):
 
 def test_a_nan_loss_stops_with_one_line_and_no_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(M04, "synthetic_mnist", nan_images)
-    with pytest.raises(SystemExit, match=r"^error: dcgan epoch 1: the D became nan at step 4; [^\n]*$"):
+    with pytest.raises(SystemExit, match=r"^error: dcgan epoch 1: the D became nan at step 4; run the same command "
+                                         r"again with a lower --lr \(no checkpoint was saved yet\)$"):
         M04.main(["--dry-run", "--models", "dcgan", "--out-dir", str(tmp_path)])
     assert not list(tmp_path.glob("checkpoint*"))
+
+
+def test_05_names_a_damaged_samples_file_of_04_before_it_trains(run04, tmp_path):
+    (tmp_path / "gan").mkdir()
+    (tmp_path / "gan" / "samples_dcgan.npz").write_bytes((run04[0] / "samples_dcgan.npz").read_bytes()[:300])
+    with pytest.raises(SystemExit, match=r"^error: \S+samples_dcgan.npz is damaged or not 04_dcgan_wgan.py's samples "
+                                         r"file \(BadZipFile\): run 04 with --resume and its other flags to write it "
+                                         r"again, or move it away$"):
+        M05.main(["--dry-run", "--gan-dir", str(tmp_path / "gan"), "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_fid_weights_that_cannot_be_read_stop_a_real_run_before_it_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    g = np.random.default_rng(0)
+    write_idx(tmp_path / "data" / "FashionMNIST" / "raw", g.integers(0, 256, (64, 28, 28)), np.arange(64) % 10)
+    (tmp_path / "weights.pth").write_bytes(b"half a file")
+    for script in (M04, M05):
+        with pytest.raises(SystemExit, match=r"^error: weights.pth is not a readable weights file"):
+            script.main(["--epochs", "1", "--hidden", "8", "--batch-size", "8", "--n-samples", "20", "--out-dir",
+                         "out", "--inception-weights", "weights.pth"])
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("script, argv, message", [

@@ -185,14 +185,18 @@ class FlatFeatures:
         return FeatureStats().update(x.reshape(len(x), -1)[:, :20])
 
 
-def test_real_stats_are_cached(tmp_path, monkeypatch):
+def test_real_stats_are_cached_and_a_damaged_cache_is_computed_again(tmp_path, monkeypatch, capsys):
     from common.data import synthetic_mnist
     monkeypatch.setattr(inception, "load_mnist", lambda name, data_dir, train: synthetic_mnist(64))
-    extractor = FlatFeatures()
+    extractor, cached = FlatFeatures(), tmp_path / "inception-mnist-test-50.npz"
     mu, sigma = real_stats("mnist", "test", 50, extractor, cache_dir=tmp_path)
     mu2, sigma2 = real_stats("mnist", "test", 50, extractor, cache_dir=tmp_path)
-    assert extractor.calls == 1 and (tmp_path / "inception-mnist-test-50.npz").is_file()
+    assert extractor.calls == 1 and cached.is_file()
     np.testing.assert_array_equal(mu.numpy(), mu2.numpy())
     np.testing.assert_array_equal(sigma.numpy(), sigma2.numpy())
+    cached.write_bytes(cached.read_bytes()[:300])                  # cut short
+    mu3, _ = real_stats("mnist", "test", 50, extractor, cache_dir=tmp_path)
+    assert extractor.calls == 2 and f"note: {cached} is damaged (BadZipFile): computed again" in capsys.readouterr().out
+    np.testing.assert_array_equal(mu.numpy(), mu3.numpy())
     with pytest.raises(SystemExit, match="has 64 images"):
         real_stats("mnist", "test", 100, extractor, cache_dir=tmp_path)

@@ -9,7 +9,7 @@ import torch
 from common.data import synthetic_mnist
 from common.frechet import fd_from_features, mean_pairwise_distance
 from common import judge as judge_module
-from common.judge import JudgeNet, augment, get_judge
+from common.judge import JudgeNet, augment, check_judge, get_judge
 from common.run import save_checkpoint
 
 @pytest.fixture(scope="module")
@@ -80,10 +80,13 @@ def test_a_saved_judge_is_loaded_not_trained_and_a_foreign_file_is_one_line(tmp_
     assert judge.card == {"dataset": "mnist", "test_accuracy": 0.99} and not judge.net.training
     for k, v in net.state_dict().items():
         assert torch.equal(judge.net.state_dict()[k], v), k
-    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "fashion.pt")
-    with pytest.raises(SystemExit, match="does not hold a judge") as e:
-        get_judge("fashion", "no-data-here", torch.device("cpu"), cache_dir=tmp_path)
-    assert "\n" not in str(e.value)
+    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "fashion.pt")                # another network
+    for read in (lambda: get_judge("fashion", "no-data-here", torch.device("cpu"), cache_dir=tmp_path),
+                 lambda: check_judge("fashion", cache_dir=tmp_path)):        # which a run calls before it trains
+        with pytest.raises(SystemExit, match=r"fashion.pt is damaged or not a fashion judge of these scripts "
+                                             r"\(RuntimeError\): delete it, and the next run trains a new one") as e:
+            read()
+        assert "\n" not in str(e.value)
 
 
 

@@ -7,6 +7,7 @@ images a side. FID runs the FID Inception (common/inception.py): seconds on a GP
 dataset side's statistics are cached in results/fid_stats/). FD-judge: the same Fréchet distance over our judge's
 features (common/judge.py), on another scale: never compare it with an FID.
 """
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,15 @@ def load_side(spec, data_dir, n):
     """A dataset name or an .npz of uint8 images -> its first n images, float (N, 1, 28, 28) in [-1, 1]."""
     if spec in DATASET_SIDES:
         return load_mnist(spec.split("-")[0], data_dir, train=spec.endswith("-train"))[0][:n]
-    if Path(spec).suffix != ".npz" or not Path(spec).is_file():
+    if Path(spec).suffix != ".npz":
         fail(f"{spec} is neither an .npz file nor one of {', '.join(DATASET_SIDES)}")
+    if not Path(spec).is_file():
+        fail(f"{spec} does not exist (an .npz that the scripts write, e.g. results/01_ddpm_mnist/samples.npz)")
     try:
         with np.load(spec) as data:
             images = data["images"][:n] if "images" in data else None
-    except (OSError, ValueError) as e:   # not a zip of arrays, or pickled objects
-        fail(f"{spec} is not a readable .npz of arrays ({type(e).__name__})")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # not a zip of arrays, truncated, pickled
+        fail(f"{spec} is damaged or not an .npz of arrays ({type(e).__name__}): write it again, or pass another file")
     if images is None or images.dtype != np.uint8 or images.shape[1:] != (28, 28) or len(images) < 2:
         fail(f"{spec}: need 'images', at least 2 uint8 images of 28 × 28 (grey), got " +
              ("none" if images is None else f"{images.dtype} {images.shape}"))

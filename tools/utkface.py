@@ -4,7 +4,8 @@
 
 Every AGE_GENDER_RACE_DATE.jpg (or .jpg.chip.jpg) under the folder, in name order, is centre-cropped to a square and
 resized to 48×48, grayscale unless --rgb: faces uint8 (N, 48, 48[, 3]) and ages int64 (N,), each written atomically
-(gzipped when the name ends in .gz). Other files and unreadable images are skipped and counted.
+(gzipped when the name ends in .gz). Other files and unreadable images are skipped and counted. The default names
+are the course files': a file that is there already is replaced only with --overwrite.
 """
 import gzip
 import io
@@ -27,6 +28,7 @@ def parse_args(argv):
     p.add_argument("--faces", default="data/faces23k_48x48.npy.gz", help="faces file to write (.npy or .npy.gz)")
     p.add_argument("--ages", default="data/ages23k.npy", help="ages file to write (.npy)")
     p.add_argument("--rgb", action="store_true", help="keep colour (default: grayscale, like the course file)")
+    p.add_argument("--overwrite", action="store_true", help="replace --faces and --ages if they are there already")
     return p.parse_args(argv)
 
 
@@ -34,6 +36,10 @@ def main(argv=None):
     args = parse_args(argv)
     if not Path(args.folder).is_dir():
         fail(f"{args.folder} is not a folder (expected UTKFace's AGE_GENDER_RACE_DATE.jpg files)")
+    there = [path for path in (args.faces, args.ages) if Path(path).exists()]
+    if there and not args.overwrite:
+        fail(f"{' and '.join(there)} {'is' if len(there) == 1 else 'are'} there already: add --overwrite to replace "
+             f"{'it' if len(there) == 1 else 'them'}, or name other files with --faces and --ages")
     paths = sorted(f for f in Path(args.folder).rglob("*") if f.is_file())
     faces, ages = [], []
     for path in [f for f in paths if NAME.match(f.name)]:
