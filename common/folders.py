@@ -51,8 +51,11 @@ def run_folder(args, script_file, match=()):
     if checkpoints and not args.overwrite and not (args.dry_run and config is not None):   # a dry run's (see above)
         fail(f"{out} holds an earlier run ({checkpoints[0].name}): add --resume to continue it, --out-dir to "
              f"start in another folder, or --overwrite to replace it")
+    # a folder this script's runs wrote before they kept the record: --overwrite replaces its files by name and
+    # deletes none of them (the record starts now)
+    recordless = config is not None and not (out / RECORD).exists() and args.overwrite
     foreign = [p.name for p in [out / "config.json", *checkpoints] if p.is_file() and p.name not in written(out)]
-    if foreign:
+    if foreign and not recordless:
         fail(f"{out} holds {', '.join(foreign)}, which the record of what {args.script}'s runs wrote there "
              f"({RECORD}) does not list: move them away, or use another --out-dir")
     return out
@@ -106,9 +109,12 @@ def open_run(args, out):
     for name in [RECORD, *written(out)]:            # <name>.<pid>.tmp: run.write_bytes' temporary, cut short
         for tmp in (out / name).parent.glob(f"{Path(name).name}.*.tmp"):
             tmp.unlink()
+    # --resume continues the run that wrote the folder, and so may rewrite its files; so may --overwrite in a folder
+    # of this script's that has no record (run_folder let it through)
+    rewrite = args.resume or ((out / "config.json").is_file() and not (out / RECORD).exists())
     if not args.resume:
         remove_written(out)
-    run.folder.update(out=out.resolve(), args=args)
+    run.folder.update(out=out.resolve(), args=args, rewrite=rewrite)
     save_json(vars(args), out / "config.json")
     return out
 

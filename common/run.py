@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 RECORD = ".written"   # in a run folder, beside config.json: every file this script's runs wrote there, a line each
-folder = {"out": None, "args": None}   # the run folder this process writes to, and its settings: folders.open_run
+folder = {"out": None, "args": None, "rewrite": False}   # the run folder written to, its settings: folders.open_run
 
 
 def fail(message):
@@ -115,7 +115,7 @@ def record(path):
     name, names = path.resolve().relative_to(out).as_posix(), written(out)
     if name in names:
         return
-    if path.exists() and not folder["args"].resume:
+    if path.exists() and not folder["rewrite"]:
         fail(f"{path} is not a file that this script's runs wrote: move it out of {out}, then "
              f"{next_step('run the same command again')}")
     replace_whole("".join(f"{n}\n" for n in names + [name]).encode(), out / RECORD)

@@ -163,6 +163,17 @@ def test_overwrite_never_replaces_a_checkpoint_that_no_run_of_the_script_wrote(t
     assert snapshot(out) == before
 
 
+def test_overwrite_on_a_run_folder_without_a_record_replaces_its_files_and_deletes_none(run02, tmp_path):
+    # a folder that this script's runs wrote before they kept .written: --overwrite works, and a user's file stays
+    out = tmp_path / "old"
+    shutil.copytree(run02, out)
+    (out / ".written").unlink()
+    (out / "notes.md").write_text("mine")
+    M02.main(SWEEP + ["--out-dir", str(out), "--overwrite"])
+    assert (out / "notes.md").read_text() == "mine"
+    assert {"config.json", "checkpoint.pt"} <= set((out / ".written").read_text().splitlines())
+
+
 # --- another script's run, and a real run under --dry-run, are refused ---
 
 def test_another_scripts_run_is_refused_with_overwrite_or_not(run02, tmp_path):
