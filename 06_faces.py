@@ -14,8 +14,8 @@ AgeRegressor; ∂log P(y | z_t)/∂z_t is grad_log_prob inside classifier_guided
 
 Problem 3's guidance, read two ways. Handout C 3 says to multiply the gradient −∂(ŷ − y)²/∂z_t "by a small
 number (e.g., 0.2)": by default (--guidance-step gradient) each reverse step's mean moves by that, 0.2 × the
-gradient, as written; the 0.2 was given for this reading. Dhariwal & Nichol (and 03, for Handout A 2(c)) scale
-the shift by Σ_t = σ_t² as well: --guidance-step variance-scaled. σ_t² is β_t ≤ 0.02 here, so that reading needs a
+gradient, which is what the handout's sentence says. Dhariwal & Nichol (and 03, for Handout A 2(c)) scale
+the shift by Σ_t = σ_t² as well: --guidance-step variance-scaled. σ_t² is β_t ≤ 0.02 by default, so it needs a
 scale tens to thousands of times larger for the same push. docs/results/06_faces.md shows both.
 Runtime per device: the handout map in README.md.
 Writes to results/06_faces/ (…_quick/, …_dry_run/): config.json, losses.csv, loss_curve.png, samples_epoch_001.png

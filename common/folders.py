@@ -51,8 +51,8 @@ def run_folder(args, script_file, match=()):
     if checkpoints and not args.overwrite and not (args.dry_run and config is not None):   # a dry run's (see above)
         fail(f"{out} holds an earlier run ({checkpoints[0].name}): add --resume to continue it, --out-dir to "
              f"start in another folder, or --overwrite to replace it")
-    # a folder this script's runs wrote before they kept the record: --overwrite replaces its files by name and
-    # deletes none of them (the record starts now)
+    # a folder of this script's run with no record: --overwrite replaces its files by name and deletes none of
+    # them (the record starts with this run)
     recordless = config is not None and not (out / RECORD).exists() and args.overwrite
     foreign = [p.name for p in [out / "config.json", *checkpoints] if p.is_file() and p.name not in written(out)]
     if foreign and not recordless:

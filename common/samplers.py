@@ -72,14 +72,14 @@ def ddpm_sample(model, x_T, sched, t_start=None, t_end=1, sigma="beta", clip_x0=
 
 
 def guidance_scale(gamma, device):
-    """γ as the sampling loop uses it, made once before the loop: a Python float, or a (B,) tensor of per-sample
-    scales on the device."""
-    return gamma.to(device, torch.float32) if torch.is_tensor(gamma) else float(gamma)
+    """γ (or s) as the sampling loop uses it, made once before the loop: a Python float, or per-sample scales as a
+    (B, 1, 1, 1) tensor on the device."""
+    return gamma.to(device, torch.float32).reshape(-1, 1, 1, 1) if torch.is_tensor(gamma) else float(gamma)
 
 
 def cfg_eps(model, xt, t_frac, c, gamma):
-    """Handout D Algorithm 4, lines 11–13. c: (B, K) one-hot on xt's device; gamma: a float or a (B,) tensor on
-    the device (guidance_scale). γ = 0 is unconditional and γ = 1 conditional; each needs one prediction,
+    """Handout D Algorithm 4, lines 11–13. c: (B, K) one-hot on xt's device; gamma: a float, or a tensor of one γ
+    per sample on the device (guidance_scale). γ = 0 is unconditional and γ = 1 conditional; each needs one prediction,
     so each is one pass. Any other γ takes ε_cond and ε_uncond from ONE batched pass over [c; 0]."""
     if not torch.is_tensor(gamma) and gamma in (0.0, 1.0):
         return model(xt, t_frac, gamma * c).float()                  # γ = 0: line 12 alone; γ = 1: line 11 alone
@@ -124,7 +124,6 @@ def classifier_guided_sample(model, guide, x_T, y, s, sched, variance_scaled=Tru
     xt = start(model, x_T)
     guided = bool(torch.any(torch.as_tensor(s) != 0))               # once: s = 0 skips the guide's gradient
     s = guidance_scale(s, xt.device)
-    s = s.reshape(-1, 1, 1, 1) if torch.is_tensor(s) else s
     for t in range(sched.T, 0, -1):
         # 1. z ~ N(0, I), or 0 on the last step
         z = noise(xt, t, generator)
