@@ -47,7 +47,7 @@ from common.run import (Progress, autocast, check_finite, count_parameters, grad
 from common.samplers import fixed_noise
 
 # --quick: 3 epochs, what 8 minutes on two CPU cores hold. Both models at lr 1e-3 (above Handout A 3(a)'s O(1e-4))
-# and the WGAN at 2 critic steps per G step: the runs in docs/results/04_dcgan_wgan.md chose them
+# and the WGAN at 2 critic steps per G step; docs/results/04_dcgan_wgan.md compares other settings
 QUICK = dict(epochs=3, hidden=64, lr=1e-3, n_critic=2, n_grid=60)
 DRY_RUN = dict(epochs=2, hidden=8, n_critic=2, n_samples=64, n_grid=20, clip_sweep=[0.1, 0.01])
 MATCH = ("hidden", "z_dim", "small", "dropout", "g_loss", "lr", "batch_size", "n_critic", "clip", "seed")

@@ -46,7 +46,7 @@ from common.run import (Progress, autocast, check_finite, count_parameters, fail
 from common.samplers import fixed_noise
 
 # --quick: 3 epochs, what 8 minutes on two CPU cores hold. Both models at lr 1e-3 (above Handout A 3(a)'s O(1e-4))
-# and WGAN-GP at 2 critic steps per G step: the runs in docs/results/05_cgan_wgangp_fid.md chose them
+# and WGAN-GP at 2 critic steps per G step; docs/results/05_cgan_wgangp_fid.md compares others
 QUICK = dict(epochs=3, hidden=64, lr=1e-3, n_critic=2, n_grid=60)
 DRY_RUN = dict(epochs=2, hidden=8, n_critic=2, n_samples=100, n_grid=20)
 MATCH = ("hidden", "z_dim", "small", "dropout", "g_loss", "lr", "batch_size", "n_critic", "gp_lambda", "critic_norm",
