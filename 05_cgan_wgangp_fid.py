@@ -3,6 +3,7 @@
     python 04_dcgan_wgan.py && python 05_cgan_wgangp_fid.py   # the handout configuration (04 gives two rows)
     python 05_cgan_wgangp_fid.py --label-inject dense         # the label enters D at its dense layer instead
     python 05_cgan_wgangp_fid.py --critic-norm instance       # InstanceNorm instead of LayerNorm in the critic
+    python 05_cgan_wgangp_fid.py --models cgan                # only the cGAN; the table leaves WGAN-GP's row blank
     python 05_cgan_wgangp_fid.py --quick                      # a CPU, after 04 --quick: width 64, 3 epochs, lr 1e-3
     python 05_cgan_wgangp_fid.py --dry-run                    # seconds: synthetic data (what the tests run)
 
@@ -52,6 +53,7 @@ DRY_RUN = dict(epochs=2, hidden=8, n_critic=2, n_samples=100, n_grid=20)
 MATCH = ("hidden", "z_dim", "small", "dropout", "g_loss", "lr", "batch_size", "n_critic", "gp_lambda", "critic_norm",
          "label_inject", "seed")
 NAMES = {"dcgan": "DCGAN", "wgan": "WGAN (clipping)", "wgangp": "WGAN-GP", "cgan": "cGAN"}
+TRAINED = ("wgangp", "cgan")                                     # this script's models; 04 trains the other two
 
 
 def parse_args(argv):
@@ -60,6 +62,7 @@ def parse_args(argv):
                            hidden_help="channels of G's 7×7 map and D's last conv",
                            lr_help="learning rate of every model (default: each its own, cGAN 2e-4 (Handout B), "
                                    "WGAN-GP 1e-4 (Gulrajani et al. 2017))")
+    p.add_argument("--models", nargs="+", choices=TRAINED, default=list(TRAINED), help="which GANs to train")
     p.add_argument("--z-dim", type=cli.positive_int, default=100, help="noise dimension (the handout: 50..200)")
     p.add_argument("--small", action="store_true", help="one conv layer in G and D (the handout's footnote)")
     p.add_argument("--dropout", type=float, default=0.3, help="dropout in the cGAN's D, in [0, 1) (WGAN-GP: none)")
@@ -194,11 +197,11 @@ def read_04_samples(gan_dir, device):
     return found
 
 
-def judged(args, judge, real, x, inception):
+def judged(args, judge, real, x, inception, absent):
     """FID (or n/a: no weights, or a dry run's synthetic images) and FD-judge against the test images, and the
-    spread, of samples x (None: 04 not run)."""
+    spread, of samples x (None: not trained, and `absent` says why)."""
     if x is None:
-        return {"n": None, "fid": "run 04_dcgan_wgan.py first", "fd_judge": None, "judge_diversity": None}
+        return {"n": None, "fid": absent, "fd_judge": None, "judge_diversity": None}
     return {"n": len(x), "fid": "n/a" if inception is None else fid(x, "fashion", inception, args.data_dir),
             "fd_judge": judge.fd(x, real), "judge_diversity": judge.diversity(x)}
 
@@ -230,8 +233,10 @@ def fid_table(metrics):
     for m in metrics["models"].values():
         lines.append(f"| {m['name']} | {number(m['n'], 'd')} | {number(m['fid'])} | {number(m['fd_judge'])} "
                      f"| {number(m['judge_diversity'])} |")
-    lines += [f"| real test images | | | | {metrics['real_test_judge_diversity']:.2f} |", "",
-              "## cGAN: diversity within each class", "",
+    lines.append(f"| real test images | | | | {metrics['real_test_judge_diversity']:.2f} |")
+    if "cgan_per_class" not in metrics:                          # --models without cgan
+        return "\n".join(lines) + "\n"
+    lines += ["", "## cGAN: diversity within each class", "",
               "| class | judge accuracy | FD-judge vs real class | spread cGAN | spread real | cGAN / real "
               "| DCGAN share (%) | spread DCGAN (judged class) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in metrics["cgan_per_class"]:
@@ -262,7 +267,7 @@ def main(argv=None):
     z_eval = fixed_noise(args.n_samples, args.seed + 1, device, shape=(args.z_dim,))  # ... for every model
     y_eval = torch.arange(args.n_samples, device=device) % 10     # the cGAN: every class equally often
     histories, generators = {}, {}
-    for name in ("wgangp", "cgan"):
+    for name in (m for m in TRAINED if m in args.models):
         # --- model and optimisers: (b) WGAN-GP, (a) cGAN ---
         torch.manual_seed(args.seed)                             # the initial weights depend on the seed only
         gan, path = build(name, args, device), out / f"checkpoint_{name}.pt"
@@ -311,23 +316,27 @@ def main(argv=None):
     metrics = {"judge": judge.card, "reference": f"{len(x_test):,} {'synthetic' if args.dry_run else 'test'} images",
                "gan_dir": args.gan_dir, "real_test_judge_diversity": judge.diversity(x_test), "models": {}}
     for name in NAMES:                                           # the table's rows: 04's two, then this run's
-        source = "trained here" if name in histories else str(Path(args.gan_dir) / f"samples_{name}.npz")
+        source = ("trained here" if name in histories else "not trained (--models)" if name in TRAINED
+                  else str(Path(args.gan_dir) / f"samples_{name}.npz"))
+        absent = source if name in TRAINED else "run 04_dcgan_wgan.py first"
         metrics["models"][name] = dict(name=NAMES[name], source=source,
-                                       **judged(args, judge, real, samples[name], inception))
-    metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)
-    metrics["cgan_per_class"] = class_diversity(judge, samples["cgan"], y_eval, x_test, y_test, samples["dcgan"])
+                                       **judged(args, judge, real, samples.get(name), inception, absent))
     # --- figures, the table, metrics.json ---
-    save_sample_grid(generators["cgan"], z_fixed, out / "cgan_classes.png",
-              "Handout A 4(c)(i): cGAN, one row per class (the same z in every row)", conditional=True)
-    save_mosaic(to_uint8(samples["wgangp"][:len(z_fixed)]), out / "wgangp_samples.png",
-                title=f"Handout A 4(c)(ii): WGAN-GP (FD-judge {metrics['models']['wgangp']['fd_judge']:.1f})")
-    rows = metrics["cgan_per_class"]
-    spread = {"cGAN (asked-for class)": [r["diversity"] for r in rows],
-              "real test images": [r["real_diversity"] for r in rows],
-              "DCGAN (the judge's class)": [np.nan if r["dcgan_diversity"] is None else r["dcgan_diversity"]
-                                            for r in rows]}
-    save_line_plot(list(range(10)), spread, out / "cgan_class_diversity.png", ylabel="within-class spread of judge "
-                   "features", xlabel="class (0 T-shirt/top … 9 Ankle boot)", title="Diversity within each class")
+    if "wgangp" in histories:
+        save_mosaic(to_uint8(samples["wgangp"][:len(z_fixed)]), out / "wgangp_samples.png",
+                    title=f"Handout A 4(c)(ii): WGAN-GP (FD-judge {metrics['models']['wgangp']['fd_judge']:.1f})")
+    if "cgan" in histories:
+        metrics["models"]["cgan"]["judge_accuracy"] = judge.class_accuracy(samples["cgan"], y_eval)
+        rows = metrics["cgan_per_class"] = class_diversity(judge, samples["cgan"], y_eval, x_test, y_test,
+                                                           samples["dcgan"])
+        save_sample_grid(generators["cgan"], z_fixed, out / "cgan_classes.png",
+                         "Handout A 4(c)(i): cGAN, one row per class (the same z in every row)", conditional=True)
+        spread = {"cGAN (asked-for class)": [r["diversity"] for r in rows],
+                  "real test images": [r["real_diversity"] for r in rows],
+                  "DCGAN (the judge's class)": [np.nan if r["dcgan_diversity"] is None else r["dcgan_diversity"]
+                                                for r in rows]}
+        save_line_plot(list(range(10)), spread, out / "cgan_class_diversity.png", title="Diversity within each class",
+                       ylabel="within-class spread of judge features", xlabel="class (0 T-shirt/top … 9 Ankle boot)")
     save_json(metrics, out / "metrics.json")
     table = fid_table(metrics)
     write_bytes(table.encode(), out / "fid_table.md")

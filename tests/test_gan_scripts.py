@@ -146,15 +146,21 @@ def test_04_resume_with_other_settings_is_a_one_line_error(run04, flags, message
     assert (out / "config.json").read_text() == config
 
 
-def test_05_dry_run_reads_04s_samples_and_writes_every_file(run04, tmp_path, monkeypatch):
-    """The default --gan-dir of a dry run, results/04_dcgan_wgan_dry_run, holding 04's DCGAN samples only: the
-    DCGAN row is 04's, measured again; the WGAN row says to run 04 first."""
-    monkeypatch.chdir(tmp_path)
-    gan_dir = tmp_path / "results" / "04_dcgan_wgan_dry_run"
+@pytest.fixture(scope="module")
+def run05(run04, tmp_path_factory):
+    """05's dry run, its default --gan-dir (results/04_dcgan_wgan_dry_run) holding 04's DCGAN samples only."""
+    root = tmp_path_factory.mktemp("05")
+    gan_dir = root / "results" / "04_dcgan_wgan_dry_run"
     gan_dir.mkdir(parents=True)
     shutil.copy(run04[0] / "samples_dcgan.npz", gan_dir)
-    metrics = M05.main(["--dry-run", "--out-dir", "out"])
-    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        return root / "out", M05.main(["--dry-run", "--out-dir", "out"])
+
+
+def test_05_dry_run_reads_04s_samples_and_writes_every_file(run04, run05):
+    """The DCGAN row is 04's, measured again; the WGAN row says to run 04 first."""
+    out, metrics = run05
     for name in ["cgan", "wgangp"]:
         for png in [f"loss_curve_{name}", f"samples_{name}_epoch_001", f"samples_{name}_epoch_002"]:
             assert_png(out / f"{png}.png")
@@ -179,6 +185,19 @@ def test_05_dry_run_reads_04s_samples_and_writes_every_file(run04, tmp_path, mon
         assert row in table, row
     rows = list(csv.DictReader(open(out / "losses.csv")))
     assert [r["g_loss"] != "" for r in rows if r["model"] == "wgangp"] == [False, True] * 4   # n_critic 2
+
+
+@pytest.mark.parametrize("model, other", [("cgan", "wgangp"), ("wgangp", "cgan")])
+def test_05_models_trains_the_same_model_as_the_full_run_and_leaves_the_others_row_blank(run05, model, other,
+                                                                                          tmp_path):
+    metrics = M05.main(["--dry-run", "--models", model, "--out-dir", str(tmp_path)])
+    with np.load(tmp_path / f"samples_{model}.npz") as alone, np.load(run05[0] / f"samples_{model}.npz") as full:
+        assert np.array_equal(alone["images"], full["images"])       # the seeds do not depend on what else trains
+    assert not list(tmp_path.glob(f"*{other}*"))
+    assert metrics["models"][model]["fd_judge"] == pytest.approx(run05[1]["models"][model]["fd_judge"], rel=1e-6)
+    assert metrics["models"][other]["fid"] == "not trained (--models)" and metrics["models"][other]["n"] is None
+    table = (tmp_path / "fid_table.md").read_text()
+    assert ("## cGAN: diversity within each class" in table) == (model == "cgan") == ("cgan_per_class" in metrics)
 
 
 class ConstantJudge:
